@@ -1,0 +1,157 @@
+"""The idemstore exception tree.
+
+Every error the library raises on purpose derives from one root, so callers can
+catch ``IdempotencyError`` alone. Names shared with the Powertools idempotency
+utility keep their meaning, so migrating is a change of import::
+
+    IdempotencyError
+    ├── IdempotencyConfigurationError        bad configuration, found at construction
+    ├── IdempotencyKeyError                  no idempotency key in the payload
+    ├── IdempotencyValidationError           same key, different validated payload
+    ├── IdempotencyAlreadyInProgressError    another caller holds the lock
+    ├── IdempotencyItemAlreadyExistsError    conditional put lost; carries old_data_record
+    ├── IdempotencyItemNotFoundError         no record for the key
+    ├── IdempotencyLeaseLostError            our lock was taken over; carries the current record
+    ├── IdempotencySerializationError        a result cannot be stored or read back
+    │   └── IdempotencyResponseTooLargeError result too large for one item, even compressed
+    └── IdempotencyPersistenceLayerError     DynamoDB failed; the cause is chained
+        ├── IdempotencyTableNotFoundError    table missing (names table and endpoint)
+        ├── IdempotencyItemTooLargeError     DynamoDB refused the item size
+        └── IdempotencyCorruptRecordError    an item that is not a valid record
+
+``IdempotencyConfigurationError`` also derives from ``ValueError`` so code that
+validates arguments generically still catches it.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from idemstore.records import DataRecord
+
+
+class IdempotencyError(Exception):
+    """Root of every error idemstore raises on purpose."""
+
+
+class IdempotencyConfigurationError(IdempotencyError, ValueError):
+    """A configuration value is invalid; raised when the configuration is built."""
+
+
+class IdempotencyKeyError(IdempotencyError):
+    """The payload holds no idempotency key and ``raise_on_no_idempotency_key`` is on."""
+
+
+class IdempotencyValidationError(IdempotencyError):
+    """A duplicate request's validated payload differs from the stored record's."""
+
+    def __init__(self, message: str, *, idempotency_key: str | None = None) -> None:
+        super().__init__(message)
+        self.idempotency_key = idempotency_key
+
+
+class IdempotencyAlreadyInProgressError(IdempotencyError):
+    """Another caller holds the lock for this idempotency key."""
+
+    def __init__(self, message: str, *, old_data_record: DataRecord | None = None) -> None:
+        super().__init__(message)
+        self.old_data_record = old_data_record
+
+
+class IdempotencyItemAlreadyExistsError(IdempotencyError):
+    """The conditional acquire failed because a live record exists.
+
+    ``old_data_record`` is the record found, or ``None`` when the server did not
+    return it with the failed write.
+    """
+
+    def __init__(self, *args: Any, old_data_record: DataRecord | None = None) -> None:
+        super().__init__(*args)
+        self.old_data_record = old_data_record
+
+
+class IdempotencyItemNotFoundError(IdempotencyError):
+    """No record exists for the idempotency key."""
+
+    def __init__(self, idempotency_key: str) -> None:
+        super().__init__(f"no idempotency record for key {idempotency_key!r}")
+        self.idempotency_key = idempotency_key
+
+
+class IdempotencyLeaseLostError(IdempotencyError):
+    """A fenced write failed: the lock is no longer ours.
+
+    ``current_record`` is the record now in the table (``None`` when it is gone);
+    ``result`` is the value the late finisher computed, so it is not lost.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        idempotency_key: str,
+        current_record: DataRecord | None = None,
+        result: Any = None,
+    ) -> None:
+        super().__init__(message)
+        self.idempotency_key = idempotency_key
+        self.current_record = current_record
+        self.result = result
+
+
+class IdempotencySerializationError(IdempotencyError):
+    """A function result cannot be serialized for storage, or a stored one read back."""
+
+
+class IdempotencyResponseTooLargeError(IdempotencySerializationError):
+    """The result does not fit in one DynamoDB item, even compressed."""
+
+    def __init__(self, message: str, *, size_bytes: int, limit_bytes: int) -> None:
+        super().__init__(message)
+        self.size_bytes = size_bytes
+        self.limit_bytes = limit_bytes
+
+
+class IdempotencyPersistenceLayerError(IdempotencyError):
+    """The store failed; the underlying error is chained as ``__cause__``.
+
+    When releasing a lock failed after the function itself raised, both are
+    kept: ``function_error`` is the function's exception.
+    """
+
+    def __init__(self, message: str, *, function_error: BaseException | None = None) -> None:
+        super().__init__(message)
+        self.function_error = function_error
+
+
+class IdempotencyTableNotFoundError(IdempotencyPersistenceLayerError):
+    """The DynamoDB table does not exist where the store looked for it."""
+
+    def __init__(
+        self, table_name: str, *, region_name: str | None, endpoint_url: str | None
+    ) -> None:
+        where = endpoint_url or f"region {region_name}"
+        super().__init__(f"DynamoDB table {table_name!r} not found at {where}")
+        self.table_name = table_name
+        self.region_name = region_name
+        self.endpoint_url = endpoint_url
+
+
+class IdempotencyItemTooLargeError(IdempotencyPersistenceLayerError):
+    """DynamoDB refused to store the item because of its size."""
+
+    def __init__(self, message: str, *, idempotency_key: str) -> None:
+        super().__init__(message)
+        self.idempotency_key = idempotency_key
+
+
+class IdempotencyCorruptRecordError(IdempotencyPersistenceLayerError):
+    """An item in the table cannot be read as an idempotency record."""
+
+    def __init__(self, message: str, *, idempotency_key: str | None, attribute: str) -> None:
+        super().__init__(
+            f"corrupt idempotency record {idempotency_key!r}: {message} ({attribute!r})"
+        )
+        self.idempotency_key = idempotency_key
+        self.attribute = attribute

@@ -1,0 +1,99 @@
+"""The record-store contract shared by ``AsyncDynamoStore`` and ``InMemoryStore``.
+
+Every operation is one request to the backing table. Semantics both stores keep:
+
+- ``put_record`` acquires the lock with the take-over rule
+  (``TableSchema.acquire_condition``). When a live record exists it raises
+  ``IdempotencyItemAlreadyExistsError`` carrying that record. When the record
+  found is this very write (same owner token: a retried request whose first
+  attempt was applied), it succeeds.
+- ``update_record`` completes: fenced on INPROGRESS and the owner token. Finding
+  our own COMPLETED record (a retried completion) is success.
+- ``renew_lease`` moves the in-progress expiry, fenced like completion.
+- ``delete_record`` releases: fenced on the owner token; a record already gone
+  is success.
+- Fenced writes that find the lock taken over raise ``IdempotencyLeaseLostError``
+  carrying the record now in the table.
+"""
+
+from __future__ import annotations
+
+from enum import Enum
+from typing import Protocol, TypeAlias, runtime_checkable
+
+from idemstore.errors import IdempotencyItemAlreadyExistsError, IdempotencyLeaseLostError
+from idemstore.records import DataRecord, RecordStatus, TableSchema
+
+
+@runtime_checkable
+class RecordStore(Protocol):
+    """What the idempotency engine needs from a store."""
+
+    @property
+    def schema(self) -> TableSchema: ...
+
+    async def get_record(self, idempotency_key: str) -> DataRecord: ...
+
+    async def put_record(self, record: DataRecord, *, now: float) -> None: ...
+
+    async def update_record(self, record: DataRecord) -> None: ...
+
+    async def renew_lease(
+        self, record: DataRecord, *, in_progress_expiry_timestamp: int
+    ) -> None: ...
+
+    async def delete_record(self, record: DataRecord) -> None: ...
+
+
+class Applied(Enum):
+    """The write's condition held and the write was applied."""
+
+    APPLIED = "applied"
+
+
+APPLIED = Applied.APPLIED
+
+WriteOutcome: TypeAlias = Applied | DataRecord | None
+"""A conditional write's outcome: applied, or the record that failed the
+condition (``None`` when there was none, or the server did not return it)."""
+
+
+def fence_token(record: DataRecord) -> str:
+    if record.owner_token is None:
+        raise ValueError("a fenced write needs a record with an owner_token")
+    return record.owner_token
+
+
+def settle_put(record: DataRecord, outcome: WriteOutcome) -> None:
+    """Interpret an acquire: ours (possibly by an earlier attempt), or someone else's."""
+    if outcome is APPLIED:
+        return
+    if isinstance(outcome, DataRecord) and outcome.owned_by(record.owner_token):
+        return  # a retried put whose first attempt was applied
+    raise IdempotencyItemAlreadyExistsError(
+        f"idempotency record {record.idempotency_key!r} already exists", old_data_record=outcome
+    )
+
+
+def settle_fenced(record: DataRecord, outcome: WriteOutcome, action: str) -> None:
+    """Interpret a fenced write; our own completed record counts as a retried completion."""
+    if outcome is APPLIED:
+        return
+    if (
+        isinstance(outcome, DataRecord)
+        and outcome.owned_by(record.owner_token)
+        and outcome.status is RecordStatus.COMPLETED
+        and record.status is RecordStatus.COMPLETED
+    ):
+        return
+    if outcome is None:
+        state = "gone"
+    elif outcome.status is RecordStatus.COMPLETED:
+        state = "completed by another caller"
+    else:
+        state = "held by another caller"
+    raise IdempotencyLeaseLostError(
+        f"cannot {action} idempotency record {record.idempotency_key!r}: the lock is {state}",
+        idempotency_key=record.idempotency_key,
+        current_record=outcome,
+    )

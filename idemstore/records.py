@@ -1,0 +1,329 @@
+"""Typed idempotency records and their DynamoDB item form.
+
+The item layout is the one the Powertools idempotency utility reads and writes
+(see DESIGN.md): the same attribute names, types and units. idemstore adds two
+attributes of its own, ignored by Powertools: the lock owner's token, and a
+zlib-compressed copy of large results in binary form.
+
+Everything here is pure: times are passed in, never read.
+"""
+
+from __future__ import annotations
+
+import zlib
+from collections.abc import Mapping
+from decimal import Decimal, InvalidOperation
+from enum import StrEnum
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from idemstore.errors import IdempotencyConfigurationError, IdempotencyCorruptRecordError
+from idemstore.expressions import (
+    Attr,
+    AttributeValue,
+    Condition,
+    RemoveAction,
+    SetAction,
+    Update,
+    evaluate,
+    update,
+)
+
+DEFAULT_COMPRESS_THRESHOLD_BYTES = 32 * 1024
+"""Results whose JSON text is longer than this are stored compressed."""
+
+
+class RecordStatus(StrEnum):
+    INPROGRESS = "INPROGRESS"
+    COMPLETED = "COMPLETED"
+    EXPIRED = "EXPIRED"  # derived from time; never stored
+
+
+class DataRecord(BaseModel):
+    """One idempotency record, as stored.
+
+    ``expiry_timestamp`` is epoch seconds (the table's TTL);
+    ``in_progress_expiry_timestamp`` is epoch milliseconds, after which an
+    INPROGRESS lock may be taken over. ``owner_token`` identifies the caller
+    holding (or having completed) the lock, for fenced writes.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    idempotency_key: str = Field(min_length=1)
+    status: RecordStatus
+    expiry_timestamp: int
+    in_progress_expiry_timestamp: int | None = None
+    response_data: str | None = None
+    payload_hash: str | None = None
+    owner_token: str | None = None
+
+    @model_validator(mode="after")
+    def _stored_status(self) -> DataRecord:
+        if self.status is RecordStatus.EXPIRED:
+            raise ValueError("EXPIRED is derived from time and never stored")
+        return self
+
+    def is_expired(self, now: float) -> bool:
+        """Whether the record's TTL has passed at ``now`` (epoch seconds)."""
+        return int(now) > self.expiry_timestamp
+
+    def status_at(self, now: float) -> RecordStatus:
+        return RecordStatus.EXPIRED if self.is_expired(now) else self.status
+
+    def lock_available(self, now: float) -> bool:
+        """Whether an acquire at ``now`` would succeed over this record.
+
+        Decided by the very condition the stores send, so the rule lives once.
+        """
+        schema = DEFAULT_SCHEMA
+        return evaluate(schema.acquire_condition(now), schema.to_item(self))
+
+    def owned_by(self, token: str | None) -> bool:
+        return token is not None and self.owner_token == token
+
+
+class TableSchema(BaseModel):
+    """Attribute names of the idempotency table and how records map to items.
+
+    Defaults are the Powertools defaults. In sort-key mode the partition key
+    holds ``static_pk_value`` and the sort key holds the idempotency key.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    key_attr: str = Field(default="id", min_length=1)
+    sort_key_attr: str | None = Field(default=None, min_length=1)
+    static_pk_value: str = "idempotency#"
+    expiry_attr: str = Field(default="expiration", min_length=1)
+    in_progress_expiry_attr: str = Field(default="in_progress_expiration", min_length=1)
+    status_attr: str = Field(default="status", min_length=1)
+    data_attr: str = Field(default="data", min_length=1)
+    validation_key_attr: str = Field(default="validation", min_length=1)
+    owner_token_attr: str = Field(default="owner_token", min_length=1)
+    compressed_data_attr: str = Field(default="data_zlib", min_length=1)
+    compress_threshold_bytes: int = Field(default=DEFAULT_COMPRESS_THRESHOLD_BYTES, ge=0)
+
+    @model_validator(mode="after")
+    def _distinct_names(self) -> TableSchema:
+        if self.sort_key_attr is not None and self.sort_key_attr == self.key_attr:
+            raise ValueError(
+                f"key_attr [{self.key_attr}] and sort_key_attr [{self.sort_key_attr}] "
+                "cannot be the same"
+            )
+        names = [
+            self.key_attr,
+            self.sort_key_attr,
+            self.expiry_attr,
+            self.in_progress_expiry_attr,
+            self.status_attr,
+            self.data_attr,
+            self.validation_key_attr,
+            self.owner_token_attr,
+            self.compressed_data_attr,
+        ]
+        present = [n for n in names if n is not None]
+        if len(set(present)) != len(present):
+            raise ValueError(f"attribute names must be distinct: {present}")
+        return self
+
+    @classmethod
+    def build(cls, **kwargs: Any) -> TableSchema:
+        """Construct, turning validation failures into a configuration error."""
+        from pydantic import ValidationError
+
+        try:
+            return cls(**kwargs)
+        except ValidationError as exc:
+            raise IdempotencyConfigurationError(str(exc)) from exc
+
+    # --- keys and conditions --------------------------------------------------
+
+    @property
+    def record_key_attr(self) -> str:
+        """The attribute holding the idempotency key itself."""
+        return self.sort_key_attr or self.key_attr
+
+    def key(self, idempotency_key: str) -> dict[str, AttributeValue]:
+        """The primary key of the item for ``idempotency_key``."""
+        if self.sort_key_attr is not None:
+            return {
+                self.key_attr: {"S": self.static_pk_value},
+                self.sort_key_attr: {"S": idempotency_key},
+            }
+        return {self.key_attr: {"S": idempotency_key}}
+
+    def acquire_condition(self, now: float) -> Condition:
+        """The take-over rule: no record, an expired one, or a stale INPROGRESS lock.
+
+        The same rule as the Powertools persistence layer, so both libraries
+        respect each other's locks while a function is being migrated.
+        """
+        in_progress_expiry = Attr(self.in_progress_expiry_attr)
+        return (
+            Attr(self.key_attr).not_exists()
+            | (Attr(self.expiry_attr) < int(now))
+            | (
+                (Attr(self.status_attr) == RecordStatus.INPROGRESS.value)
+                & in_progress_expiry.exists()
+                & (in_progress_expiry < int(now * 1000))
+            )
+        )
+
+    def owned_in_progress(self, token: str) -> Condition:
+        """Fence for completion and lease renewal: still INPROGRESS and still ours."""
+        return (Attr(self.status_attr) == RecordStatus.INPROGRESS.value) & (
+            Attr(self.owner_token_attr) == token
+        )
+
+    def owned_or_gone(self, token: str) -> Condition:
+        """Fence for release: ours, or already gone (a retried delete)."""
+        return Attr(self.key_attr).not_exists() | (Attr(self.owner_token_attr) == token)
+
+    # --- updates -------------------------------------------------------------
+
+    def completion_update(self, record: DataRecord) -> Update:
+        """Turn the INPROGRESS item into ``record`` (COMPLETED) in place."""
+        actions: list[SetAction | RemoveAction] = [
+            Attr(self.status_attr).set(record.status.value),
+            Attr(self.expiry_attr).set(record.expiry_timestamp),
+        ]
+        stored = self.data_attributes(record.response_data)
+        for attr in (self.data_attr, self.compressed_data_attr):
+            if attr in stored:
+                ((_, raw),) = stored[attr].items()
+                actions.append(Attr(attr).set(raw))
+            else:
+                actions.append(Attr(attr).remove())
+        if record.payload_hash:
+            actions.append(Attr(self.validation_key_attr).set(record.payload_hash))
+        return update(*actions)
+
+    def renewal_update(self, in_progress_expiry_timestamp: int) -> Update:
+        return update(Attr(self.in_progress_expiry_attr).set(in_progress_expiry_timestamp))
+
+    # --- item codec ----------------------------------------------------------
+
+    def to_item(self, record: DataRecord) -> dict[str, AttributeValue]:
+        """The DynamoDB item for a record, as Powertools would write it."""
+        item: dict[str, AttributeValue] = {
+            **self.key(record.idempotency_key),
+            self.expiry_attr: {"N": str(record.expiry_timestamp)},
+            self.status_attr: {"S": record.status.value},
+        }
+        if record.in_progress_expiry_timestamp is not None:
+            item[self.in_progress_expiry_attr] = {"N": str(record.in_progress_expiry_timestamp)}
+        item.update(self.data_attributes(record.response_data))
+        if record.payload_hash:
+            item[self.validation_key_attr] = {"S": record.payload_hash}
+        if record.owner_token is not None:
+            item[self.owner_token_attr] = {"S": record.owner_token}
+        return item
+
+    def data_attributes(self, response_data: str | None) -> dict[str, AttributeValue]:
+        """The attribute holding a result: plain text, or compressed when large."""
+        if response_data is None:
+            return {}
+        encoded = response_data.encode()
+        if len(encoded) > self.compress_threshold_bytes:
+            return {self.compressed_data_attr: {"B": zlib.compress(encoded, 6)}}
+        return {self.data_attr: {"S": response_data}}
+
+    def from_item(self, item: Mapping[str, Any]) -> DataRecord:
+        """Read an item; a corrupt one raises ``IdempotencyCorruptRecordError``."""
+        key = _optional_string(item, self.record_key_attr, None)
+        if key is None:
+            raise IdempotencyCorruptRecordError(
+                "missing key attribute", idempotency_key=None, attribute=self.record_key_attr
+            )
+        status_text = _required(item, self.status_attr, "S", key)
+        try:
+            status = RecordStatus(status_text)
+        except ValueError:
+            status = RecordStatus.EXPIRED  # rejected below with the same message
+        if status is RecordStatus.EXPIRED:
+            raise IdempotencyCorruptRecordError(
+                f"unknown status {status_text!r}", idempotency_key=key, attribute=self.status_attr
+            )
+        response_data = _optional_string(item, self.data_attr, key)
+        compressed = item.get(self.compressed_data_attr)
+        if compressed is not None:
+            response_data = _decompress(compressed, key, self.compressed_data_attr)
+        return DataRecord(
+            idempotency_key=key,
+            status=status,
+            expiry_timestamp=_number(item, self.expiry_attr, key, required=True),
+            in_progress_expiry_timestamp=_number(
+                item, self.in_progress_expiry_attr, key, required=False
+            ),
+            response_data=response_data,
+            payload_hash=_optional_string(item, self.validation_key_attr, key),
+            owner_token=_optional_string(item, self.owner_token_attr, key),
+        )
+
+
+def _required(item: Mapping[str, AttributeValue], attr: str, kind: str, key: str) -> Any:
+    value = item.get(attr)
+    if value is None:
+        raise IdempotencyCorruptRecordError(
+            "missing attribute", idempotency_key=key, attribute=attr
+        )
+    if not isinstance(value, Mapping) or kind not in value:
+        raise IdempotencyCorruptRecordError(
+            f"expected type {kind}, got {_kind(value)}", idempotency_key=key, attribute=attr
+        )
+    return value[kind]
+
+
+def _kind(value: Any) -> str:
+    if isinstance(value, Mapping) and len(value) == 1:
+        return str(next(iter(value)))
+    return type(value).__name__
+
+
+def _optional_string(item: Mapping[str, AttributeValue], attr: str, key: str | None) -> str | None:
+    value = item.get(attr)
+    if value is None or (isinstance(value, Mapping) and value.get("NULL") is True):
+        return None
+    if not isinstance(value, Mapping) or not isinstance(value.get("S"), str):
+        raise IdempotencyCorruptRecordError(
+            f"expected type S, got {_kind(value)}", idempotency_key=key, attribute=attr
+        )
+    text: str = value["S"]
+    return text
+
+
+def _number(
+    item: Mapping[str, AttributeValue], attr: str, key: str, *, required: bool
+) -> int | None:
+    if attr not in item and not required:
+        return None
+    raw = _required(item, attr, "N", key)
+    try:
+        number = Decimal(raw)
+    except (InvalidOperation, TypeError):
+        raise IdempotencyCorruptRecordError(
+            f"not a number: {raw!r}", idempotency_key=key, attribute=attr
+        ) from None
+    if not number.is_finite():
+        raise IdempotencyCorruptRecordError(
+            f"not a finite number: {raw!r}", idempotency_key=key, attribute=attr
+        )
+    return int(number)
+
+
+def _decompress(value: Any, key: str, attr: str) -> str:
+    if not isinstance(value, Mapping) or not isinstance(value.get("B"), bytes | bytearray):
+        raise IdempotencyCorruptRecordError(
+            f"expected type B, got {_kind(value)}", idempotency_key=key, attribute=attr
+        )
+    try:
+        return zlib.decompress(value["B"]).decode()
+    except (zlib.error, UnicodeDecodeError) as exc:
+        raise IdempotencyCorruptRecordError(
+            f"compressed result unreadable: {exc}", idempotency_key=key, attribute=attr
+        ) from exc
+
+
+DEFAULT_SCHEMA = TableSchema()

@@ -1,0 +1,315 @@
+"""``AsyncDynamoStore``: idempotency records in DynamoDB through aiobotocore.
+
+The only module that talks to DynamoDB. Every operation is exactly one request;
+expressions come from ``idemstore.expressions`` via the table schema.
+
+Client ownership: a client passed in is used and never closed. Otherwise the
+store creates one lazily on first use, owns it, and closes it in ``aclose()``
+(or ``async with store``). An owned client belongs to the event loop it was made
+in; used from another loop (``asyncio.run`` per invocation), the store makes a
+new one instead of failing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import Mapping
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, Self
+
+from aiobotocore.config import AioConfig
+from aiobotocore.session import AioSession, get_session
+from botocore.exceptions import BotoCoreError, ClientError, NoRegionError
+
+from idemstore.errors import (
+    IdempotencyConfigurationError,
+    IdempotencyItemNotFoundError,
+    IdempotencyItemTooLargeError,
+    IdempotencyPersistenceLayerError,
+    IdempotencyTableNotFoundError,
+)
+from idemstore.expressions import AttributeValue, Condition, Update, compile_request
+from idemstore.persistence import (
+    APPLIED,
+    WriteOutcome,
+    fence_token,
+    settle_fenced,
+    settle_put,
+)
+from idemstore.records import DEFAULT_COMPRESS_THRESHOLD_BYTES, DataRecord, TableSchema
+
+if TYPE_CHECKING:
+    from types_aiobotocore_dynamodb import DynamoDBClient
+
+DEFAULT_CLIENT_CONFIG = AioConfig(
+    # The store's requests are built by the expression module and known-good;
+    # skipping botocore's per-call parameter validation saves client CPU.
+    parameter_validation=False,
+    retries={"mode": "standard", "max_attempts": 4},
+    max_pool_connections=64,
+    tcp_keepalive=True,
+    connect_timeout=5,
+    read_timeout=10,
+)
+
+
+def lambda_function_name() -> str | None:
+    return os.environ.get("AWS_LAMBDA_FUNCTION_NAME") or None
+
+
+class AsyncDynamoStore:
+    """Idempotency records in one DynamoDB table.
+
+    The constructor does no I/O and builds no client.
+    """
+
+    def __init__(
+        self,
+        table_name: str,
+        *,
+        key_attr: str = "id",
+        static_pk_value: str | None = None,
+        sort_key_attr: str | None = None,
+        expiry_attr: str = "expiration",
+        in_progress_expiry_attr: str = "in_progress_expiration",
+        status_attr: str = "status",
+        data_attr: str = "data",
+        validation_key_attr: str = "validation",
+        owner_token_attr: str = "owner_token",
+        compressed_data_attr: str = "data_zlib",
+        compress_threshold_bytes: int = DEFAULT_COMPRESS_THRESHOLD_BYTES,
+        client: DynamoDBClient | None = None,
+        session: AioSession | None = None,
+        endpoint_url: str | None = None,
+        region_name: str | None = None,
+        client_config: AioConfig | None = None,
+    ) -> None:
+        if not table_name:
+            raise IdempotencyConfigurationError("table_name must be a non-empty string")
+        if static_pk_value is None:
+            static_pk_value = f"idempotency#{lambda_function_name() or ''}"
+        self.table_name = table_name
+        self._schema = TableSchema.build(
+            key_attr=key_attr,
+            sort_key_attr=sort_key_attr,
+            static_pk_value=static_pk_value,
+            expiry_attr=expiry_attr,
+            in_progress_expiry_attr=in_progress_expiry_attr,
+            status_attr=status_attr,
+            data_attr=data_attr,
+            validation_key_attr=validation_key_attr,
+            owner_token_attr=owner_token_attr,
+            compressed_data_attr=compressed_data_attr,
+            compress_threshold_bytes=compress_threshold_bytes,
+        )
+        self.endpoint_url = endpoint_url
+        self.region_name = region_name
+        self._given_client = client
+        self._session = session
+        self._client_config = (
+            DEFAULT_CLIENT_CONFIG.merge(client_config) if client_config else DEFAULT_CLIENT_CONFIG
+        )
+        self._owned: _OwnedClient | None = None
+
+    @property
+    def schema(self) -> TableSchema:
+        return self._schema
+
+    def __repr__(self) -> str:
+        return f"AsyncDynamoStore({self.table_name!r}, endpoint_url={self.endpoint_url!r})"
+
+    # --- client lifecycle ---------------------------------------------------
+
+    async def client(self) -> DynamoDBClient:
+        """The client in use: the caller's, or one owned for the running loop."""
+        if self._given_client is not None:
+            return self._given_client
+        loop = asyncio.get_running_loop()
+        owned = self._owned
+        if owned is None or owned.loop is not loop:
+            if owned is not None:
+                owned.abandon()
+            owned = self._owned = _OwnedClient(loop, self._open_client())
+        return await owned.ready()
+
+    async def _open_client(self) -> tuple[DynamoDBClient, Any]:
+        session = self._session or get_session()
+        context = session.create_client(
+            "dynamodb",
+            region_name=self.region_name,
+            endpoint_url=self.endpoint_url,
+            config=self._client_config,
+        )
+        try:
+            client = await context.__aenter__()
+        except NoRegionError as exc:
+            raise IdempotencyConfigurationError(
+                "no AWS region: pass region_name= or set AWS_REGION / AWS_DEFAULT_REGION"
+            ) from exc
+        return client, context
+
+    async def aclose(self) -> None:
+        """Close the client the store owns; a caller's client is left open."""
+        owned, self._owned = self._owned, None
+        if owned is not None:
+            await owned.close()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    # --- record operations ----------------------------------------------------
+
+    async def get_record(self, idempotency_key: str) -> DataRecord:
+        client = await self.client()
+        try:
+            response = await client.get_item(
+                TableName=self.table_name,
+                Key=self._schema.key(idempotency_key),
+                ConsistentRead=True,
+            )
+        except (ClientError, BotoCoreError) as exc:
+            raise self._translate(exc, "GetItem", idempotency_key) from exc
+        item = response.get("Item")
+        if item is None:
+            raise IdempotencyItemNotFoundError(idempotency_key)
+        return self._schema.from_item(item)
+
+    async def put_record(self, record: DataRecord, *, now: float) -> None:
+        outcome = await self._write(
+            "PutItem",
+            record.idempotency_key,
+            condition=self._schema.acquire_condition(now),
+            item=self._schema.to_item(record),
+        )
+        settle_put(record, outcome)
+
+    async def update_record(self, record: DataRecord) -> None:
+        outcome = await self._write(
+            "UpdateItem",
+            record.idempotency_key,
+            condition=self._schema.owned_in_progress(fence_token(record)),
+            update=self._schema.completion_update(record),
+        )
+        settle_fenced(record, outcome, "complete")
+
+    async def renew_lease(self, record: DataRecord, *, in_progress_expiry_timestamp: int) -> None:
+        outcome = await self._write(
+            "UpdateItem",
+            record.idempotency_key,
+            condition=self._schema.owned_in_progress(fence_token(record)),
+            update=self._schema.renewal_update(in_progress_expiry_timestamp),
+        )
+        settle_fenced(record, outcome, "renew the lease of")
+
+    async def delete_record(self, record: DataRecord) -> None:
+        outcome = await self._write(
+            "DeleteItem",
+            record.idempotency_key,
+            condition=self._schema.owned_or_gone(fence_token(record)),
+        )
+        settle_fenced(record, outcome, "release")
+
+    # --- plumbing -------------------------------------------------------------
+
+    async def _write(
+        self,
+        operation: str,
+        idempotency_key: str,
+        *,
+        condition: Condition,
+        item: dict[str, AttributeValue] | None = None,
+        update: Update | None = None,
+    ) -> WriteOutcome:
+        """One conditional write, with the old item returned when the condition fails."""
+        client = await self.client()
+        request = compile_request(condition=condition, update=update)
+        kwargs: dict[str, Any] = {
+            "TableName": self.table_name,
+            "ReturnValuesOnConditionCheckFailure": "ALL_OLD",
+            **request.as_kwargs(),
+        }
+        try:
+            if item is not None:
+                await client.put_item(Item=item, **kwargs)
+            elif update is not None:
+                await client.update_item(Key=self._schema.key(idempotency_key), **kwargs)
+            else:
+                await client.delete_item(Key=self._schema.key(idempotency_key), **kwargs)
+        except ClientError as exc:
+            if _error_code(exc) != "ConditionalCheckFailedException":
+                raise self._translate(exc, operation, idempotency_key) from exc
+            # The typed response omits "Item", which ALL_OLD adds to this error.
+            old_item: Mapping[str, Any] | None = exc.response.get("Item")  # type: ignore[assignment]
+            return self._schema.from_item(old_item) if old_item else None
+        except BotoCoreError as exc:
+            raise self._translate(exc, operation, idempotency_key) from exc
+        return APPLIED
+
+    def _translate(
+        self, exc: ClientError | BotoCoreError, operation: str, idempotency_key: str
+    ) -> IdempotencyPersistenceLayerError:
+        code = _error_code(exc) if isinstance(exc, ClientError) else None
+        if code == "ResourceNotFoundException":
+            return IdempotencyTableNotFoundError(
+                self.table_name, region_name=self.region_name, endpoint_url=self.endpoint_url
+            )
+        message = str(exc)
+        if code == "ValidationException" and "size" in message and "exceeded" in message:
+            return IdempotencyItemTooLargeError(
+                f"{operation} of {idempotency_key!r} refused: {message}",
+                idempotency_key=idempotency_key,
+            )
+        return IdempotencyPersistenceLayerError(
+            f"{operation} of {idempotency_key!r} on table {self.table_name!r} failed: {message}"
+        )
+
+
+def _error_code(exc: ClientError) -> str:
+    return str(exc.response.get("Error", {}).get("Code", ""))
+
+
+class _OwnedClient:
+    """A client the store opened, bound to the loop it was opened in."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, opening: Any) -> None:
+        self.loop = loop
+        # A task, so concurrent first callers share one client instead of racing.
+        self._task: asyncio.Task[tuple[DynamoDBClient, Any]] = loop.create_task(opening)
+
+    async def ready(self) -> DynamoDBClient:
+        client, _ = await asyncio.shield(self._task)
+        return client
+
+    async def close(self) -> None:
+        if self.loop is not asyncio.get_running_loop():
+            self.abandon()
+            return
+        try:
+            _, context = await self._task
+        except (IdempotencyConfigurationError, BotoCoreError, OSError):
+            return  # never opened: nothing to close
+        await context.__aexit__(None, None, None)
+
+    def abandon(self) -> None:
+        """Drop a client whose loop is gone, closing its sockets without that loop."""
+        if not self._task.done() or self._task.cancelled() or self._task.exception():
+            self._task.cancel()
+            return
+        client, _ = self._task.result()
+        http_session = getattr(getattr(client, "_endpoint", None), "http_session", None)
+        sessions = getattr(http_session, "_sessions", None) or {}
+        # aiohttp would warn about the unclosed session when garbage-collected;
+        # its connector's close needs no loop once that loop is closed.
+        for session in list(sessions.values()):
+            connector = session.connector
+            if connector is not None and self.loop.is_closed():
+                connector._close()

@@ -1,0 +1,41 @@
+"""Developer sessions. Python versions and dependency groups come from pyproject.toml."""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+
+import nox
+
+PYPROJECT = tomllib.loads((Path(__file__).parent / "pyproject.toml").read_text())
+PYTHONS = [
+    c.rsplit(" :: ", 1)[-1]
+    for c in PYPROJECT["project"]["classifiers"]
+    if c.startswith("Programming Language :: Python :: 3.")
+]
+LINT_TARGETS = ["idemstore", "tests", "examples", "noxfile.py"]
+
+nox.options.sessions = ["lint", "typecheck", "tests"]
+nox.options.default_venv_backend = "venv"
+
+
+@nox.session(python=PYTHONS)
+def tests(session: nox.Session) -> None:
+    """The test suite (the README's test command)."""
+    session.install("-e", ".[test]")
+    session.run("pytest", *session.posargs)
+
+
+@nox.session(python=PYTHONS[0])
+def lint(session: nox.Session) -> None:
+    """ruff check and format check."""
+    session.install("-e", ".[test]")
+    session.run("ruff", "check", *LINT_TARGETS)
+    session.run("ruff", "format", "--check", *LINT_TARGETS)
+
+
+@nox.session(python=PYTHONS[0])
+def typecheck(session: nox.Session) -> None:
+    """mypy --strict on the package, tests, examples and this file."""
+    session.install("-e", ".[dev]")
+    session.run("mypy", *LINT_TARGETS)
