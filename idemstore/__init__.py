@@ -1,10 +1,13 @@
 """idemstore: async idempotency for Lambda handlers, async functions and HTTP endpoints."""
 
+from idemstore.config import IdempotencyConfig, register_lambda_context
+from idemstore.engine import IdempotencyEngine, IdempotencyWarning
 from idemstore.errors import (
     IdempotencyAlreadyInProgressError,
     IdempotencyConfigurationError,
     IdempotencyCorruptRecordError,
     IdempotencyError,
+    IdempotencyInconsistentStateError,
     IdempotencyItemAlreadyExistsError,
     IdempotencyItemNotFoundError,
     IdempotencyItemTooLargeError,
@@ -16,9 +19,17 @@ from idemstore.errors import (
     IdempotencyTableNotFoundError,
     IdempotencyValidationError,
 )
+from idemstore.idempotency import idempotent, idempotent_function
+from idemstore.lambda_runtime import LambdaEntryPoint, lambda_entry_point
 from idemstore.memory import InMemoryStore
 from idemstore.persistence import RecordStore
 from idemstore.records import DataRecord, RecordStatus, TableSchema
+from idemstore.serialization import (
+    BaseIdempotencySerializer,
+    DataclassSerializer,
+    NoOpSerializer,
+    PydanticSerializer,
+)
 from idemstore.store import AsyncDynamoStore
 from idemstore.tables import create_table
 
@@ -26,11 +37,16 @@ __version__ = "0.1.0"
 
 __all__ = [
     "AsyncDynamoStore",
+    "BaseIdempotencySerializer",
     "DataRecord",
+    "DataclassSerializer",
     "IdempotencyAlreadyInProgressError",
+    "IdempotencyConfig",
     "IdempotencyConfigurationError",
     "IdempotencyCorruptRecordError",
+    "IdempotencyEngine",
     "IdempotencyError",
+    "IdempotencyInconsistentStateError",
     "IdempotencyItemAlreadyExistsError",
     "IdempotencyItemNotFoundError",
     "IdempotencyItemTooLargeError",
@@ -41,10 +57,18 @@ __all__ = [
     "IdempotencySerializationError",
     "IdempotencyTableNotFoundError",
     "IdempotencyValidationError",
+    "IdempotencyWarning",
     "InMemoryStore",
+    "LambdaEntryPoint",
+    "NoOpSerializer",
+    "PydanticSerializer",
     "RecordStatus",
     "RecordStore",
     "TableSchema",
     "__version__",
     "create_table",
+    "idempotent",
+    "idempotent_function",
+    "lambda_entry_point",
+    "register_lambda_context",
 ]

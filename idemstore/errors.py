@@ -12,6 +12,7 @@ utility keep their meaning, so migrating is a change of import::
     ├── IdempotencyItemAlreadyExistsError    conditional put lost; carries old_data_record
     ├── IdempotencyItemNotFoundError         no record for the key
     ├── IdempotencyLeaseLostError            our lock was taken over; carries the current record
+    ├── IdempotencyInconsistentStateError    the record kept changing under us; retries exhausted
     ├── IdempotencySerializationError        a result cannot be stored or read back
     │   └── IdempotencyResponseTooLargeError result too large for one item, even compressed
     └── IdempotencyPersistenceLayerError     DynamoDB failed; the cause is chained
@@ -98,6 +99,10 @@ class IdempotencyLeaseLostError(IdempotencyError):
         self.idempotency_key = idempotency_key
         self.current_record = current_record
         self.result = result
+
+
+class IdempotencyInconsistentStateError(IdempotencyError):
+    """The record kept changing between attempts (races or clock skew); bounded retries ran out."""
 
 
 class IdempotencySerializationError(IdempotencyError):

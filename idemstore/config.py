@@ -1,0 +1,116 @@
+"""``IdempotencyConfig``: frozen, validated when built.
+
+Option names and defaults are those of the Powertools idempotency utility;
+``in_progress_lease_seconds``, ``wait_for_in_progress_seconds`` and ``clock``
+are idemstore's own. One config may serve many decorated functions at once:
+nothing is ever written into it after construction.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import Callable
+from contextvars import ContextVar
+from typing import Any
+
+import jmespath
+import jmespath.exceptions
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator
+
+from idemstore.errors import IdempotencyConfigurationError
+from idemstore.keys import CompatFunctions
+from idemstore.records import DataRecord
+
+Clock = Callable[[], float]
+"""Returns the current time as epoch seconds."""
+
+ResponseHook = Callable[[Any, DataRecord], Any]
+"""Called with a replayed response and its record; returns the response to give."""
+
+_lambda_context: ContextVar[Any] = ContextVar("idemstore_lambda_context", default=None)
+
+
+def register_lambda_context(lambda_context: Any) -> None:
+    """Make the Lambda context known to idempotent functions in this task.
+
+    Sets a task-local variable: concurrent invocations never see each other's
+    context, and no shared object is modified.
+    """
+    _lambda_context.set(lambda_context)
+
+
+def current_lambda_context() -> Any:
+    return _lambda_context.get()
+
+
+class IdempotencyConfig(BaseModel):
+    """How idempotency keys are derived and records kept.
+
+    Raises ``IdempotencyConfigurationError`` for an invalid value.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid", arbitrary_types_allowed=True)
+
+    event_key_jmespath: str = ""
+    payload_validation_jmespath: str = ""
+    jmespath_options: dict[str, Any] | None = None
+    raise_on_no_idempotency_key: bool = False
+    expires_after_seconds: int = Field(default=3600, gt=0)
+    use_local_cache: bool = False
+    local_cache_max_items: int = Field(default=256, gt=0)
+    hash_function: str = "md5"
+    response_hook: ResponseHook | None = None
+    in_progress_lease_seconds: float = Field(default=60.0, gt=0)
+    """Outside Lambda: how long a lock lasts; a heartbeat renews it while the function runs."""
+    wait_for_in_progress_seconds: float = Field(default=0.0, ge=0)
+    """0: a duplicate of a running call raises at once. More: it waits, then replays."""
+    clock: Clock = time.time
+
+    _event_key: Any = PrivateAttr(default=None)
+    _validation_key: Any = PrivateAttr(default=None)
+    _jmespath_options: jmespath.Options = PrivateAttr()
+
+    def __init__(self, **data: Any) -> None:
+        try:
+            super().__init__(**data)
+        except ValidationError as exc:
+            raise IdempotencyConfigurationError(str(exc)) from exc
+
+    @field_validator("hash_function")
+    @classmethod
+    def _known_hash(cls, name: str) -> str:
+        if name not in hashlib.algorithms_available or not callable(getattr(hashlib, name, None)):
+            raise ValueError(f"unknown hash function {name!r}")
+        return name
+
+    def model_post_init(self, context: Any, /) -> None:
+        try:
+            if self.event_key_jmespath:
+                self._event_key = jmespath.compile(self.event_key_jmespath)
+            if self.payload_validation_jmespath:
+                self._validation_key = jmespath.compile(self.payload_validation_jmespath)
+        except jmespath.exceptions.JMESPathError as exc:
+            raise IdempotencyConfigurationError(f"invalid JMESPath expression: {exc}") from exc
+        options = self.jmespath_options or {"custom_functions": CompatFunctions()}
+        try:
+            self._jmespath_options = jmespath.Options(**options)
+        except TypeError as exc:
+            raise IdempotencyConfigurationError(f"invalid jmespath_options: {exc}") from exc
+
+    @property
+    def payload_validation_enabled(self) -> bool:
+        return self._validation_key is not None
+
+    def extract_key_data(self, data: Any) -> Any:
+        """The part of the payload the idempotency key is derived from."""
+        if self._event_key is None:
+            return data
+        return self._event_key.search(data, options=self._jmespath_options)
+
+    def extract_validation_data(self, data: Any) -> Any:
+        return self._validation_key.search(data, options=self._jmespath_options)
+
+    def register_lambda_context(self, lambda_context: Any) -> None:
+        """Same as the module function; kept for code written against Powertools."""
+        register_lambda_context(lambda_context)

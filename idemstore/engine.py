@@ -1,0 +1,407 @@
+"""The idempotency engine: one state machine behind the decorators and HTTP middleware.
+
+Per call::
+
+    derive key + payload hash (pure)
+      -> local cache hit?                                  replay, 0 requests
+      -> same key already running here, waiting enabled?   attach, 0 requests
+      -> conditional put of an INPROGRESS lock             1 request
+           won:  run, then fenced completion               +1 request
+                 (raises/cancelled: fenced release)        +1 request
+           lost: decide on the returned record (decisions.decide)
+                 replay / validation error / in progress (raise or wait) / retry
+
+One engine serves one decorated function; it holds that function's local
+cache and in-flight calls, and nothing about it is shared or global.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import math
+import os
+import uuid
+import warnings
+import zlib
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, NoReturn
+
+import jmespath.exceptions
+import pydantic
+
+from idemstore.cache import LocalCache
+from idemstore.config import IdempotencyConfig
+from idemstore.decisions import Decision, decide
+from idemstore.errors import (
+    IdempotencyAlreadyInProgressError,
+    IdempotencyError,
+    IdempotencyInconsistentStateError,
+    IdempotencyItemAlreadyExistsError,
+    IdempotencyItemNotFoundError,
+    IdempotencyKeyError,
+    IdempotencyLeaseLostError,
+    IdempotencyPersistenceLayerError,
+    IdempotencyResponseTooLargeError,
+    IdempotencySerializationError,
+    IdempotencyValidationError,
+)
+from idemstore.keys import PayloadEncoder, hash_data, is_missing_key, make_key, to_json_data
+from idemstore.persistence import RecordStore
+from idemstore.records import DataRecord, RecordStatus
+from idemstore.serialization import BaseIdempotencySerializer, NoOpSerializer
+
+logger = logging.getLogger("idemstore")
+
+DISABLED_ENV = "IDEMSTORE_DISABLED"
+MAX_ACQUIRE_ATTEMPTS = 4
+"""Acquires retried after finding an expired record or stale lock (races, clock skew)."""
+MAX_ITEM_BYTES = 400 * 1024
+RESULT_LIMIT_BYTES = MAX_ITEM_BYTES - 8 * 1024
+"""Room for the stored result, leaving the rest of the item (key, hashes, numbers)."""
+FIRST_POLL_SECONDS = 0.05
+MAX_POLL_SECONDS = 1.0
+
+
+class IdempotencyWarning(UserWarning):
+    """A call ran without idempotency protection."""
+
+
+@dataclass(frozen=True, slots=True)
+class CallIdentity:
+    """What a call is known by: its idempotency key and (with validation) payload hash."""
+
+    key: str
+    payload_hash: str | None
+
+
+def disabled_by_environment() -> bool:
+    return os.environ.get(DISABLED_ENV, "").strip().lower() in ("1", "true", "yes", "on")
+
+
+class IdempotencyEngine:
+    """Runs calls of one function at most once per idempotency key."""
+
+    def __init__(
+        self,
+        store: RecordStore,
+        config: IdempotencyConfig,
+        *,
+        key_prefix: str,
+        serializer: BaseIdempotencySerializer | None = None,
+    ) -> None:
+        self.store = store
+        self.config = config
+        self.key_prefix = key_prefix
+        self.serializer = serializer or NoOpSerializer()
+        self._clock = config.clock
+        self._cache = LocalCache(config.local_cache_max_items) if config.use_local_cache else None
+        self._in_flight: dict[str, asyncio.Future[DataRecord | None]] = {}
+
+    # --- identity (pure) --------------------------------------------------------
+
+    def identify(self, payload: Any) -> CallIdentity | None:
+        """The call's key and payload hash, or None when the payload has no key."""
+        config = self.config
+        data = to_json_data(payload)
+        try:
+            key_data = config.extract_key_data(data)
+            validation_data = (
+                config.extract_validation_data(data) if config.payload_validation_enabled else None
+            )
+        except (jmespath.exceptions.JMESPathError, ValueError) as exc:
+            raise IdempotencyKeyError(f"cannot extract the idempotency key: {exc}") from exc
+        if is_missing_key(key_data):
+            if config.raise_on_no_idempotency_key:
+                raise IdempotencyKeyError("No data found to create a hashed idempotency_key")
+            warnings.warn(
+                "No idempotency key value found. Skipping persistence layer and validation "
+                f"operations. jmespath: {config.event_key_jmespath}",
+                IdempotencyWarning,
+                stacklevel=4,
+            )
+            return None
+        try:
+            key = make_key(self.key_prefix, key_data, config.hash_function)
+            payload_hash = (
+                hash_data(validation_data, config.hash_function)
+                if config.payload_validation_enabled
+                else None
+            )
+        except (TypeError, ValueError) as exc:
+            raise IdempotencyKeyError(f"the payload cannot be hashed: {exc}") from exc
+        return CallIdentity(key, payload_hash)
+
+    # --- the call -----------------------------------------------------------------
+
+    async def run(
+        self,
+        payload: Any,
+        call: Callable[[], Awaitable[Any]],
+        *,
+        lambda_context: Any = None,
+    ) -> Any:
+        """Run ``call`` once for the payload's key; duplicates get the stored result."""
+        if disabled_by_environment():
+            warnings.warn(
+                f"{DISABLED_ENV} is set: running without idempotency", IdempotencyWarning, 2
+            )
+            return await call()
+        identity = self.identify(payload)
+        if identity is None:
+            return await call()
+        return await self.run_identified(identity, call, lambda_context=lambda_context)
+
+    async def run_identified(
+        self,
+        identity: CallIdentity,
+        call: Callable[[], Awaitable[Any]],
+        *,
+        lambda_context: Any = None,
+    ) -> Any:
+        now = self._clock()
+        if self._cache is not None:
+            cached = self._cache.get(identity.key, now=now)
+            if cached is not None:
+                return self.replay(self._validated(cached, identity))
+        waiting = self.config.wait_for_in_progress_seconds > 0
+        if waiting:
+            attached = await self._attach(identity.key)
+            if attached is not None:
+                return self.replay(self._validated(attached, identity))
+        wait_deadline = now + self.config.wait_for_in_progress_seconds
+        for _ in range(MAX_ACQUIRE_ATTEMPTS):
+            lock = self._new_lock(identity, lambda_context)
+            try:
+                await self.store.put_record(lock, now=self._clock())
+            except IdempotencyItemAlreadyExistsError as exc:
+                found = exc.old_data_record or await self._fetch(identity.key)
+            else:
+                return await self._execute(lock, call, heartbeat=lambda_context is None)
+            completed = await self._resolve(found, identity, wait_deadline)
+            if completed is not None:
+                return self.replay(completed)
+        raise IdempotencyInconsistentStateError(
+            f"the record for {identity.key!r} kept changing; gave up after "
+            f"{MAX_ACQUIRE_ATTEMPTS} attempts"
+        )
+
+    def replay(self, record: DataRecord) -> Any:
+        """The stored result, typed by the output serializer, through the response hook."""
+        try:
+            data = json.loads(record.response_data) if record.response_data else None
+            response = self.serializer.from_dict(data)
+        except (ValueError, TypeError, pydantic.ValidationError) as exc:
+            raise IdempotencySerializationError(
+                f"stored result of {record.idempotency_key!r} cannot be read back: {exc}"
+            ) from exc
+        if self.config.response_hook is not None:
+            response = self.config.response_hook(response, record)
+        return response
+
+    # --- steps ----------------------------------------------------------------------
+
+    def _new_lock(self, identity: CallIdentity, lambda_context: Any) -> DataRecord:
+        now = self._clock()
+        if lambda_context is not None:
+            lock_ms = int(lambda_context.get_remaining_time_in_millis())
+        else:
+            lock_ms = int(self.config.in_progress_lease_seconds * 1000)
+        return DataRecord(
+            idempotency_key=identity.key,
+            status=RecordStatus.INPROGRESS,
+            expiry_timestamp=int(now) + self.config.expires_after_seconds,
+            in_progress_expiry_timestamp=int(now * 1000) + lock_ms,
+            payload_hash=identity.payload_hash,
+            owner_token=uuid.uuid4().hex,
+        )
+
+    async def _fetch(self, key: str) -> DataRecord | None:
+        """The one consistent read, for servers that return no old item on conflict."""
+        try:
+            return await self.store.get_record(key)
+        except IdempotencyItemNotFoundError:
+            return None
+
+    def _validated(self, record: DataRecord, identity: CallIdentity) -> DataRecord:
+        if identity.payload_hash is not None and record.payload_hash != identity.payload_hash:
+            raise IdempotencyValidationError(
+                "Payload does not match stored record for this event key",
+                idempotency_key=identity.key,
+            )
+        return record
+
+    async def _resolve(
+        self, found: DataRecord | None, identity: CallIdentity, wait_deadline: float
+    ) -> DataRecord | None:
+        """A completed record to replay, or None to retry the acquire; raises otherwise."""
+        delay = FIRST_POLL_SECONDS
+        max_polls = math.ceil(self.config.wait_for_in_progress_seconds / FIRST_POLL_SECONDS) + 1
+        for _ in range(max_polls + 1):
+            if found is None:
+                return None
+            decision = decide(found, now=self._clock(), payload_hash=identity.payload_hash)
+            if decision is Decision.RETRY_ACQUIRE:
+                return None
+            if decision is Decision.PAYLOAD_MISMATCH:
+                self._validated(found, identity)  # raises
+            if decision is Decision.REPLAY:
+                if self._cache is not None:
+                    self._cache.put(found)
+                return found
+            remaining = wait_deadline - self._clock()
+            if remaining <= 0:
+                break
+            await asyncio.sleep(min(delay, remaining))
+            delay = min(delay * 2, MAX_POLL_SECONDS)
+            found = await self._fetch(identity.key)
+        raise IdempotencyAlreadyInProgressError(
+            f"Execution already in progress with idempotency key: {identity.key}",
+            old_data_record=found,
+        )
+
+    async def _attach(self, key: str) -> DataRecord | None:
+        """Wait for the same key's call already running in this process, if any."""
+        future = self._in_flight.get(key)
+        if future is None or future.get_loop() is not asyncio.get_running_loop():
+            return None
+        timeout = self.config.wait_for_in_progress_seconds
+        with contextlib.suppress(TimeoutError):
+            return await asyncio.wait_for(asyncio.shield(future), timeout)
+        return None
+
+    async def _execute(
+        self, lock: DataRecord, call: Callable[[], Awaitable[Any]], *, heartbeat: bool
+    ) -> Any:
+        key = lock.idempotency_key
+        future: asyncio.Future[DataRecord | None] | None = None
+        if self.config.wait_for_in_progress_seconds > 0:
+            future = asyncio.get_running_loop().create_future()
+            self._in_flight[key] = future
+        completed: DataRecord | None = None
+        try:
+            result = await self._call_with_heartbeat(lock, call, heartbeat)
+            completed = await self._complete(lock, result)
+            return result
+        finally:
+            if future is not None:
+                self._in_flight.pop(key, None)
+                future.set_result(completed)
+
+    async def _call_with_heartbeat(
+        self, lock: DataRecord, call: Callable[[], Awaitable[Any]], heartbeat: bool
+    ) -> Any:
+        renewer = asyncio.create_task(self._heartbeat(lock)) if heartbeat else None
+        try:
+            result = await call()
+        except BaseException as exc:  # cancellation must release the lock too
+            await _stop(renewer)
+            await self._release(lock, exc)
+            raise
+        await _stop(renewer)
+        return result
+
+    async def _heartbeat(self, lock: DataRecord) -> None:
+        """Keep the lease alive while the function runs."""
+        lease = self.config.in_progress_lease_seconds
+        while True:
+            await asyncio.sleep(lease / 3)
+            expiry_ms = int((self._clock() + lease) * 1000)
+            try:
+                await self.store.renew_lease(lock, in_progress_expiry_timestamp=expiry_ms)
+            except IdempotencyLeaseLostError:
+                logger.warning("lease on %s was taken over; stopping renewal", lock.idempotency_key)
+                return
+            except IdempotencyPersistenceLayerError:
+                logger.warning("renewing the lease on %s failed; retrying", lock.idempotency_key)
+
+    async def _release(self, lock: DataRecord, cause: BaseException) -> None:
+        """Release the lock after the call failed; shielded from cancellation."""
+        release = asyncio.ensure_future(self.store.delete_record(lock))
+        release.add_done_callback(_consume_exception)
+        try:
+            await asyncio.shield(release)
+        except IdempotencyLeaseLostError:
+            return  # no longer ours: nothing to release
+        except IdempotencyError as release_error:
+            if not isinstance(cause, Exception):
+                logger.error("releasing %s failed: %s", lock.idempotency_key, release_error)
+                return  # let the cancellation propagate; the lease will lapse
+            raise IdempotencyPersistenceLayerError(
+                f"Failed to delete record {lock.idempotency_key!r} from idempotency store "
+                f"after the function raised {type(cause).__name__}: {release_error}",
+                function_error=cause,
+            ) from release_error
+
+    async def _abandon(self, lock: DataRecord, error: IdempotencyError) -> NoReturn:
+        """Release the lock because the result cannot be stored, and say why."""
+        await self._release(lock, error)
+        raise error
+
+    def _serialize(self, result: Any) -> str:
+        data = self.serializer.to_dict(result)
+        return json.dumps(data, cls=PayloadEncoder, sort_keys=True)
+
+    async def _complete(self, lock: DataRecord, result: Any) -> DataRecord:
+        key = lock.idempotency_key
+        try:
+            response_data = self._serialize(result)
+        except (TypeError, ValueError) as exc:
+            unstorable = IdempotencySerializationError(
+                f"the result of {key!r} cannot be stored as JSON: {exc}"
+            )
+            unstorable.__cause__ = exc
+            await self._abandon(lock, unstorable)
+        too_large = _size_error(key, response_data)
+        if too_large is not None:
+            await self._abandon(lock, too_large)
+        completed = lock.model_copy(
+            update={
+                "status": RecordStatus.COMPLETED,
+                "response_data": response_data,
+                "expiry_timestamp": int(self._clock()) + self.config.expires_after_seconds,
+            }
+        )
+        try:
+            await self.store.update_record(completed)
+        except IdempotencyLeaseLostError as exc:
+            exc.result = result
+            raise
+        except IdempotencyPersistenceLayerError as exc:
+            await self._release(lock, exc)
+            raise
+        if self._cache is not None:
+            self._cache.put(completed)
+        return completed
+
+
+def _size_error(key: str, response_data: str) -> IdempotencyResponseTooLargeError | None:
+    """An error when the result cannot fit in an item, even compressed."""
+    encoded = response_data.encode()
+    if len(encoded) <= RESULT_LIMIT_BYTES:
+        return None
+    compressed = len(zlib.compress(encoded, 6))
+    if compressed <= RESULT_LIMIT_BYTES:
+        return None
+    return IdempotencyResponseTooLargeError(
+        f"the result of {key!r} is {len(encoded)} bytes, {compressed} compressed; "
+        f"an item holds at most {RESULT_LIMIT_BYTES} bytes of result",
+        size_bytes=compressed,
+        limit_bytes=RESULT_LIMIT_BYTES,
+    )
+
+
+async def _stop(task: asyncio.Task[None] | None) -> None:
+    if task is not None:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+def _consume_exception(task: asyncio.Future[None]) -> None:
+    # A release left running after a second cancellation must not warn as unretrieved.
+    if not task.cancelled():
+        task.exception()
