@@ -200,8 +200,14 @@ class TableSchema(BaseModel):
             actions.append(Attr(self.validation_key_attr).set(record.payload_hash))
         return update(*actions)
 
-    def renewal_update(self, in_progress_expiry_timestamp: int) -> Update:
-        return update(Attr(self.in_progress_expiry_attr).set(in_progress_expiry_timestamp))
+    def renewal_update(self, record: DataRecord, in_progress_expiry_timestamp: int) -> Update:
+        """Move the lock's end; the record's expiry moves too if the lease would outlive it,
+        since an expired record may be taken over whatever its lock says."""
+        expiry = max(record.expiry_timestamp, in_progress_expiry_timestamp // 1000 + 1)
+        return update(
+            Attr(self.in_progress_expiry_attr).set(in_progress_expiry_timestamp),
+            Attr(self.expiry_attr).set(expiry),
+        )
 
     # --- item codec ----------------------------------------------------------
 

@@ -206,7 +206,7 @@ class AsyncDynamoStore:
             "UpdateItem",
             record.idempotency_key,
             condition=self._schema.owned_in_progress(fence_token(record)),
-            update=self._schema.renewal_update(in_progress_expiry_timestamp),
+            update=self._schema.renewal_update(record, in_progress_expiry_timestamp),
         )
         settle_fenced(record, outcome, "renew the lease of")
 
