@@ -98,6 +98,7 @@ class IdempotencyEngine:
         self.key_prefix = key_prefix
         self.serializer = serializer or NoOpSerializer()
         self._clock = config.clock
+        self._lease_millis = int(config.in_progress_lease_seconds * 1000)
         self._cache = LocalCache(config.local_cache_max_items) if config.use_local_cache else None
         self._in_flight: dict[str, asyncio.Future[DataRecord | None]] = {}
 
@@ -173,14 +174,16 @@ class IdempotencyEngine:
             if attached is not None:
                 return self.replay(self._validated(attached, identity))
         wait_deadline = now + self.config.wait_for_in_progress_seconds
+        deadline_ms = _remaining_millis(lambda_context)
+        lock_ms = deadline_ms if deadline_ms is not None else self._lease_millis
         for _ in range(MAX_ACQUIRE_ATTEMPTS):
-            lock = self._new_lock(identity, lambda_context)
+            lock = self._new_lock(identity, lock_ms)
             try:
                 await self.store.put_record(lock, now=self._clock())
             except IdempotencyItemAlreadyExistsError as exc:
                 found = exc.old_data_record or await self._fetch(identity.key)
             else:
-                return await self._execute(lock, call, heartbeat=lambda_context is None)
+                return await self._execute(lock, call, heartbeat=deadline_ms is None)
             completed = await self._resolve(found, identity, wait_deadline)
             if completed is not None:
                 return self.replay(completed)
@@ -204,12 +207,8 @@ class IdempotencyEngine:
 
     # --- steps ----------------------------------------------------------------------
 
-    def _new_lock(self, identity: CallIdentity, lambda_context: Any) -> DataRecord:
+    def _new_lock(self, identity: CallIdentity, lock_ms: int) -> DataRecord:
         now = self._clock()
-        if lambda_context is not None:
-            lock_ms = int(lambda_context.get_remaining_time_in_millis())
-        else:
-            lock_ms = int(self.config.in_progress_lease_seconds * 1000)
         return DataRecord(
             idempotency_key=identity.key,
             status=RecordStatus.INPROGRESS,
@@ -376,6 +375,12 @@ class IdempotencyEngine:
         if self._cache is not None:
             self._cache.put(completed)
         return completed
+
+
+def _remaining_millis(lambda_context: Any) -> int | None:
+    """Time left in the Lambda invocation; None outside Lambda (the lease applies)."""
+    remaining = getattr(lambda_context, "get_remaining_time_in_millis", None)
+    return int(remaining()) if callable(remaining) else None
 
 
 def _size_error(key: str, response_data: str) -> IdempotencyResponseTooLargeError | None:
