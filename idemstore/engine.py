@@ -163,17 +163,34 @@ class IdempotencyEngine:
         *,
         lambda_context: Any = None,
     ) -> Any:
-        now = self._clock()
+        """Run ``call`` once for an already derived identity (the HTTP layer derives its own)."""
         if self._cache is not None:
-            cached = self._cache.get(identity.key, now=now)
+            cached = self._cache.get(identity.key, now=self._clock())
             if cached is not None:
                 return self.replay(self._validated(cached, identity))
-        waiting = self.config.wait_for_in_progress_seconds > 0
-        if waiting:
-            attached = await self._attach(identity.key)
-            if attached is not None:
-                return self.replay(self._validated(attached, identity))
-        wait_deadline = now + self.config.wait_for_in_progress_seconds
+        if self.config.wait_for_in_progress_seconds <= 0:
+            result, _ = await self._acquire(identity, call, lambda_context)
+            return result
+        attached = await self._attach(identity.key)
+        if attached is not None:
+            return self.replay(self._validated(attached, identity))
+        # This call leads for its key in this process: later duplicates attach to it.
+        future: asyncio.Future[DataRecord | None] = asyncio.get_running_loop().create_future()
+        self._in_flight[identity.key] = future
+        completed: DataRecord | None = None
+        try:
+            result, completed = await self._acquire(identity, call, lambda_context)
+            return result
+        finally:
+            if self._in_flight.get(identity.key) is future:
+                del self._in_flight[identity.key]
+            future.set_result(completed)
+
+    async def _acquire(
+        self, identity: CallIdentity, call: Callable[[], Awaitable[Any]], lambda_context: Any
+    ) -> tuple[Any, DataRecord]:
+        """Take the lock and run, or replay what is stored: the result and its record."""
+        wait_deadline = self._clock() + self.config.wait_for_in_progress_seconds
         deadline_ms = _remaining_millis(lambda_context)
         lock_ms = deadline_ms if deadline_ms is not None else self._lease_millis
         for _ in range(MAX_ACQUIRE_ATTEMPTS):
@@ -186,7 +203,7 @@ class IdempotencyEngine:
                 return await self._execute(lock, call, heartbeat=deadline_ms is None)
             completed = await self._resolve(found, identity, wait_deadline)
             if completed is not None:
-                return self.replay(completed)
+                return self.replay(completed), completed
         raise IdempotencyInconsistentStateError(
             f"the record for {identity.key!r} kept changing; gave up after "
             f"{MAX_ACQUIRE_ATTEMPTS} attempts"
@@ -263,7 +280,11 @@ class IdempotencyEngine:
         )
 
     async def _attach(self, key: str) -> DataRecord | None:
-        """Wait for the same key's call already running in this process, if any."""
+        """Wait for the same key's call already running in this process, if any.
+
+        None when there is none, it failed, or it outlasted the wait: then this
+        call goes to the store itself.
+        """
         future = self._in_flight.get(key)
         if future is None or future.get_loop() is not asyncio.get_running_loop():
             return None
@@ -274,21 +295,9 @@ class IdempotencyEngine:
 
     async def _execute(
         self, lock: DataRecord, call: Callable[[], Awaitable[Any]], *, heartbeat: bool
-    ) -> Any:
-        key = lock.idempotency_key
-        future: asyncio.Future[DataRecord | None] | None = None
-        if self.config.wait_for_in_progress_seconds > 0:
-            future = asyncio.get_running_loop().create_future()
-            self._in_flight[key] = future
-        completed: DataRecord | None = None
-        try:
-            result = await self._call_with_heartbeat(lock, call, heartbeat)
-            completed = await self._complete(lock, result)
-            return result
-        finally:
-            if future is not None:
-                self._in_flight.pop(key, None)
-                future.set_result(completed)
+    ) -> tuple[Any, DataRecord]:
+        result = await self._call_with_heartbeat(lock, call, heartbeat)
+        return result, await self._complete(lock, result)
 
     async def _call_with_heartbeat(
         self, lock: DataRecord, call: Callable[[], Awaitable[Any]], heartbeat: bool
