@@ -1,0 +1,497 @@
+"""The ``idemstore`` command line: create the table, compute keys, inspect and release records.
+
+Parsing and formatting are pure functions of their arguments (the environment
+and the clock are passed in); each command that talks to DynamoDB is one
+coroutine, run with ``asyncio.run`` on a store closed when it ends.
+
+Errors are one line on stderr, never a traceback: exit code 2 for a bad
+invocation (arguments, JSON, JMESPath), 1 for a failure while running.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime as dt
+import hashlib
+import json
+import os
+import sys
+import time
+import zlib
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, NoReturn, TypeVar
+from urllib.parse import urlsplit
+
+import jmespath
+import jmespath.exceptions
+from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError, NoRegionError
+from pydantic import ValidationError
+
+from idemstore import keys
+from idemstore.errors import (
+    IdempotencyConfigurationError,
+    IdempotencyError,
+    IdempotencyItemNotFoundError,
+    IdempotencyPersistenceLayerError,
+)
+from idemstore.records import DataRecord, RecordStatus
+from idemstore.store import AsyncDynamoStore
+from idemstore.tables import create_table
+
+PROG = "idemstore"
+EXIT_RUNTIME = 1
+EXIT_USAGE = 2
+ENDPOINT_ENV = "IDEMSTORE_ENDPOINT_URL"
+REGION_ENVS = ("AWS_REGION", "AWS_DEFAULT_REGION")
+FUNCTION_NAME_ENV = "AWS_LAMBDA_FUNCTION_NAME"
+# shake_* digests need a length, which the key format has no place for.
+HASH_FUNCTIONS = sorted(n for n in hashlib.algorithms_guaranteed if not n.startswith("shake"))
+
+_T = TypeVar("_T")
+_R = TypeVar("_R")
+
+
+class UsageError(Exception):
+    """The invocation itself is wrong; exit code 2."""
+
+
+class CommandError(Exception):
+    """The command ran and could not do what was asked; exit code 1."""
+
+
+# --- parsing ------------------------------------------------------------------
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line errors: the usage text is behind ``--help``."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see --help)\n")
+
+
+@dataclass(frozen=True)
+class Connection:
+    """Where the table is: flags first, then the environment."""
+
+    endpoint_url: str | None
+    region_name: str | None
+
+
+@dataclass(frozen=True)
+class TableLayout:
+    """The table's name and the attribute names that locate a record."""
+
+    table_name: str
+    key_attr: str = "id"
+    sort_key_attr: str | None = None
+    static_pk_value: str | None = None
+    expiry_attr: str = "expiration"
+
+    def store(self, connection: Connection) -> AsyncDynamoStore:
+        """A store on this table (no I/O); bad attribute names are a usage error."""
+        try:
+            return AsyncDynamoStore(
+                self.table_name,
+                key_attr=self.key_attr,
+                sort_key_attr=self.sort_key_attr,
+                static_pk_value=self.static_pk_value,
+                expiry_attr=self.expiry_attr,
+                endpoint_url=connection.endpoint_url,
+                region_name=connection.region_name,
+            )
+        except IdempotencyConfigurationError as exc:
+            raise UsageError(error_message(exc)) from exc
+
+
+def endpoint_url(text: str) -> str:
+    """An argparse type: an http(s) URL with a host."""
+    parts = urlsplit(text)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise argparse.ArgumentTypeError(f"not an http(s) URL: {text!r}")
+    return text
+
+
+def connection_from(args: argparse.Namespace, environ: Mapping[str, str]) -> Connection:
+    url = args.endpoint_url or environ.get(ENDPOINT_ENV) or None
+    if url is not None:
+        try:
+            url = endpoint_url(url)
+        except argparse.ArgumentTypeError as exc:
+            raise UsageError(f"{ENDPOINT_ENV}: {exc}") from exc
+    region = args.region or next((environ[n] for n in REGION_ENVS if environ.get(n)), None)
+    return Connection(endpoint_url=url, region_name=region)
+
+
+def layout_from(args: argparse.Namespace) -> TableLayout:
+    static_pk_value = getattr(args, "static_pk_value", None)
+    if static_pk_value is not None and args.sort_key is None:
+        raise UsageError("--static-pk-value needs --sort-key")
+    return TableLayout(
+        table_name=args.table,
+        key_attr=args.key_attr,
+        sort_key_attr=args.sort_key,
+        static_pk_value=static_pk_value,
+        expiry_attr=args.expiry_attr,
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    connection = _Parser(add_help=False)
+    connection.add_argument(
+        "--endpoint-url",
+        type=endpoint_url,
+        metavar="URL",
+        help=f"DynamoDB endpoint (default: ${ENDPOINT_ENV}, else AWS's)",
+    )
+    connection.add_argument(
+        "--region", metavar="R", help="AWS region (default: $AWS_REGION, else $AWS_DEFAULT_REGION)"
+    )
+    layout = _Parser(add_help=False)
+    layout.add_argument(
+        "--key-attr", default="id", metavar="ATTR", help="partition key attribute (default: id)"
+    )
+    layout.add_argument("--sort-key", metavar="ATTR", help="sort key attribute (sort-key mode)")
+    layout.add_argument(
+        "--expiry-attr",
+        default="expiration",
+        metavar="ATTR",
+        help="TTL attribute (default: expiration)",
+    )
+    record = _Parser(add_help=False)
+    record.add_argument("key", metavar="KEY", help="the idempotency key")
+    record.add_argument("--table", required=True, metavar="T", help="table name")
+    record.add_argument(
+        "--static-pk-value",
+        metavar="V",
+        help="partition value in sort-key mode (default: idempotency#$AWS_LAMBDA_FUNCTION_NAME)",
+    )
+
+    parser = _Parser(prog=PROG, description="Manage idemstore idempotency tables and records.")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    create = commands.add_parser(
+        "create-table",
+        parents=[layout, connection],
+        help="create the idempotency table (idempotent)",
+        description="Create an on-demand table with TTL on the expiry attribute; "
+        "an existing table is left as it is.",
+    )
+    create.add_argument("table", metavar="NAME", help="table name")
+    create.set_defaults(handler=_create_table)
+
+    key = commands.add_parser(
+        "key",
+        help="print the idempotency key a payload maps to",
+        description="Print the idempotency key for a payload, as the decorated function "
+        "(or a Powertools-decorated one) computes it. No AWS access.",
+    )
+    key.add_argument(
+        "--function-name",
+        metavar="F",
+        help=f"Lambda function name (default: ${FUNCTION_NAME_ENV}, "
+        f"else {keys.DEFAULT_FUNCTION_NAME})",
+    )
+    key.add_argument("--module", metavar="M", help="the decorated function's __module__")
+    key.add_argument("--qualname", metavar="Q", help="the decorated function's __qualname__")
+    key.add_argument(
+        "--payload", required=True, metavar="JSON", help="the payload as JSON text, or - for stdin"
+    )
+    key.add_argument(
+        "--jmespath", metavar="EXPR", help="expression selecting the key data from the payload"
+    )
+    key.add_argument(
+        "--hash",
+        default="md5",
+        choices=HASH_FUNCTIONS,
+        metavar="NAME",
+        help=f"hashlib function: {', '.join(HASH_FUNCTIONS)} (default: md5)",
+    )
+    key.add_argument(
+        "--key-prefix", metavar="P", help="custom key prefix (replaces function.module.qualname)"
+    )
+    key.set_defaults(handler=_key)
+
+    inspect = commands.add_parser(
+        "inspect",
+        parents=[record, layout, connection],
+        help="show a record",
+        description="Show a record: status (EXPIRED derived from the current time), "
+        "expiries, payload hash, owner token, result size.",
+    )
+    inspect.add_argument("--json", action="store_true", help="machine-readable output")
+    inspect.set_defaults(handler=_inspect)
+
+    release = commands.add_parser(
+        "release",
+        parents=[record, layout, connection],
+        help="release a stuck INPROGRESS record",
+        description="Delete a stuck INPROGRESS record, fenced on its owner token so a "
+        "concurrent change is not clobbered.",
+    )
+    release.add_argument(
+        "--force",
+        action="store_true",
+        help="also delete a COMPLETED record, or one without owner token (unconditionally)",
+    )
+    release.set_defaults(handler=_release)
+    return parser
+
+
+# --- key ------------------------------------------------------------------------
+
+
+def parse_payload(text: str) -> Any:
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise UsageError(f"--payload is not valid JSON: {exc}") from exc
+
+
+def select_key_data(payload: Any, expression: str | None) -> Any:
+    """The data the key is hashed from: the payload, or what the expression selects."""
+    if not expression:
+        return payload
+    try:
+        compiled = keys.compile_jmespath(expression)
+    except jmespath.exceptions.JMESPathError as exc:
+        raise UsageError(f"bad JMESPath expression {expression!r}: {error_message(exc)}") from exc
+    options = jmespath.Options(custom_functions=keys.CompatFunctions())
+    try:
+        return keys.search(compiled, payload, options)
+    # What the expression's functions raise on this payload: JMESPath type and
+    # arity errors, undecodable JSON, base64 or gzip text.
+    except (jmespath.exceptions.JMESPathError, ValueError, EOFError, OSError, zlib.error) as exc:
+        raise UsageError(
+            f"JMESPath expression {expression!r} failed on the payload: {error_message(exc)}"
+        ) from exc
+
+
+def idempotency_key(
+    payload: Any, *, prefix: str, expression: str | None, hash_function: str
+) -> str:
+    data = select_key_data(payload, expression)
+    if keys.is_missing_key(data):
+        where = f"JMESPath {expression!r} selected {json.dumps(data)}" if expression else "empty"
+        raise CommandError(f"no idempotency key data in the payload ({where})")
+    return keys.make_key(prefix, data, hash_function)
+
+
+def key_prefix_from(args: argparse.Namespace, environ: Mapping[str, str]) -> str:
+    if args.key_prefix:
+        return str(args.key_prefix)
+    flags = (("--module", args.module), ("--qualname", args.qualname))
+    missing = [flag for flag, value in flags if not value]
+    if missing:
+        raise UsageError(f"{' and '.join(missing)} required unless --key-prefix is given")
+    function_name = args.function_name or environ.get(FUNCTION_NAME_ENV)
+    return keys.key_prefix(function_name, args.module, args.qualname)
+
+
+def _key(args: argparse.Namespace, environ: Mapping[str, str]) -> str:
+    prefix = key_prefix_from(args, environ)
+    text = sys.stdin.read() if args.payload == "-" else args.payload
+    return idempotency_key(
+        parse_payload(text), prefix=prefix, expression=args.jmespath, hash_function=args.hash
+    )
+
+
+# --- formatting -------------------------------------------------------------------
+
+
+def iso_utc(epoch_seconds: float, *, milliseconds: bool = False) -> str:
+    moment = dt.datetime.fromtimestamp(epoch_seconds, tz=dt.UTC)
+    text = moment.isoformat(timespec="milliseconds" if milliseconds else "seconds")
+    return text.replace("+00:00", "Z")
+
+
+def relative_time(delta_seconds: float) -> str:
+    """``in 5m`` for a moment ahead, ``3m ago`` for one past, in the largest whole unit."""
+    magnitude = abs(int(delta_seconds))
+    if magnitude == 0:
+        return "now"
+    unit, size = next(
+        (u, s) for u, s in (("d", 86_400), ("h", 3_600), ("m", 60), ("s", 1)) if magnitude >= s
+    )
+    amount = f"{magnitude // size}{unit}"
+    return f"in {amount}" if delta_seconds > 0 else f"{amount} ago"
+
+
+def describe_record(record: DataRecord, now: float) -> dict[str, Any]:
+    """A record as plain data for display; times absolute (UTC) and relative to ``now``."""
+    in_progress_ms = record.in_progress_expiry_timestamp
+    in_progress_s = None if in_progress_ms is None else in_progress_ms / 1000
+    result = record.response_data
+    return {
+        "key": record.idempotency_key,
+        "status": record.status_at(now).value,
+        "stored_status": record.status.value,
+        "expiry_timestamp": record.expiry_timestamp,
+        "expiry": iso_utc(record.expiry_timestamp),
+        "expiry_relative": relative_time(record.expiry_timestamp - now),
+        "in_progress_expiry_timestamp": in_progress_ms,
+        "in_progress_expiry": _maybe(in_progress_s, lambda s: iso_utc(s, milliseconds=True)),
+        "in_progress_expiry_relative": _maybe(in_progress_s, lambda s: relative_time(s - now)),
+        "lock_available": record.lock_available(now),
+        "payload_hash": record.payload_hash,
+        "owner_token": record.owner_token,
+        "result_size_bytes": _maybe(result, lambda text: len(text.encode())),
+    }
+
+
+def _maybe(value: _T | None, convert: Callable[[_T], _R]) -> _R | None:
+    return None if value is None else convert(value)
+
+
+def format_record(description: Mapping[str, Any]) -> str:
+    d = description
+    status = d["status"]
+    if status != d["stored_status"]:
+        status = f"{status} (stored: {d['stored_status']})"
+    in_progress = "-"
+    if d["in_progress_expiry"] is not None:
+        in_progress = f"{d['in_progress_expiry']} ({d['in_progress_expiry_relative']})"
+    size = d["result_size_bytes"]
+    rows = [
+        ("key", d["key"]),
+        ("status", status),
+        ("expiry", f"{d['expiry']} ({d['expiry_relative']})"),
+        ("in-progress expiry", in_progress),
+        ("lock available", "yes" if d["lock_available"] else "no"),
+        ("payload hash", d["payload_hash"] or "-"),
+        ("owner token", d["owner_token"] or "-"),
+        ("result size", "-" if size is None else f"{size} bytes"),
+    ]
+    width = max(len(label) for label, _ in rows) + 1
+    return "\n".join(f"{label + ':':<{width}} {value}" for label, value in rows)
+
+
+# --- commands that talk to DynamoDB ---------------------------------------------
+
+
+async def create_table_command(layout: TableLayout, connection: Connection) -> str:
+    async with layout.store(connection) as store:
+        created = await create_table(store)
+    return f"{'created' if created else 'already exists'}: table {layout.table_name!r}"
+
+
+async def inspect_command(
+    key: str,
+    layout: TableLayout,
+    connection: Connection,
+    *,
+    as_json: bool,
+    clock: Callable[[], float] = time.time,
+) -> str:
+    async with layout.store(connection) as store:
+        record = await _get_record(store, key)
+    description = describe_record(record, clock())
+    return json.dumps(description, indent=2) if as_json else format_record(description)
+
+
+async def release_command(
+    key: str, layout: TableLayout, connection: Connection, *, force: bool
+) -> str:
+    async with layout.store(connection) as store:
+        record = await _get_record(store, key)
+        status = record.status.value
+        if record.status is RecordStatus.COMPLETED and not force:
+            raise CommandError(
+                f"record {key!r} is COMPLETED: releasing it makes the next call run again; "
+                "pass --force to delete it"
+            )
+        if record.owner_token is not None:
+            await store.delete_record(record)
+            done = "released" if record.status is RecordStatus.INPROGRESS else "deleted"
+            return f"{done} {status} record {key!r} (fenced on owner token {record.owner_token!r})"
+        if not force:
+            raise CommandError(
+                f"record {key!r} has no owner token (written by Powertools), so the delete "
+                "cannot be fenced; pass --force to delete it unconditionally"
+            )
+        await _delete_unconditionally(store, key)
+        return f"deleted {status} record {key!r} unconditionally (it had no owner token)"
+
+
+async def _get_record(store: AsyncDynamoStore, key: str) -> DataRecord:
+    try:
+        return await store.get_record(key)
+    except IdempotencyItemNotFoundError as exc:
+        raise CommandError(f"no record for key {key!r} in table {store.table_name!r}") from exc
+
+
+async def _delete_unconditionally(store: AsyncDynamoStore, key: str) -> None:
+    # The store only deletes fenced on an owner token; a record without one
+    # can only be deleted by a plain DeleteItem.
+    client = await store.client()
+    try:
+        await client.delete_item(TableName=store.table_name, Key=store.schema.key(key))
+    except (ClientError, BotoCoreError) as exc:
+        raise IdempotencyPersistenceLayerError(
+            f"DeleteItem of {key!r} on table {store.table_name!r} failed: {exc}"
+        ) from exc
+
+
+def _create_table(args: argparse.Namespace, environ: Mapping[str, str]) -> str:
+    return asyncio.run(create_table_command(layout_from(args), connection_from(args, environ)))
+
+
+def _inspect(args: argparse.Namespace, environ: Mapping[str, str]) -> str:
+    layout, connection = layout_from(args), connection_from(args, environ)
+    return asyncio.run(inspect_command(args.key, layout, connection, as_json=args.json))
+
+
+def _release(args: argparse.Namespace, environ: Mapping[str, str]) -> str:
+    layout, connection = layout_from(args), connection_from(args, environ)
+    return asyncio.run(release_command(args.key, layout, connection, force=args.force))
+
+
+# --- errors and entry point -------------------------------------------------------
+
+
+def error_message(exc: BaseException) -> str:
+    """One line saying what went wrong, naming the cause where it is the real story."""
+    causes = _causes(exc)
+    if any(isinstance(c, NoCredentialsError) for c in causes):
+        return (
+            "no AWS credentials: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, "
+            "or AWS_PROFILE, or configure ~/.aws"
+        )
+    if any(isinstance(c, NoRegionError) for c in causes):
+        return "no AWS region: pass --region or set AWS_REGION or AWS_DEFAULT_REGION"
+    validation = next((c for c in causes if isinstance(c, ValidationError)), None)
+    text = str(exc)
+    if validation is not None:
+        text = "; ".join(str(e["msg"]).removeprefix("Value error, ") for e in validation.errors())
+    return " ".join(text.split())
+
+
+def _causes(exc: BaseException) -> list[BaseException]:
+    chain: list[BaseException] = []
+    current: BaseException | None = exc
+    while current is not None and current not in chain:
+        chain.append(current)
+        current = current.__cause__
+    return chain
+
+
+def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None) -> int:
+    """Run one command; return the exit code."""
+    environ = os.environ if environ is None else environ
+    args = build_parser().parse_args(argv)
+    handler: Callable[[argparse.Namespace, Mapping[str, str]], str] = args.handler
+    try:
+        print(handler(args, environ))
+    except UsageError as exc:
+        return _fail(args.command, exc, EXIT_USAGE)
+    except (CommandError, IdempotencyError) as exc:
+        return _fail(args.command, exc, EXIT_RUNTIME)
+    except KeyboardInterrupt:
+        return 130
+    return 0
+
+
+def _fail(command: str, exc: BaseException, code: int) -> int:
+    print(f"{PROG} {command}: error: {error_message(exc)}", file=sys.stderr)
+    return code
