@@ -82,6 +82,11 @@ class IdempotencyConfig(BaseModel):
     def _known_hash(cls, name: str) -> str:
         if name not in hashlib.algorithms_available or not callable(getattr(hashlib, name, None)):
             raise ValueError(f"unknown hash function {name!r}")
+        try:
+            getattr(hashlib, name)(b"").hexdigest()
+        except TypeError as exc:
+            # shake_* digests need a length, so no key could ever be made with them.
+            raise ValueError(f"hash function {name!r} cannot make a fixed-size digest") from exc
         return name
 
     def model_post_init(self, context: Any, /) -> None:
