@@ -26,7 +26,7 @@ from urllib.parse import urlsplit
 
 import jmespath
 import jmespath.exceptions
-from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError, NoRegionError
+from botocore.exceptions import NoCredentialsError, NoRegionError
 from pydantic import ValidationError
 
 from idemstore import keys
@@ -34,7 +34,6 @@ from idemstore.errors import (
     IdempotencyConfigurationError,
     IdempotencyError,
     IdempotencyItemNotFoundError,
-    IdempotencyPersistenceLayerError,
 )
 from idemstore.records import DataRecord, RecordStatus
 from idemstore.store import AsyncDynamoStore
@@ -410,7 +409,7 @@ async def release_command(
                 f"record {key!r} has no owner token (written by Powertools), so the delete "
                 "cannot be fenced; pass --force to delete it unconditionally"
             )
-        await _delete_unconditionally(store, key)
+        await store.purge_record(key)
         return f"deleted {status} record {key!r} unconditionally (it had no owner token)"
 
 
@@ -419,18 +418,6 @@ async def _get_record(store: AsyncDynamoStore, key: str) -> DataRecord:
         return await store.get_record(key)
     except IdempotencyItemNotFoundError as exc:
         raise CommandError(f"no record for key {key!r} in table {store.table_name!r}") from exc
-
-
-async def _delete_unconditionally(store: AsyncDynamoStore, key: str) -> None:
-    # The store only deletes fenced on an owner token; a record without one
-    # can only be deleted by a plain DeleteItem.
-    client = await store.client()
-    try:
-        await client.delete_item(TableName=store.table_name, Key=store.schema.key(key))
-    except (ClientError, BotoCoreError) as exc:
-        raise IdempotencyPersistenceLayerError(
-            f"DeleteItem of {key!r} on table {store.table_name!r} failed: {exc}"
-        ) from exc
 
 
 def _create_table(args: argparse.Namespace, environ: Mapping[str, str]) -> str:

@@ -218,6 +218,20 @@ class AsyncDynamoStore:
         )
         settle_fenced(record, outcome, "release")
 
+    async def purge_record(self, idempotency_key: str) -> None:
+        """Delete a record whatever its state or owner.
+
+        An operator's action (the CLI's ``release --force``); the engine never
+        uses it, since it ignores the lock's fence.
+        """
+        client = await self.client()
+        try:
+            await client.delete_item(
+                TableName=self.table_name, Key=self._schema.key(idempotency_key)
+            )
+        except (ClientError, BotoCoreError) as exc:
+            raise self._translate(exc, "DeleteItem", idempotency_key) from exc
+
     # --- plumbing -------------------------------------------------------------
 
     async def _write(
