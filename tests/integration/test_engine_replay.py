@@ -1,0 +1,209 @@
+"""Replays are typed like the first result: inferred from the return annotation, or given."""
+
+import dataclasses
+import datetime as dt
+import uuid
+from decimal import Decimal
+from typing import Any
+
+import pydantic
+import pytest
+
+from idemstore import (
+    AsyncDynamoStore,
+    DataclassSerializer,
+    IdempotencySerializationError,
+    idempotent_function,
+)
+from idemstore.testing import RequestLog
+
+
+class Receipt(pydantic.BaseModel):
+    order_id: str
+    total: Decimal
+    issued_at: dt.datetime
+    lines: list[str]
+
+
+@dataclasses.dataclass(frozen=True)
+class Parcel:
+    parcel_id: str
+    weight_grams: int
+    tracking: list[str]
+
+
+RECEIPT = Receipt(
+    order_id="o-1",
+    total=Decimal("12.30"),
+    issued_at=dt.datetime(2024, 1, 2, 3, 4, 5, tzinfo=dt.UTC),
+    lines=["a", "b"],
+)
+PARCEL = Parcel(parcel_id="p-1", weight_grams=250, tracking=["t1"])
+
+
+@pytest.mark.asyncio
+async def test_pydantic_result_is_inferred_from_the_annotation(
+    dynamo_store: AsyncDynamoStore,
+) -> None:
+    @idempotent_function(data_keyword_argument="order", persistence_store=dynamo_store)
+    async def process(order: dict[str, Any]) -> Receipt:
+        return RECEIPT
+
+    assert await process(order={"id": 1}) is RECEIPT
+    replayed = await process(order={"id": 1})
+    assert isinstance(replayed, Receipt)
+    assert replayed == RECEIPT
+    assert replayed is not RECEIPT
+
+
+@pytest.mark.asyncio
+async def test_dataclass_result_is_inferred_from_the_annotation(
+    dynamo_store: AsyncDynamoStore,
+) -> None:
+    @idempotent_function(data_keyword_argument="order", persistence_store=dynamo_store)
+    async def process(order: dict[str, Any]) -> Parcel:
+        return PARCEL
+
+    await process(order={"id": 1})
+    replayed = await process(order={"id": 1})
+    assert isinstance(replayed, Parcel)
+    assert replayed == PARCEL
+
+
+@pytest.mark.asyncio
+async def test_optional_model_result_replays_none_and_models(
+    dynamo_store: AsyncDynamoStore,
+) -> None:
+    @idempotent_function(data_keyword_argument="order", persistence_store=dynamo_store)
+    async def lookup(order: dict[str, Any]) -> Receipt | None:
+        return RECEIPT if order["found"] else None
+
+    for found in (True, False):
+        await lookup(order={"found": found})
+    assert await lookup(order={"found": True}) == RECEIPT
+    assert await lookup(order={"found": False}) is None
+
+
+@pytest.mark.asyncio
+async def test_explicit_model_type_as_output_serializer(dynamo_store: AsyncDynamoStore) -> None:
+    @idempotent_function(
+        data_keyword_argument="order", persistence_store=dynamo_store, output_serializer=Receipt
+    )
+    async def process(order: dict[str, Any]):  # type: ignore[no-untyped-def]  # unannotated on purpose
+        return RECEIPT
+
+    await process(order={"id": 1})
+    replayed = await process(order={"id": 1})
+    assert isinstance(replayed, Receipt)
+    assert replayed == RECEIPT
+
+
+@pytest.mark.asyncio
+async def test_explicit_dataclass_type_as_output_serializer(dynamo_store: AsyncDynamoStore) -> None:
+    @idempotent_function(
+        data_keyword_argument="order", persistence_store=dynamo_store, output_serializer=Parcel
+    )
+    async def process(order: dict[str, Any]) -> Any:
+        return PARCEL
+
+    await process(order={"id": 1})
+    assert await process(order={"id": 1}) == PARCEL
+
+
+@pytest.mark.asyncio
+async def test_explicit_serializer_object(dynamo_store: AsyncDynamoStore) -> None:
+    class MoneySerializer:
+        """Cents on the wire, Decimal in the program."""
+
+        def to_dict(self, data: Any) -> Any:
+            return {"cents": int(data * 100)}
+
+        def from_dict(self, data: Any) -> Any:
+            return Decimal(data["cents"]) / 100
+
+    @idempotent_function(
+        data_keyword_argument="order",
+        persistence_store=dynamo_store,
+        output_serializer=MoneySerializer(),
+    )
+    async def total(order: dict[str, Any]) -> Decimal:
+        return Decimal("12.34")
+
+    await total(order={"id": 1})
+    identity = total.idempotency_engine.identify({"id": 1})  # type: ignore[attr-defined]  # set by the decorator
+    assert (await dynamo_store.get_record(identity.key)).response_data == '{"cents": 1234}'
+    assert await total(order={"id": 1}) == Decimal("12.34")
+
+
+@pytest.mark.asyncio
+async def test_explicit_serializer_wins_over_the_annotation(
+    dynamo_store: AsyncDynamoStore,
+) -> None:
+    @idempotent_function(
+        data_keyword_argument="order",
+        persistence_store=dynamo_store,
+        output_serializer=DataclassSerializer(Parcel),
+    )
+    async def process(order: dict[str, Any]) -> Receipt:  # annotation deliberately wrong
+        return PARCEL  # type: ignore[return-value]  # the serializer, not the annotation, decides
+
+    await process(order={"id": 1})
+    replayed: Any = await process(order={"id": 1})
+    assert replayed == PARCEL
+
+
+@pytest.mark.asyncio
+async def test_unannotated_result_replays_as_json_data(dynamo_store: AsyncDynamoStore) -> None:
+    @idempotent_function(data_keyword_argument="order", persistence_store=dynamo_store)
+    async def process(order: dict[str, Any]) -> Any:
+        return {"when": dt.date(2024, 1, 2), "id": uuid.UUID(int=7), "n": Decimal("1.5")}
+
+    await process(order={"id": 1})
+    assert await process(order={"id": 1}) == {
+        "when": "2024-01-02",
+        "id": "00000000-0000-0000-0000-000000000007",
+        "n": "1.5",
+    }
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("result", [{}, [], 0, "", False, None, 0.0])
+async def test_falsy_results_replay_as_themselves(
+    dynamo_store: AsyncDynamoStore, result: Any
+) -> None:
+    log = RequestLog().attach(await dynamo_store.client())
+    runs: list[int] = []
+
+    @idempotent_function(data_keyword_argument="order", persistence_store=dynamo_store)
+    async def process(order: dict[str, Any]) -> Any:
+        runs.append(1)
+        return result
+
+    assert await process(order={"id": 1}) is result
+    log.clear()
+    replayed = await process(order={"id": 1})
+    assert replayed == result
+    assert type(replayed) is type(result)
+    assert runs == [1]
+    assert log.operations == ["PutItem"]
+
+
+@pytest.mark.asyncio
+async def test_stored_result_that_no_longer_fits_the_model_is_a_serialization_error(
+    dynamo_store: AsyncDynamoStore,
+) -> None:
+    @idempotent_function(data_keyword_argument="order", persistence_store=dynamo_store)
+    async def before(order: dict[str, Any]) -> dict[str, Any]:
+        return {"unexpected": True}
+
+    @idempotent_function(
+        data_keyword_argument="order",
+        persistence_store=dynamo_store,
+        key_prefix=before.idempotency_engine.key_prefix,  # type: ignore[attr-defined]  # set by the decorator
+    )
+    async def after(order: dict[str, Any]) -> Receipt:
+        return RECEIPT
+
+    await before(order={"id": 1})
+    with pytest.raises(IdempotencySerializationError, match="cannot be read back"):
+        await after(order={"id": 1})
