@@ -239,7 +239,7 @@ class TableSchema(BaseModel):
     def from_item(self, item: Mapping[str, Any]) -> DataRecord:
         """Read an item; a corrupt one raises ``IdempotencyCorruptRecordError``."""
         key = _optional_string(item, self.record_key_attr, None)
-        if key is None:
+        if not key:  # an empty key would fail DataRecord's validation with a bare error
             raise IdempotencyCorruptRecordError(
                 "missing key attribute", idempotency_key=None, attribute=self.record_key_attr
             )
