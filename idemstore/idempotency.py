@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import functools
 import inspect
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, ParamSpec, TypeVar, overload
 
 from idemstore.config import IdempotencyConfig, current_lambda_context, register_lambda_context
@@ -109,7 +109,7 @@ def idempotent_function(
     config: IdempotencyConfig | None = None,
     output_serializer: BaseIdempotencySerializer | type[Any] | None = None,
     key_prefix: str | None = None,
-) -> Callable[[Callable[P, Awaitable[R]]], Callable[P, Awaitable[R]]]:
+) -> Callable[[Callable[P, Coroutine[Any, Any, R]]], Callable[P, Coroutine[Any, Any, R]]]:
     """Make any async function idempotent on one of its arguments.
 
     ``data_keyword_argument`` names the argument whose value is the payload (it
@@ -117,7 +117,9 @@ def idempotent_function(
     ``output_serializer``, inferred from the return annotation when not given.
     """
 
-    def decorate(function: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R]]:
+    def decorate(
+        function: Callable[P, Coroutine[Any, Any, R]],
+    ) -> Callable[P, Coroutine[Any, Any, R]]:
         _require_async(function, "idempotent_function")
         signature = inspect.signature(function)
         if data_keyword_argument not in signature.parameters:
