@@ -199,11 +199,14 @@ class IdempotencyEngine:
                 await self.store.put_record(lock, now=self._clock())
             except IdempotencyItemAlreadyExistsError as exc:
                 found = exc.old_data_record or await self._fetch(identity.key)
-            else:
-                return await self._execute(lock, call, heartbeat=deadline_ms is None)
-            completed = await self._resolve(found, identity, wait_deadline)
-            if completed is not None:
-                return self.replay(completed), completed
+                # Our own token in the fallback read: a retried put whose first attempt
+                # was applied, on a server that returned no old item. The lock is ours.
+                if found is None or not found.owned_by(lock.owner_token):
+                    completed = await self._resolve(found, identity, wait_deadline)
+                    if completed is not None:
+                        return self.replay(completed), completed
+                    continue
+            return await self._execute(lock, call, heartbeat=deadline_ms is None)
         raise IdempotencyInconsistentStateError(
             f"the record for {identity.key!r} kept changing; gave up after "
             f"{MAX_ACQUIRE_ATTEMPTS} attempts"

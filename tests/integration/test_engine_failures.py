@@ -1,0 +1,579 @@
+"""When things go wrong: fencing, retried writes, failures, cancellation, unstorable results,
+expired records and stale locks.
+
+Store doubles here forward every operation to the real store on the moto server;
+they only change what the engine is told, never what is stored.
+"""
+
+import asyncio
+import base64
+import os
+import time
+from typing import Any
+
+import pytest
+
+from idemstore import (
+    AsyncDynamoStore,
+    DataRecord,
+    IdempotencyAlreadyInProgressError,
+    IdempotencyConfig,
+    IdempotencyInconsistentStateError,
+    IdempotencyItemAlreadyExistsError,
+    IdempotencyItemNotFoundError,
+    IdempotencyLeaseLostError,
+    IdempotencyPersistenceLayerError,
+    IdempotencyResponseTooLargeError,
+    IdempotencySerializationError,
+    IdempotencyTableNotFoundError,
+    RecordStatus,
+    TableSchema,
+    idempotent_function,
+)
+from idemstore.engine import MAX_ACQUIRE_ATTEMPTS
+from idemstore.persistence import settle_put
+from idemstore.testing import RequestLog
+
+
+class FakeClock:
+    """An injected clock that moves only when told to."""
+
+    def __init__(self, now: float) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+class DelegatingStore:
+    """Forwards every operation to a real store; subclasses change what the engine hears."""
+
+    def __init__(self, inner: AsyncDynamoStore) -> None:
+        self.inner = inner
+
+    @property
+    def schema(self) -> TableSchema:
+        return self.inner.schema
+
+    async def get_record(self, idempotency_key: str) -> DataRecord:
+        return await self.inner.get_record(idempotency_key)
+
+    async def put_record(self, record: DataRecord, *, now: float) -> None:
+        await self.inner.put_record(record, now=now)
+
+    async def update_record(self, record: DataRecord) -> None:
+        await self.inner.update_record(record)
+
+    async def renew_lease(self, record: DataRecord, *, in_progress_expiry_timestamp: int) -> None:
+        await self.inner.renew_lease(
+            record, in_progress_expiry_timestamp=in_progress_expiry_timestamp
+        )
+
+    async def delete_record(self, record: DataRecord) -> None:
+        await self.inner.delete_record(record)
+
+
+async def overwrite(store: AsyncDynamoStore, record: DataRecord) -> None:
+    """Write an item unconditionally, as another caller taking the lock over would."""
+    client = await store.client()
+    await client.put_item(TableName=store.table_name, Item=store.schema.to_item(record))
+
+
+async def record_or_none(store: AsyncDynamoStore, key: str) -> DataRecord | None:
+    try:
+        return await store.get_record(key)
+    except IdempotencyItemNotFoundError:
+        return None
+
+
+def key_of(function: Any, payload: Any) -> str:
+    key: str = function.idempotency_engine.identify(payload).key
+    return key
+
+
+# --- fencing ----------------------------------------------------------------------------
+
+
+@pytest.mark.asyncio
+async def test_finisher_whose_lock_was_taken_over_gets_its_result_back(
+    dynamo_store: AsyncDynamoStore,
+) -> None:
+    usurper: list[DataRecord] = []
+
+    @idempotent_function(data_keyword_argument="order", persistence_store=dynamo_store)
+    async def process(order: dict[str, Any]) -> dict[str, Any]:
+        ours = await dynamo_store.get_record(key_of(process, order))
+        assert ours.status is RecordStatus.INPROGRESS
+        assert ours.in_progress_expiry_timestamp is not None
+        theirs = ours.model_copy(
+            update={
+                "owner_token": "another-caller",
+                "in_progress_expiry_timestamp": ours.in_progress_expiry_timestamp + 60_000,
+            }
+        )
+        await overwrite(dynamo_store, theirs)
+        usurper.append(theirs)
+        return {"computed": order["id"]}
+
+    with pytest.raises(IdempotencyLeaseLostError) as caught:
+        await process(order={"id": 1})
+    assert caught.value.result == {"computed": 1}
+    assert caught.value.current_record == usurper[0]
+    assert await dynamo_store.get_record(key_of(process, {"id": 1})) == usurper[0]
+
+
+@pytest.mark.asyncio
+async def test_finisher_cannot_overwrite_a_record_completed_by_another(
+    dynamo_store: AsyncDynamoStore,
+) -> None:
+    @idempotent_function(data_keyword_argument="order", persistence_store=dynamo_store)
+    async def process(order: dict[str, Any]) -> str:
+        ours = await dynamo_store.get_record(key_of(process, order))
+        await overwrite(
+            dynamo_store,
+            ours.model_copy(
+                update={
+                    "owner_token": "another-caller",
+                    "status": RecordStatus.COMPLETED,
+                    "response_data": '"theirs"',
+                }
+            ),
+        )
+        return "ours"
+
+    with pytest.raises(IdempotencyLeaseLostError, match="completed by another caller") as caught:
+        await process(order={"id": 1})
+    assert caught.value.result == "ours"
+    assert await process(order={"id": 1}) == "theirs"
+
+
+@pytest.mark.asyncio
+async def test_failing_finisher_does_not_release_the_new_owners_lock(
+    dynamo_store: AsyncDynamoStore,
+) -> None:
+    usurper: list[DataRecord] = []
+
+    @idempotent_function(data_keyword_argument="order", persistence_store=dynamo_store)
+    async def process(order: dict[str, Any]) -> None:
+        ours = await dynamo_store.get_record(key_of(process, order))
+        theirs = ours.model_copy(update={"owner_token": "another-caller"})
+        await overwrite(dynamo_store, theirs)
+        usurper.append(theirs)
+        raise RuntimeError("boom")
+
+    with pytest.raises(RuntimeError, match="boom"):
+        await process(order={"id": 1})
+    assert await dynamo_store.get_record(key_of(process, {"id": 1})) == usurper[0]
+
+
+@pytest.mark.asyncio
+async def test_heartbeat_stops_renewing_a_lock_taken_over(dynamo_store: AsyncDynamoStore) -> None:
+    lease = 0.3
+    usurper: list[DataRecord] = []
+    log = RequestLog().attach(await dynamo_store.client())
+
+    @idempotent_function(
+        data_keyword_argument="order",
+        persistence_store=dynamo_store,
+        config=IdempotencyConfig(in_progress_lease_seconds=lease),
+    )
+    async def process(order: dict[str, Any]) -> str:
+        ours = await dynamo_store.get_record(key_of(process, order))
+        theirs = ours.model_copy(update={"owner_token": "another-caller"})
+        await overwrite(dynamo_store, theirs)
+        usurper.append(theirs)
+        renewals = log.operations.count("UpdateItem")
+        # Let several renewal periods pass: the first renewal finds the lock gone and stops.
+        for _ in range(50):
+            await asyncio.sleep(lease / 3)
+            if log.operations.count("UpdateItem") > renewals:
+                break
+        await asyncio.sleep(lease)
+        return "done"
+
+    with pytest.raises(IdempotencyLeaseLostError):
+        await process(order={"id": 1})
+    assert await dynamo_store.get_record(key_of(process, {"id": 1})) == usurper[0]
+    # One refused renewal, then the refused completion: renewal stopped after the loss.
+    assert log.operations.count("UpdateItem") == 2
+
+
+# --- retried writes whose first attempt was applied --------------------------------------
+
+
+class RetriedWrites(DelegatingStore):
+    """Every write reaches the table twice: the first attempt is applied but its response
+    is lost, and the retry's outcome is what the engine hears (a botocore retry, as the
+    server sees it)."""
+
+    async def put_record(self, record: DataRecord, *, now: float) -> None:
+        await self.inner.put_record(record, now=now)
+        await self.inner.put_record(record, now=now)
+
+    async def update_record(self, record: DataRecord) -> None:
+        await self.inner.update_record(record)
+        await self.inner.update_record(record)
+
+    async def renew_lease(self, record: DataRecord, *, in_progress_expiry_timestamp: int) -> None:
+        for _ in range(2):
+            await self.inner.renew_lease(
+                record, in_progress_expiry_timestamp=in_progress_expiry_timestamp
+            )
+
+    async def delete_record(self, record: DataRecord) -> None:
+        await self.inner.delete_record(record)
+        await self.inner.delete_record(record)
+
+
+@pytest.mark.asyncio
+async def test_retried_acquire_and_completion_are_recognised_as_ours(
+    dynamo_store: AsyncDynamoStore,
+) -> None:
+    log = RequestLog().attach(await dynamo_store.client())
+    runs: list[Any] = []
+
+    @idempotent_function(
+        data_keyword_argument="order",
+        persistence_store=RetriedWrites(dynamo_store),
+        config=IdempotencyConfig(in_progress_lease_seconds=0.15),
+    )
+    async def process(order: dict[str, Any]) -> dict[str, Any]:
+        runs.append(order)
+        await asyncio.sleep(0.1)  # long enough for a lease renewal
+        return {"done": order["id"]}
+
+    assert await process(order={"id": 1}) == {"done": 1}
+    assert runs == [{"id": 1}]
+    assert log.operations[:2] == ["PutItem", "PutItem"]
+    assert log.operations[-2:] == ["UpdateItem", "UpdateItem"]
+    record = await dynamo_store.get_record(key_of(process, {"id": 1}))
+    assert record.status is RecordStatus.COMPLETED
+    assert await process(order={"id": 1}) == {"done": 1}
+    assert len(runs) == 1
+
+
+@pytest.mark.asyncio
+async def test_retried_release_after_a_failure_keeps_the_original_error(
+    dynamo_store: AsyncDynamoStore,
+) -> None:
+    log = RequestLog().attach(await dynamo_store.client())
+
+    @idempotent_function(
+        data_keyword_argument="order", persistence_store=RetriedWrites(dynamo_store)
+    )
+    async def process(order: dict[str, Any]) -> None:
+        raise KeyError("missing")
+
+    with pytest.raises(KeyError, match="missing"):
+        await process(order={"id": 1})
+    assert log.operations == ["PutItem", "PutItem", "DeleteItem", "DeleteItem"]
+    assert await record_or_none(dynamo_store, key_of(process, {"id": 1})) is None
+
+
+class RetriedPutWithoutOldItem(DelegatingStore):
+    """A retried acquire on a server that ignores ALL_OLD: the first attempt is applied, the
+    retry fails its condition and the store learns nothing about the item that exists."""
+
+    async def put_record(self, record: DataRecord, *, now: float) -> None:
+        await self.inner.put_record(record, now=now)
+        settle_put(record, None)  # what the store concludes from a bare condition failure
+
+
+@pytest.mark.asyncio
+async def test_retried_acquire_is_recognised_through_the_fallback_read(
+    dynamo_store: AsyncDynamoStore,
+) -> None:
+    log = RequestLog().attach(await dynamo_store.client())
+    runs: list[Any] = []
+
+    @idempotent_function(
+        data_keyword_argument="order", persistence_store=RetriedPutWithoutOldItem(dynamo_store)
+    )
+    async def process(order: dict[str, Any]) -> str:
+        runs.append(order)
+        return "done"
+
+    assert await process(order={"id": 1}) == "done"
+    assert runs == [{"id": 1}]
+    assert log.operations == ["PutItem", "GetItem", "UpdateItem"]
+    assert (await dynamo_store.get_record(key_of(process, {"id": 1}))).status is (
+        RecordStatus.COMPLETED
+    )
+
+
+# --- the function raises -----------------------------------------------------------------
+
+
+@pytest.mark.asyncio
+async def test_function_error_releases_the_record_and_propagates(
+    dynamo_store: AsyncDynamoStore,
+) -> None:
+    attempts: list[int] = []
+
+    @idempotent_function(data_keyword_argument="order", persistence_store=dynamo_store)
+    async def process(order: dict[str, Any]) -> str:
+        attempts.append(1)
+        if len(attempts) == 1:
+            raise ConnectionError("downstream failed")
+        return "second time lucky"
+
+    with pytest.raises(ConnectionError, match="downstream failed") as caught:
+        await process(order={"id": 1})
+    assert type(caught.value) is ConnectionError
+    assert await record_or_none(dynamo_store, key_of(process, {"id": 1})) is None
+    assert await process(order={"id": 1}) == "second time lucky"
+    assert len(attempts) == 2
+
+
+@pytest.mark.asyncio
+async def test_release_failing_too_carries_both_errors(dynamo_store: AsyncDynamoStore) -> None:
+    @idempotent_function(data_keyword_argument="order", persistence_store=dynamo_store)
+    async def process(order: dict[str, Any]) -> None:
+        client = await dynamo_store.client()
+        await client.delete_table(TableName=dynamo_store.table_name)
+        raise ValueError("bad order")
+
+    with pytest.raises(
+        IdempotencyPersistenceLayerError, match="after the function raised"
+    ) as caught:
+        await process(order={"id": 1})
+    error = caught.value
+    assert type(error) is IdempotencyPersistenceLayerError
+    assert isinstance(error.function_error, ValueError)
+    assert str(error.function_error) == "bad order"
+    assert isinstance(error.__cause__, IdempotencyTableNotFoundError)
+
+
+# --- cancellation --------------------------------------------------------------------------
+
+
+@pytest.mark.asyncio
+async def test_timeout_releases_the_record(dynamo_store: AsyncDynamoStore) -> None:
+    log = RequestLog().attach(await dynamo_store.client())
+
+    @idempotent_function(data_keyword_argument="order", persistence_store=dynamo_store)
+    async def process(order: dict[str, Any]) -> None:
+        await asyncio.sleep(30)
+
+    with pytest.raises(TimeoutError):
+        await asyncio.wait_for(process(order={"id": 1}), timeout=0.2)
+    assert log.operations == ["PutItem", "DeleteItem"]
+    assert await record_or_none(dynamo_store, key_of(process, {"id": 1})) is None
+
+
+@pytest.mark.asyncio
+async def test_task_cancel_releases_the_record(dynamo_store: AsyncDynamoStore) -> None:
+    log = RequestLog().attach(await dynamo_store.client())
+    started = asyncio.Event()
+
+    @idempotent_function(data_keyword_argument="order", persistence_store=dynamo_store)
+    async def process(order: dict[str, Any]) -> None:
+        started.set()
+        await asyncio.sleep(30)
+
+    task = asyncio.create_task(process(order={"id": 1}))
+    await started.wait()
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert task.cancelled()
+    assert log.operations == ["PutItem", "DeleteItem"]
+    assert await record_or_none(dynamo_store, key_of(process, {"id": 1})) is None
+
+
+# --- results that cannot be stored -----------------------------------------------------------
+
+
+@pytest.mark.asyncio
+async def test_unserializable_result_is_an_error_and_releases(
+    dynamo_store: AsyncDynamoStore,
+) -> None:
+    log = RequestLog().attach(await dynamo_store.client())
+
+    @idempotent_function(data_keyword_argument="order", persistence_store=dynamo_store)
+    async def process(order: dict[str, Any]) -> Any:
+        return {"handle": object()}
+
+    with pytest.raises(IdempotencySerializationError, match="cannot be stored as JSON") as caught:
+        await process(order={"id": 1})
+    assert isinstance(caught.value.__cause__, TypeError)
+    assert log.operations == ["PutItem", "DeleteItem"]
+    assert await record_or_none(dynamo_store, key_of(process, {"id": 1})) is None
+
+
+@pytest.mark.asyncio
+async def test_result_too_large_even_compressed_is_an_error_and_releases(
+    dynamo_store: AsyncDynamoStore,
+) -> None:
+    log = RequestLog().attach(await dynamo_store.client())
+    incompressible = base64.b64encode(os.urandom(600_000)).decode()
+
+    @idempotent_function(data_keyword_argument="order", persistence_store=dynamo_store)
+    async def process(order: dict[str, Any]) -> str:
+        return incompressible
+
+    with pytest.raises(IdempotencyResponseTooLargeError, match="compressed") as caught:
+        await process(order={"id": 1})
+    assert caught.value.size_bytes > caught.value.limit_bytes
+    assert log.operations == ["PutItem", "DeleteItem"]
+    assert await record_or_none(dynamo_store, key_of(process, {"id": 1})) is None
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("size", [40_000, 600_000], ids=["above threshold", "above item limit"])
+async def test_large_compressible_results_are_stored_compressed(
+    dynamo_store: AsyncDynamoStore, size: int
+) -> None:
+    log = RequestLog().attach(await dynamo_store.client())
+    text = ("order line, " * (size // 12 + 1))[:size]
+    runs: list[int] = []
+
+    @idempotent_function(data_keyword_argument="order", persistence_store=dynamo_store)
+    async def process(order: dict[str, Any]) -> dict[str, str]:
+        runs.append(1)
+        return {"text": text}
+
+    assert await process(order={"id": 1}) == {"text": text}
+    client = await dynamo_store.client()
+    item = (
+        await client.get_item(
+            TableName=dynamo_store.table_name,
+            Key=dynamo_store.schema.key(key_of(process, {"id": 1})),
+        )
+    )["Item"]
+    assert "data" not in item
+    assert len(item["data_zlib"]["B"]) < size // 10
+    log.clear()
+    assert await process(order={"id": 1}) == {"text": text}
+    assert log.operations == ["PutItem"]
+    assert runs == [1]
+
+
+# --- expired records, stale locks, bounded retries ---------------------------------------------
+
+
+@pytest.mark.asyncio
+async def test_expired_record_is_taken_over(dynamo_store: AsyncDynamoStore) -> None:
+    clock = FakeClock(time.time())
+    log = RequestLog().attach(await dynamo_store.client())
+    runs: list[float] = []
+
+    @idempotent_function(
+        data_keyword_argument="order",
+        persistence_store=dynamo_store,
+        config=IdempotencyConfig(expires_after_seconds=60, clock=clock),
+    )
+    async def process(order: dict[str, Any]) -> int:
+        runs.append(clock())
+        return len(runs)
+
+    assert await process(order={"id": 1}) == 1
+    clock.advance(30)
+    assert await process(order={"id": 1}) == 1
+    clock.advance(31)
+    log.clear()
+    assert await process(order={"id": 1}) == 2
+    assert log.operations == ["PutItem", "UpdateItem"]
+    record = await dynamo_store.get_record(key_of(process, {"id": 1}))
+    assert record.expiry_timestamp == int(clock()) + 60
+
+
+def foreign_lock(key: str, clock: FakeClock, *, lock_ms_left: int) -> DataRecord:
+    return DataRecord(
+        idempotency_key=key,
+        status=RecordStatus.INPROGRESS,
+        expiry_timestamp=int(clock()) + 3600,
+        in_progress_expiry_timestamp=int(clock() * 1000) + lock_ms_left,
+        owner_token="another-caller",
+    )
+
+
+@pytest.mark.asyncio
+async def test_live_lock_of_another_caller_is_in_progress(dynamo_store: AsyncDynamoStore) -> None:
+    clock = FakeClock(time.time())
+
+    @idempotent_function(
+        data_keyword_argument="order",
+        persistence_store=dynamo_store,
+        config=IdempotencyConfig(clock=clock),
+    )
+    async def process(order: dict[str, Any]) -> None:
+        raise AssertionError("must not run")
+
+    lock = foreign_lock(key_of(process, {"id": 1}), clock, lock_ms_left=10_000)
+    await dynamo_store.put_record(lock, now=clock())
+    log = RequestLog().attach(await dynamo_store.client())
+    with pytest.raises(IdempotencyAlreadyInProgressError) as caught:
+        await process(order={"id": 1})
+    assert caught.value.old_data_record == lock
+    assert log.operations == ["PutItem"]
+
+
+@pytest.mark.asyncio
+async def test_stale_lock_is_taken_over(dynamo_store: AsyncDynamoStore) -> None:
+    clock = FakeClock(time.time())
+    runs: list[int] = []
+
+    @idempotent_function(
+        data_keyword_argument="order",
+        persistence_store=dynamo_store,
+        config=IdempotencyConfig(clock=clock),
+    )
+    async def process(order: dict[str, Any]) -> str:
+        runs.append(1)
+        return "recovered"
+
+    lock = foreign_lock(key_of(process, {"id": 1}), clock, lock_ms_left=10_000)
+    await dynamo_store.put_record(lock, now=clock())
+    clock.advance(11)  # the other caller died; its lock lapsed
+    log = RequestLog().attach(await dynamo_store.client())
+    assert await process(order={"id": 1}) == "recovered"
+    assert log.operations == ["PutItem", "UpdateItem"]
+    record = await dynamo_store.get_record(key_of(process, {"id": 1}))
+    assert record.status is RecordStatus.COMPLETED
+    assert record.owner_token != "another-caller"
+
+
+class AlwaysStale(DelegatingStore):
+    """A record that looks stale each time it is returned but never is at the server:
+    a permanent race, or a client clock far ahead of the other callers'."""
+
+    def __init__(self, inner: AsyncDynamoStore) -> None:
+        super().__init__(inner)
+        self.put_attempts = 0
+
+    async def put_record(self, record: DataRecord, *, now: float) -> None:
+        self.put_attempts += 1
+        try:
+            await self.inner.put_record(record, now=now)
+        except IdempotencyItemAlreadyExistsError as exc:
+            found = exc.old_data_record
+            assert found is not None
+            stale = found.model_copy(update={"in_progress_expiry_timestamp": 0})
+            raise IdempotencyItemAlreadyExistsError(str(exc), old_data_record=stale) from exc
+
+
+@pytest.mark.asyncio
+async def test_retries_after_stale_records_are_bounded(dynamo_store: AsyncDynamoStore) -> None:
+    clock = FakeClock(time.time())
+    store = AlwaysStale(dynamo_store)
+
+    @idempotent_function(
+        data_keyword_argument="order",
+        persistence_store=store,
+        config=IdempotencyConfig(clock=clock, wait_for_in_progress_seconds=0.2),
+    )
+    async def process(order: dict[str, Any]) -> None:
+        raise AssertionError("must not run")
+
+    lock = foreign_lock(key_of(process, {"id": 1}), clock, lock_ms_left=10_000)
+    await dynamo_store.put_record(lock, now=clock())
+    log = RequestLog().attach(await dynamo_store.client())
+    with pytest.raises(IdempotencyInconsistentStateError, match="gave up after"):
+        await process(order={"id": 1})
+    assert store.put_attempts == MAX_ACQUIRE_ATTEMPTS
+    assert log.operations == ["PutItem"] * MAX_ACQUIRE_ATTEMPTS
+    assert await dynamo_store.get_record(lock.idempotency_key) == lock
