@@ -1,0 +1,301 @@
+"""Locks in and out of Lambda (deadline, lease, heartbeat) and the Lambda entry point."""
+
+import asyncio
+import time
+import uuid
+from typing import Any
+
+import pytest
+
+from idemstore import (
+    AsyncDynamoStore,
+    DataRecord,
+    IdempotencyAlreadyInProgressError,
+    IdempotencyConfig,
+    create_table,
+    idempotent,
+    idempotent_function,
+    lambda_entry_point,
+    register_lambda_context,
+)
+from idemstore.testing import MotoEndpoint, RequestLog
+
+
+class FakeClock:
+    def __init__(self, now: float) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class FakeLambdaContext:
+    """The part of Lambda's context object the engine reads."""
+
+    def __init__(self, remaining_ms: int) -> None:
+        self.remaining_ms = remaining_ms
+        self.aws_request_id = uuid.uuid4().hex
+
+    def get_remaining_time_in_millis(self) -> int:
+        return self.remaining_ms
+
+
+def key_of(function: Any, payload: Any) -> str:
+    key: str = function.idempotency_engine.identify(payload).key
+    return key
+
+
+# --- in Lambda: the lock lasts until the invocation's deadline ----------------------------
+
+
+@pytest.mark.asyncio
+async def test_handler_lock_lasts_until_the_invocation_deadline(
+    dynamo_store: AsyncDynamoStore,
+) -> None:
+    clock = FakeClock(time.time())
+    locks: list[DataRecord] = []
+
+    @idempotent(persistence_store=dynamo_store, config=IdempotencyConfig(clock=clock))
+    async def handler(event: dict[str, Any], context: Any) -> str:
+        locks.append(await dynamo_store.get_record(key_of(handler, event)))
+        return "ok"
+
+    log = RequestLog().attach(await dynamo_store.client())
+    assert await handler({"id": 1}, FakeLambdaContext(remaining_ms=7_250)) == "ok"
+    assert locks[0].in_progress_expiry_timestamp == int(clock() * 1000) + 7_250
+    assert log.operations == ["PutItem", "GetItem", "UpdateItem"]  # no lease renewals
+
+
+@pytest.mark.parametrize("register", ["module function", "config method"])
+@pytest.mark.asyncio
+async def test_function_reads_the_registered_lambda_context(
+    dynamo_store: AsyncDynamoStore, register: str
+) -> None:
+    clock = FakeClock(time.time())
+    config = IdempotencyConfig(clock=clock, in_progress_lease_seconds=100)
+    locks: list[DataRecord] = []
+
+    @idempotent_function(
+        data_keyword_argument="order", persistence_store=dynamo_store, config=config
+    )
+    async def process(order: dict[str, Any]) -> str:
+        locks.append(await dynamo_store.get_record(key_of(process, order)))
+        return "ok"
+
+    async def lambda_handler(event: dict[str, Any], context: Any) -> str:
+        if register == "module function":
+            register_lambda_context(context)
+        else:
+            config.register_lambda_context(context)
+        return await process(order=event)
+
+    # A task of its own, as each invocation is: the registration stays in it.
+    assert await asyncio.create_task(lambda_handler({"id": 1}, FakeLambdaContext(3_000))) == "ok"
+    assert locks[0].in_progress_expiry_timestamp == int(clock() * 1000) + 3_000
+    # The config itself was not touched, and later calls without a context use the lease.
+    await process(order={"id": 2})
+    assert locks[1].in_progress_expiry_timestamp == int(clock() * 1000) + 100_000
+
+
+@pytest.mark.asyncio
+async def test_registered_contexts_are_task_local(dynamo_store: AsyncDynamoStore) -> None:
+    clock = FakeClock(time.time())
+    config = IdempotencyConfig(clock=clock)
+    both_registered = asyncio.Barrier(2)
+    deadlines: dict[int, int | None] = {}
+
+    @idempotent_function(
+        data_keyword_argument="order", persistence_store=dynamo_store, config=config
+    )
+    async def process(order: dict[str, Any]) -> int:
+        lock = await dynamo_store.get_record(key_of(process, order))
+        deadlines[order["id"]] = lock.in_progress_expiry_timestamp
+        return int(order["id"])
+
+    async def invocation(order_id: int, remaining_ms: int) -> int:
+        config.register_lambda_context(FakeLambdaContext(remaining_ms))
+        await both_registered.wait()  # the other invocation registers its context meanwhile
+        return await process(order={"id": order_id})
+
+    assert list(await asyncio.gather(invocation(1, 4_000), invocation(2, 9_000))) == [1, 2]
+    now_ms = int(clock() * 1000)
+    assert deadlines == {1: now_ms + 4_000, 2: now_ms + 9_000}
+
+
+@pytest.mark.asyncio
+async def test_handler_context_does_not_leak_into_the_callers_task(
+    dynamo_store: AsyncDynamoStore,
+) -> None:
+    clock = FakeClock(time.time())
+    config = IdempotencyConfig(clock=clock, in_progress_lease_seconds=50)
+    locks: list[DataRecord] = []
+
+    @idempotent(persistence_store=dynamo_store, config=config)
+    async def handler(event: dict[str, Any], context: Any) -> str:
+        return "handled"
+
+    @idempotent_function(
+        data_keyword_argument="order", persistence_store=dynamo_store, config=config
+    )
+    async def process(order: dict[str, Any]) -> str:
+        locks.append(await dynamo_store.get_record(key_of(process, order)))
+        return "processed"
+
+    assert await asyncio.create_task(handler({"id": 1}, FakeLambdaContext(2_000))) == "handled"
+    assert await process(order={"id": 1}) == "processed"
+    assert locks[0].in_progress_expiry_timestamp == int(clock() * 1000) + 50_000
+
+
+# --- outside Lambda: a lease, renewed by a heartbeat -----------------------------------------
+
+
+@pytest.mark.asyncio
+async def test_lock_outside_lambda_is_a_lease(dynamo_store: AsyncDynamoStore) -> None:
+    clock = FakeClock(time.time())
+    locks: list[DataRecord] = []
+
+    @idempotent_function(
+        data_keyword_argument="order",
+        persistence_store=dynamo_store,
+        config=IdempotencyConfig(clock=clock, in_progress_lease_seconds=12.5),
+    )
+    async def process(order: dict[str, Any]) -> str:
+        locks.append(await dynamo_store.get_record(key_of(process, order)))
+        return "ok"
+
+    await process(order={"id": 1})
+    assert locks[0].in_progress_expiry_timestamp == int(clock() * 1000) + 12_500
+
+
+@pytest.mark.asyncio
+async def test_context_without_a_deadline_falls_back_to_the_lease(
+    dynamo_store: AsyncDynamoStore,
+) -> None:
+    clock = FakeClock(time.time())
+    locks: list[DataRecord] = []
+
+    @idempotent(
+        persistence_store=dynamo_store,
+        config=IdempotencyConfig(clock=clock, in_progress_lease_seconds=20),
+    )
+    async def handler(event: dict[str, Any], context: Any) -> str:
+        locks.append(await dynamo_store.get_record(key_of(handler, event)))
+        return "ok"
+
+    await handler({"id": 1}, object())
+    assert locks[0].in_progress_expiry_timestamp == int(clock() * 1000) + 20_000
+
+
+@pytest.mark.asyncio
+async def test_heartbeat_keeps_a_long_call_locked(dynamo_store: AsyncDynamoStore) -> None:
+    lease = 0.3
+    runs: list[int] = []
+    observed: dict[str, Any] = {}
+
+    @idempotent_function(
+        data_keyword_argument="order",
+        persistence_store=dynamo_store,
+        config=IdempotencyConfig(in_progress_lease_seconds=lease),
+    )
+    async def process(order: dict[str, Any]) -> str:
+        runs.append(len(runs) + 1)
+        if len(runs) > 1:
+            return "the duplicate ran"  # the lock was lost: fail below, do not recurse
+        key = key_of(process, order)
+        first = (await dynamo_store.get_record(key)).in_progress_expiry_timestamp
+        assert first is not None
+        # Run until the first lease has certainly lapsed (bounded: a stuck clock fails).
+        for _ in range(100):
+            await asyncio.sleep(lease / 3)
+            if time.time() * 1000 > first + 100:
+                break
+        try:
+            await process(order=order)  # a duplicate, once the first lease is over
+        except IdempotencyAlreadyInProgressError as exc:
+            observed["duplicate"] = exc
+        observed["first"] = first
+        observed["later"] = (await dynamo_store.get_record(key)).in_progress_expiry_timestamp
+        return "done"
+
+    assert await process(order={"id": 1}) == "done"
+    assert runs == [1]
+    assert isinstance(observed["duplicate"], IdempotencyAlreadyInProgressError)
+    assert observed["later"] > observed["first"]
+
+
+# --- the Lambda entry point ---------------------------------------------------------------
+
+
+def test_entry_point_reuses_one_loop_and_one_client(
+    moto_server: MotoEndpoint, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    table_name = f"idemstore-entry-{uuid.uuid4().hex[:12]}"
+
+    async def setup() -> None:
+        async with moto_server.store(table_name) as creator:
+            await create_table(creator)
+
+    asyncio.run(setup())
+
+    session = moto_server.session()
+    created: list[object] = []
+    create_client = session.create_client
+
+    def counting_create_client(*args: Any, **kwargs: Any) -> Any:
+        created.append(object())
+        return create_client(*args, **kwargs)
+
+    monkeypatch.setattr(session, "create_client", counting_create_client)
+    store = AsyncDynamoStore(
+        table_name,
+        endpoint_url=moto_server.url,
+        region_name=moto_server.region_name,
+        session=session,
+    )
+    clients: list[object] = []
+    loops: list[asyncio.AbstractEventLoop] = []
+    runs: list[int] = []
+
+    @idempotent(persistence_store=store, config=IdempotencyConfig(event_key_jmespath="id"))
+    async def handler(event: dict[str, Any], context: Any) -> dict[str, int]:
+        clients.append(await store.client())
+        loops.append(asyncio.get_running_loop())
+        runs.append(event["id"])
+        return {"id": event["id"]}
+
+    entry = lambda_entry_point(handler)
+    try:
+        results = [entry({"id": n}, FakeLambdaContext(5_000)) for n in (1, 2, 3)]
+        replay = entry({"id": 1}, FakeLambdaContext(5_000))
+    finally:
+        entry.loop.run_until_complete(store.aclose())
+        entry.close()
+
+    assert results == [{"id": 1}, {"id": 2}, {"id": 3}]
+    assert replay == {"id": 1}
+    assert runs == [1, 2, 3]
+    assert len(created) == 1
+    assert len(clients) == 3
+    assert all(client is clients[0] for client in clients)
+    assert all(loop is loops[0] for loop in loops)
+
+
+def test_entry_point_propagates_errors_and_keeps_serving() -> None:
+    calls: list[str] = []
+
+    async def handler(event: dict[str, Any], context: Any) -> str:
+        calls.append(event["action"])
+        if event["action"] == "fail":
+            raise ValueError("bad event")
+        return "ok"
+
+    entry = lambda_entry_point(handler)
+    try:
+        with pytest.raises(ValueError, match="bad event"):
+            entry({"action": "fail"}, None)
+        first_loop = entry.loop
+        assert entry({"action": "work"}, None) == "ok"
+        assert entry.loop is first_loop
+    finally:
+        entry.close()
+    assert calls == ["fail", "work"]
