@@ -1,59 +1,92 @@
-"""Quick start: a lock in DynamoDB, taken once; a second taker sees the holder's record.
+"""Quick start: an async function that runs once per order, however often it is called.
 
-With no endpoint configured this starts a local DynamoDB-protocol server on
-loopback, so it needs no AWS account. Set IDEMSTORE_ENDPOINT_URL to use another.
+    python examples/quickstart.py
+
+Needs no AWS account: unless IDEMSTORE_ENDPOINT_URL is set, the records go to a
+DynamoDB-protocol server started on loopback for the run (dynamodb_endpoint.py).
 """
 
 from __future__ import annotations
 
 import asyncio
-import os
-import time
 import uuid
+from dataclasses import dataclass
+
+from dynamodb_endpoint import dynamodb_endpoint
+from pydantic import BaseModel
 
 from idemstore import (
     AsyncDynamoStore,
     DataRecord,
-    IdempotencyItemAlreadyExistsError,
-    RecordStatus,
+    IdempotencyConfig,
     create_table,
+    idempotent_function,
 )
+from idemstore.testing import RequestLog
 
 
-async def demo(store: AsyncDynamoStore) -> None:
-    await create_table(store)
-    now = time.time()
-    lock = DataRecord(
-        idempotency_key="quickstart#order-1",
-        status=RecordStatus.INPROGRESS,
-        expiry_timestamp=int(now) + 3600,
-        in_progress_expiry_timestamp=int(now * 1000) + 60_000,
-        owner_token=uuid.uuid4().hex,
+class Order(BaseModel):
+    order_id: str
+    amount_cents: int
+
+
+class Receipt(BaseModel):
+    order_id: str
+    charge_id: str
+
+
+@dataclass(frozen=True)
+class Summary:
+    """What the run showed, for the reader and for the test that runs this file."""
+
+    key: str
+    executions: int
+    receipts: list[Receipt]
+    requests: list[list[str]]
+
+
+async def demo(store: AsyncDynamoStore) -> Summary:
+    await create_table(store)  # on-demand, TTL on "expiration"; a no-op if it exists
+    charged: list[Order] = []  # what the payment provider saw
+    replayed_from: list[DataRecord] = []
+
+    def note_replay(receipt: Receipt, record: DataRecord) -> Receipt:
+        replayed_from.append(record)  # a response hook sees every replay and its record
+        return receipt
+
+    @idempotent_function(
+        data_keyword_argument="order",
+        persistence_store=store,
+        config=IdempotencyConfig(response_hook=note_replay),
     )
-    await store.put_record(lock, now=now)
-    print(f"first caller took the lock on {lock.idempotency_key}")
-    try:
-        await store.put_record(lock.model_copy(update={"owner_token": uuid.uuid4().hex}), now=now)
-    except IdempotencyItemAlreadyExistsError as exc:
-        held = exc.old_data_record
-        assert held is not None
-        print(f"second caller refused: record is {held.status.value}, held by {held.owner_token}")
+    async def charge(order: Order) -> Receipt:
+        charged.append(order)
+        return Receipt(order_id=order.order_id, charge_id=f"ch_{uuid.uuid4().hex[:8]}")
+
+    order = Order(order_id=f"order-{uuid.uuid4().hex[:6]}", amount_cents=4200)
+    log = RequestLog().attach(await store.client())  # counts the HTTP requests sent
+    receipts: list[Receipt] = []
+    requests: list[list[str]] = []
+    for call in (1, 2):  # the second call is a retry of the same order
+        executions = len(charged)
+        receipt = await charge(order=order)
+        how = "executed" if len(charged) > executions else "replayed"
+        print(f"call {call}: {how}  {receipt!r}  requests: {log.operations}")
+        receipts.append(receipt)
+        requests.append(list(log.operations))
+        log.clear()
+
+    key = replayed_from[0].idempotency_key if replayed_from else "(no replay)"
+    print(f"idempotency key: {key}")
+    print(f"function executions for 2 calls: {len(charged)}")
+    return Summary(key, len(charged), receipts, requests)
 
 
-async def main() -> None:
-    endpoint = os.environ.get("IDEMSTORE_ENDPOINT_URL")
-    if endpoint:
-        async with AsyncDynamoStore("idempotency", endpoint_url=endpoint) as store:
-            await demo(store)
-        return
-    from idemstore.testing import start_moto_server
-
-    server, local = start_moto_server()
-    try:
-        async with local.store("idempotency") as store:
-            await demo(store)
-    finally:
-        server.stop()
+async def main() -> Summary:
+    with dynamodb_endpoint() as endpoint:
+        async with endpoint.store("idemstore-quickstart") as store:
+            print(f"table {store.table_name!r} at {endpoint.url}")
+            return await demo(store)
 
 
 if __name__ == "__main__":

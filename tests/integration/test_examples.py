@@ -1,0 +1,135 @@
+"""The examples run and do what they say: in process against the shared local server,
+and as the README runs them, as scripts with no endpoint and no AWS credentials."""
+
+from __future__ import annotations
+
+import json
+import os
+import runpy
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from idemstore.testing import MotoEndpoint
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+
+LoadExample = Callable[[str], dict[str, Any]]
+"""Runs an example file as a module and returns its namespace."""
+
+
+@pytest.fixture
+def load_example(moto_server: MotoEndpoint, monkeypatch: pytest.MonkeyPatch) -> LoadExample:
+    """Load an example's module namespace, configured for the shared local server."""
+    monkeypatch.syspath_prepend(str(EXAMPLES))
+    for name in list(os.environ):
+        if name.startswith("AWS_"):
+            monkeypatch.delenv(name)
+    monkeypatch.setenv("IDEMSTORE_ENDPOINT_URL", moto_server.url)
+    monkeypatch.setenv("AWS_REGION", moto_server.region_name)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")  # the local server accepts anything
+    monkeypatch.setenv("AWS_CONFIG_FILE", os.devnull)
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", os.devnull)
+
+    def load(name: str) -> dict[str, Any]:
+        return runpy.run_path(str(EXAMPLES / f"{name}.py"), run_name=f"example_{name}")
+
+    return load
+
+
+@pytest.mark.asyncio
+async def test_quickstart_replays_the_second_call(
+    load_example: LoadExample, capsys: pytest.CaptureFixture[str]
+) -> None:
+    example = load_example("quickstart")
+
+    summary = await example["main"]()
+
+    assert summary.executions == 1
+    first, second = summary.receipts
+    assert isinstance(second, example["Receipt"])
+    assert second == first
+    assert summary.requests == [["PutItem", "UpdateItem"], ["PutItem"]]
+    assert summary.key.startswith("test-func.example_quickstart.demo.<locals>.charge#")
+    out = capsys.readouterr().out
+    assert "call 1: executed" in out
+    assert "call 2: replayed" in out
+    assert summary.key in out
+
+
+def test_lambda_handler_replays_warm_invocations(
+    load_example: LoadExample, capsys: pytest.CaptureFixture[str]
+) -> None:
+    example = load_example("lambda_handler")
+
+    responses = example["main"]()
+
+    a1, a2, b, a3 = (json.loads(response["body"]) for response in responses)
+    assert a1 == a2 == a3  # retries of order A: the first response, replayed
+    assert b["order_id"] != a1["order_id"]
+    assert b["confirmation"] != a1["confirmation"]
+    assert [response["statusCode"] for response in responses] == [201] * 4
+    assert example["ORDERS_CREATED"] == [a1["order_id"], b["order_id"]]
+    out = capsys.readouterr().out
+    assert [line.split()[2] for line in out.splitlines() if line.startswith("invocation")] == [
+        "executed",
+        "replayed",
+        "executed",
+        "replayed",
+    ]
+
+
+@pytest.mark.asyncio
+async def test_sqs_batch_replays_the_duplicate_and_reports_the_failure(
+    load_example: LoadExample, capsys: pytest.CaptureFixture[str]
+) -> None:
+    example = load_example("sqs_batch")
+
+    response, shipped = await example["main"]()
+
+    assert response == {"batchItemFailures": [{"itemIdentifier": "msg-4"}]}
+    assert sorted(order_id.split("-")[1] for order_id in shipped) == ["1", "2"]
+    outcomes = dict(
+        line.strip().split(": ", 1)
+        for line in capsys.readouterr().out.splitlines()
+        if line.startswith("  msg-")
+    )
+    assert outcomes["msg-3"] == outcomes["msg-1"]  # the duplicate got the first shipment
+    assert outcomes["msg-2"] != outcomes["msg-1"]
+    assert outcomes["msg-4"].startswith("ValueError(")
+
+
+@pytest.mark.parametrize(
+    ("script", "expected"),
+    [
+        ("quickstart.py", "function executions for 2 calls: 1"),
+        ("lambda_handler.py", "orders created for 4 invocations: 2"),
+        ("sqs_batch.py", "orders shipped: 2; batch response: {'batchItemFailures': [{'item"),
+    ],
+)
+def test_example_runs_as_a_script_without_aws(script: str, expected: str, tmp_path: Path) -> None:
+    env = {
+        name: value
+        for name, value in os.environ.items()
+        if not name.startswith(("AWS_", "IDEMSTORE_"))
+    }
+    env["HOME"] = str(tmp_path)  # no ~/.aws: nothing but the local server can be used
+
+    result = subprocess.run(
+        [sys.executable, "-W", "error", str(EXAMPLES / script)],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+    assert result.returncode == 0, result.stderr
+    assert expected in result.stdout
+    assert result.stderr == ""  # no warnings, e.g. about unclosed connections
