@@ -1,0 +1,72 @@
+"""The public API is exactly this list: adding or removing a name is a deliberate change."""
+
+from __future__ import annotations
+
+import importlib.metadata
+import re
+
+import idemstore
+
+EXPECTED_ALL = [
+    "AsyncDynamoStore",
+    "BaseIdempotencySerializer",
+    "DataRecord",
+    "DataclassSerializer",
+    "IdempotencyAlreadyInProgressError",
+    "IdempotencyConfig",
+    "IdempotencyConfigurationError",
+    "IdempotencyCorruptRecordError",
+    "IdempotencyEngine",
+    "IdempotencyError",
+    "IdempotencyInconsistentStateError",
+    "IdempotencyItemAlreadyExistsError",
+    "IdempotencyItemNotFoundError",
+    "IdempotencyItemTooLargeError",
+    "IdempotencyKeyError",
+    "IdempotencyLeaseLostError",
+    "IdempotencyPersistenceLayerError",
+    "IdempotencyResponseTooLargeError",
+    "IdempotencySerializationError",
+    "IdempotencyTableNotFoundError",
+    "IdempotencyValidationError",
+    "IdempotencyWarning",
+    "InMemoryStore",
+    "LambdaEntryPoint",
+    "NoOpSerializer",
+    "PydanticSerializer",
+    "RecordStatus",
+    "RecordStore",
+    "TableSchema",
+    "__version__",
+    "create_table",
+    "idempotent",
+    "idempotent_function",
+    "lambda_entry_point",
+    "register_lambda_context",
+]
+
+
+def test_all_is_the_pinned_list() -> None:
+    assert idemstore.__all__ == EXPECTED_ALL
+
+
+def test_every_public_name_resolves() -> None:
+    missing = [name for name in idemstore.__all__ if not hasattr(idemstore, name)]
+    assert missing == []
+
+
+def test_star_import_gives_exactly_the_public_names() -> None:
+    namespace: dict[str, object] = {}
+    exec("from idemstore import *", namespace)  # star import is the behaviour under test
+    assert sorted(set(namespace) - {"__builtins__"}) == sorted(EXPECTED_ALL)
+
+
+def test_public_errors_share_one_root() -> None:
+    errors = [name for name in EXPECTED_ALL if name.endswith("Error")]
+    assert errors
+    assert all(issubclass(getattr(idemstore, name), idemstore.IdempotencyError) for name in errors)
+
+
+def test_version_matches_the_package_metadata() -> None:
+    assert re.fullmatch(r"\d+\.\d+\.\d+\S*", idemstore.__version__)
+    assert idemstore.__version__ == importlib.metadata.version("idemstore")
