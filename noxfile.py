@@ -39,3 +39,17 @@ def typecheck(session: nox.Session) -> None:
     """mypy --strict on the package, tests, examples and this file."""
     session.install("-e", ".[dev]")
     session.run("mypy", *LINT_TARGETS)
+
+
+@nox.session(python=PYTHONS[0])
+def examples(session: nox.Session) -> None:
+    """Run every example against a local server, and the example pytest suite."""
+    session.install("-e", ".[test]")
+    session.run("pytest", "tests/integration/test_examples.py", "examples/pytest_fixtures")
+
+
+@nox.session(python=PYTHONS[0])
+def build(session: nox.Session) -> None:
+    """Build the sdist and wheel into dist/."""
+    session.install("build")
+    session.run("python", "-m", "build", "--outdir", "dist")
