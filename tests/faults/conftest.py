@@ -1,0 +1,86 @@
+"""Fixtures for the fault, crash and contention proofs.
+
+Each test gets a fresh table, a fault proxy in front of the session's server,
+a store that talks through the proxy (short timeouts, three attempts), and a
+store that talks to the server directly, to read and plant records.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+import pytest_asyncio
+from botocore.retries.standard import ExponentialBackoff
+
+from faults.helpers import FAULT_CLIENT_CONFIG
+from faults.proxy import FaultProxy, running_proxy
+from idemstore.store import AsyncDynamoStore
+from idemstore.tables import create_table
+from idemstore.testing import MotoEndpoint
+
+
+def new_table_name() -> str:
+    return f"idemstore-faults-{uuid.uuid4().hex[:12]}"
+
+
+def proxied_store(
+    moto_server: MotoEndpoint, proxy: FaultProxy, table_name: str, **kwargs: Any
+) -> AsyncDynamoStore:
+    return AsyncDynamoStore(
+        table_name,
+        endpoint_url=proxy.url,
+        region_name=moto_server.region_name,
+        session=moto_server.session(),
+        client_config=FAULT_CLIENT_CONFIG,
+        **kwargs,
+    )
+
+
+BACKOFF_SCALE = 0.05
+
+
+@pytest.fixture(autouse=True)
+def quick_backoff(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Shorten botocore's jittered retry waits (up to 1, 2, 4 s) twentyfold.
+
+    Retries keep their number, order and exponential shape; only the wait
+    shrinks, so that faults that exhaust the retry budget keep the suite fast.
+    """
+    delay_amount = ExponentialBackoff.delay_amount
+
+    def scaled(self: ExponentialBackoff, context: Any) -> float:
+        return float(delay_amount(self, context)) * BACKOFF_SCALE
+
+    monkeypatch.setattr(ExponentialBackoff, "delay_amount", scaled)
+
+
+@pytest_asyncio.fixture
+async def fault_proxy(moto_server: MotoEndpoint) -> AsyncIterator[FaultProxy]:
+    async with running_proxy(moto_server.url) as proxy:
+        yield proxy
+
+
+@pytest_asyncio.fixture
+async def direct_store(moto_server: MotoEndpoint) -> AsyncIterator[AsyncDynamoStore]:
+    """A fresh table, reached without the proxy: the ground truth of each test."""
+    store = moto_server.store(new_table_name())
+    await create_table(store)
+    try:
+        yield store
+    finally:
+        await store.aclose()
+
+
+@pytest_asyncio.fixture
+async def faulty_store(
+    moto_server: MotoEndpoint, fault_proxy: FaultProxy, direct_store: AsyncDynamoStore
+) -> AsyncIterator[AsyncDynamoStore]:
+    """The same table as ``direct_store``, reached through the fault proxy."""
+    store = proxied_store(moto_server, fault_proxy, direct_store.table_name)
+    try:
+        yield store
+    finally:
+        await store.aclose()

@@ -1,0 +1,103 @@
+"""Shared pieces of the fault proofs: counting body runs, reading the table directly."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiobotocore.config import AioConfig
+
+from idemstore.config import IdempotencyConfig
+from idemstore.engine import IdempotencyEngine
+from idemstore.errors import IdempotencyItemNotFoundError
+from idemstore.idempotency import idempotent_function
+from idemstore.records import DataRecord
+from idemstore.store import AsyncDynamoStore
+
+RETRIES = 3
+ATTEMPTS = RETRIES + 1
+"""botocore's ``max_attempts`` counts retries: each request is sent at most four times."""
+
+FAULT_CLIENT_CONFIG = AioConfig(
+    connect_timeout=1,
+    read_timeout=1,
+    retries={"mode": "standard", "max_attempts": RETRIES},
+)
+"""Short timeouts so stalls are noticed quickly; the standard retry mode."""
+
+
+@dataclass
+class BodyRuns:
+    """How many times a function body started, by payload."""
+
+    calls: list[Any] = field(default_factory=list)
+
+    def record(self, payload: Any) -> None:
+        self.calls.append(payload)
+
+    @property
+    def count(self) -> int:
+        return len(self.calls)
+
+
+async def stored(store: AsyncDynamoStore, key: str) -> DataRecord | None:
+    """The record for ``key`` as the table holds it now (consistent read), or None."""
+    try:
+        return await store.get_record(key)
+    except IdempotencyItemNotFoundError:
+        return None
+
+
+async def raw_item(store: AsyncDynamoStore, key: str) -> dict[str, Any] | None:
+    """The item for ``key`` in DynamoDB's typed form, without decoding it."""
+    client = await store.client()
+    response = await client.get_item(
+        TableName=store.table_name, Key=store.schema.key(key), ConsistentRead=True
+    )
+    item: dict[str, Any] | None = response.get("Item")
+    return item
+
+
+async def item_count(store: AsyncDynamoStore) -> int:
+    client = await store.client()
+    response = await client.scan(TableName=store.table_name, Select="COUNT")
+    return int(response.get("Count", 0))
+
+
+def engine_of(function: Callable[..., Any]) -> IdempotencyEngine:
+    """The engine behind a decorated function."""
+    engine: IdempotencyEngine = vars(function)["idempotency_engine"]
+    return engine
+
+
+def key_of(function: Callable[..., Any], payload: Any) -> str:
+    """The idempotency key a decorated function derives from ``payload``."""
+    identity = engine_of(function).identify(payload)
+    assert identity is not None, "the payload has an idempotency key"
+    return identity.key
+
+
+PlaceOrder = Callable[..., Awaitable[dict[str, int]]]
+
+
+def order_function(
+    store: AsyncDynamoStore,
+    runs: BodyRuns,
+    *,
+    fail: bool = False,
+    config: IdempotencyConfig | None = None,
+    key_prefix: str = "orders",
+) -> PlaceOrder:
+    """An idempotent ``place_order(order=...)`` that counts its runs (and may decline)."""
+
+    @idempotent_function(
+        data_keyword_argument="order", persistence_store=store, config=config, key_prefix=key_prefix
+    )
+    async def place_order(order: dict[str, int]) -> dict[str, int]:
+        runs.record(order)
+        if fail:
+            raise ValueError("payment declined")
+        return {"order": order["id"], "total": order["qty"] * 10}
+
+    return place_order

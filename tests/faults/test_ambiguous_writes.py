@@ -1,0 +1,116 @@
+"""Ambiguous writes: the server applied the write, the client never heard.
+
+botocore retries such a request; the retry then fails its own condition. The
+store must read the item returned with that failure as its own earlier write.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from faults.helpers import ATTEMPTS, BodyRuns, key_of, order_function, stored
+from faults.proxy import FaultKind, FaultProxy
+from idemstore import (
+    IdempotencyPersistenceLayerError,
+    RecordStatus,
+)
+from idemstore.store import AsyncDynamoStore
+
+AMBIGUOUS = [
+    pytest.param(FaultKind.DROP_RESPONSE, id="response-dropped"),
+    pytest.param(FaultKind.STALL, id="response-past-read-timeout"),
+    pytest.param(FaultKind.INTERNAL_ERROR, id="applied-then-500"),
+]
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("kind", AMBIGUOUS)
+async def test_ambiguous_lock_put_runs_once(
+    kind: FaultKind,
+    fault_proxy: FaultProxy,
+    faulty_store: AsyncDynamoStore,
+    direct_store: AsyncDynamoStore,
+) -> None:
+    runs = BodyRuns()
+    place_order = order_function(faulty_store, runs)
+    fault_proxy.inject(kind, operation="PutItem", forward=True)
+
+    result = await place_order(order={"id": 7, "qty": 3})
+
+    assert result == {"order": 7, "total": 30}
+    assert runs.count == 1
+    assert fault_proxy.operations == ["PutItem", "PutItem", "UpdateItem"]
+    record = await stored(direct_store, key_of(place_order, {"id": 7, "qty": 3}))
+    assert record is not None
+    assert record.status is RecordStatus.COMPLETED
+    assert json.loads(record.response_data or "") == {"order": 7, "total": 30}
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("kind", AMBIGUOUS)
+async def test_ambiguous_completion_runs_once(
+    kind: FaultKind,
+    fault_proxy: FaultProxy,
+    faulty_store: AsyncDynamoStore,
+    direct_store: AsyncDynamoStore,
+) -> None:
+    runs = BodyRuns()
+    place_order = order_function(faulty_store, runs)
+    fault_proxy.inject(kind, operation="UpdateItem", forward=True)
+
+    result = await place_order(order={"id": 8, "qty": 1})
+
+    assert result == {"order": 8, "total": 10}
+    assert runs.count == 1
+    assert fault_proxy.operations == ["PutItem", "UpdateItem", "UpdateItem"]
+    record = await stored(direct_store, key_of(place_order, {"id": 8, "qty": 1}))
+    assert record is not None
+    assert record.status is RecordStatus.COMPLETED
+    assert json.loads(record.response_data or "") == {"order": 8, "total": 10}
+    # A duplicate replays it: one request, no second run.
+    assert await place_order(order={"id": 8, "qty": 1}) == result
+    assert runs.count == 1
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("kind", AMBIGUOUS)
+async def test_ambiguous_release_after_failure(
+    kind: FaultKind,
+    fault_proxy: FaultProxy,
+    faulty_store: AsyncDynamoStore,
+    direct_store: AsyncDynamoStore,
+) -> None:
+    runs = BodyRuns()
+    declined = order_function(faulty_store, runs, fail=True)
+    fault_proxy.inject(kind, operation="DeleteItem", forward=True)
+
+    with pytest.raises(ValueError, match="payment declined"):
+        await declined(order={"id": 9, "qty": 1})
+
+    assert runs.count == 1
+    assert fault_proxy.operations == ["PutItem", "DeleteItem", "DeleteItem"]
+    assert await stored(direct_store, key_of(declined, {"id": 9, "qty": 1})) is None
+    # Released, not stuck: the next call runs at once.
+    with pytest.raises(ValueError, match="payment declined"):
+        await declined(order={"id": 9, "qty": 1})
+    assert runs.count == 2
+
+
+@pytest.mark.asyncio
+async def test_release_ambiguous_on_every_attempt_reports_both_errors(
+    fault_proxy: FaultProxy, faulty_store: AsyncDynamoStore, direct_store: AsyncDynamoStore
+) -> None:
+    runs = BodyRuns()
+    declined = order_function(faulty_store, runs, fail=True)
+    fault_proxy.inject(FaultKind.DROP_RESPONSE, operation="DeleteItem", times=ATTEMPTS)
+
+    with pytest.raises(IdempotencyPersistenceLayerError) as caught:
+        await declined(order={"id": 12, "qty": 1})
+
+    assert isinstance(caught.value.function_error, ValueError)
+    assert runs.count == 1
+    assert fault_proxy.operations == ["PutItem"] + ["DeleteItem"] * ATTEMPTS
+    # The first attempt did release it.
+    assert await stored(direct_store, key_of(declined, {"id": 12, "qty": 1})) is None

@@ -1,0 +1,142 @@
+"""Faults against botocore's retry budget: shorter bursts succeed, longer ones fail typed.
+
+The store's client here makes at most ATTEMPTS attempts per request. A burst of
+RETRIES faults is absorbed; a burst of ATTEMPTS faults surfaces as an
+``IdempotencyPersistenceLayerError`` (the botocore error chained), and no lock
+outlives the failure: it is released at once, or at worst lapses with its lease.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+from botocore.exceptions import ClientError
+
+from faults.helpers import ATTEMPTS, RETRIES, BodyRuns, key_of, order_function, stored
+from faults.proxy import FaultKind, FaultProxy
+from idemstore import (
+    IdempotencyConfig,
+    IdempotencyPersistenceLayerError,
+    RecordStatus,
+)
+from idemstore.store import AsyncDynamoStore
+
+SERVER_ERRORS = [
+    pytest.param(FaultKind.THROUGHPUT_EXCEEDED, "ProvisionedThroughputExceededException", id="pte"),
+    pytest.param(FaultKind.THROTTLING, "ThrottlingException", id="throttling"),
+    pytest.param(FaultKind.INTERNAL_ERROR, "InternalServerError", id="500"),
+    pytest.param(FaultKind.SERVICE_UNAVAILABLE, "ServiceUnavailableException", id="503"),
+]
+
+
+def error_code(error: BaseException) -> str:
+    cause = error.__cause__
+    assert isinstance(cause, ClientError), f"the botocore error is chained, got {cause!r}"
+    return str(cause.response.get("Error", {}).get("Code"))
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize(("kind", "code"), SERVER_ERRORS)
+@pytest.mark.parametrize("operation", ["PutItem", "UpdateItem"])
+async def test_burst_within_the_retry_budget_succeeds(
+    kind: FaultKind,
+    code: str,
+    operation: str,
+    fault_proxy: FaultProxy,
+    faulty_store: AsyncDynamoStore,
+    direct_store: AsyncDynamoStore,
+) -> None:
+    runs = BodyRuns()
+    place_order = order_function(faulty_store, runs)
+    fault_proxy.inject(kind, operation=operation, times=RETRIES)
+
+    assert await place_order(order={"id": 1, "qty": 4}) == {"order": 1, "total": 40}
+
+    assert runs.count == 1
+    assert fault_proxy.operations.count(operation) == ATTEMPTS
+    assert [r.fault for r in fault_proxy.requests(operation)] == [kind] * RETRIES + [None]
+    record = await stored(direct_store, key_of(place_order, {"id": 1, "qty": 4}))
+    assert record is not None
+    assert record.status is RecordStatus.COMPLETED
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize(("kind", "code"), SERVER_ERRORS)
+async def test_lock_burst_beyond_the_budget_fails_typed_and_runs_nothing(
+    kind: FaultKind,
+    code: str,
+    fault_proxy: FaultProxy,
+    faulty_store: AsyncDynamoStore,
+    direct_store: AsyncDynamoStore,
+) -> None:
+    runs = BodyRuns()
+    place_order = order_function(faulty_store, runs)
+    fault_proxy.inject(kind, operation="PutItem", times=ATTEMPTS)
+
+    with pytest.raises(IdempotencyPersistenceLayerError) as caught:
+        await place_order(order={"id": 2, "qty": 1})
+
+    assert error_code(caught.value) == code
+    assert runs.count == 0
+    assert await stored(direct_store, key_of(place_order, {"id": 2, "qty": 1})) is None
+    # The burst is over: the next call runs.
+    assert await place_order(order={"id": 2, "qty": 1}) == {"order": 2, "total": 10}
+    assert runs.count == 1
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize(("kind", "code"), SERVER_ERRORS)
+async def test_completion_burst_beyond_the_budget_releases_the_lock(
+    kind: FaultKind,
+    code: str,
+    fault_proxy: FaultProxy,
+    faulty_store: AsyncDynamoStore,
+    direct_store: AsyncDynamoStore,
+) -> None:
+    runs = BodyRuns()
+    place_order = order_function(faulty_store, runs)
+    fault_proxy.inject(kind, operation="UpdateItem", times=ATTEMPTS)
+
+    with pytest.raises(IdempotencyPersistenceLayerError) as caught:
+        await place_order(order={"id": 3, "qty": 1})
+
+    assert error_code(caught.value) == code
+    assert runs.count == 1
+    assert fault_proxy.operations == ["PutItem"] + ["UpdateItem"] * ATTEMPTS + ["DeleteItem"]
+    assert await stored(direct_store, key_of(place_order, {"id": 3, "qty": 1})) is None
+    # The caller was told the call failed, so a retry runs it again.
+    assert await place_order(order={"id": 3, "qty": 1}) == {"order": 3, "total": 10}
+    assert runs.count == 2
+
+
+@pytest.mark.asyncio
+async def test_outage_during_completion_and_release_lasts_only_the_lease(
+    fault_proxy: FaultProxy, faulty_store: AsyncDynamoStore, direct_store: AsyncDynamoStore
+) -> None:
+    runs = BodyRuns()
+    lease = 0.5
+    config = IdempotencyConfig(in_progress_lease_seconds=lease)
+    place_order = order_function(faulty_store, runs, config=config)
+    fault_proxy.inject(FaultKind.SERVICE_UNAVAILABLE, operation="UpdateItem", times=None)
+    fault_proxy.inject(FaultKind.SERVICE_UNAVAILABLE, operation="DeleteItem", times=None)
+
+    with pytest.raises(IdempotencyPersistenceLayerError) as caught:
+        await place_order(order={"id": 4, "qty": 1})
+
+    assert isinstance(caught.value.__cause__, IdempotencyPersistenceLayerError)
+    assert runs.count == 1
+    key = key_of(place_order, {"id": 4, "qty": 1})
+    stuck = await stored(direct_store, key)
+    assert stuck is not None
+    assert stuck.status is RecordStatus.INPROGRESS
+    assert stuck.in_progress_expiry_timestamp is not None
+    # The outage ends; the lock lapses with its lease and nothing longer.
+    fault_proxy.clear_faults()
+    await asyncio.sleep(max(0.0, stuck.in_progress_expiry_timestamp / 1000 - time.time()) + 0.01)
+    assert await place_order(order={"id": 4, "qty": 1}) == {"order": 4, "total": 10}
+    assert runs.count == 2
+    record = await stored(direct_store, key)
+    assert record is not None
+    assert record.status is RecordStatus.COMPLETED
