@@ -164,12 +164,14 @@ class IdempotencyEngine:
         lambda_context: Any = None,
     ) -> Any:
         """Run ``call`` once for an already derived identity (the HTTP layer derives its own)."""
+        # One deadline for the whole call: time spent attached counts against it.
+        wait_deadline = self._clock() + self.config.wait_for_in_progress_seconds
         if self._cache is not None:
             cached = self._cache.get(identity.key, now=self._clock())
             if cached is not None:
                 return self.replay(self._validated(cached, identity))
         if self.config.wait_for_in_progress_seconds <= 0:
-            result, _ = await self._acquire(identity, call, lambda_context)
+            result, _ = await self._acquire(identity, call, lambda_context, wait_deadline)
             return result
         attached = await self._attach(identity.key)
         if attached is not None:
@@ -179,7 +181,7 @@ class IdempotencyEngine:
         self._in_flight[identity.key] = future
         completed: DataRecord | None = None
         try:
-            result, completed = await self._acquire(identity, call, lambda_context)
+            result, completed = await self._acquire(identity, call, lambda_context, wait_deadline)
             return result
         finally:
             if self._in_flight.get(identity.key) is future:
@@ -187,10 +189,13 @@ class IdempotencyEngine:
             future.set_result(completed)
 
     async def _acquire(
-        self, identity: CallIdentity, call: Callable[[], Awaitable[Any]], lambda_context: Any
+        self,
+        identity: CallIdentity,
+        call: Callable[[], Awaitable[Any]],
+        lambda_context: Any,
+        wait_deadline: float,
     ) -> tuple[Any, DataRecord]:
         """Take the lock and run, or replay what is stored: the result and its record."""
-        wait_deadline = self._clock() + self.config.wait_for_in_progress_seconds
         deadline_ms = _remaining_millis(lambda_context)
         lock_ms = deadline_ms if deadline_ms is not None else self._lease_millis
         for _ in range(MAX_ACQUIRE_ATTEMPTS):

@@ -1,0 +1,300 @@
+"""Waiting for a call in progress (``wait_for_in_progress_seconds > 0``): attach in-process,
+poll across processes, give up at the deadline."""
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pydantic
+import pytest
+import pytest_asyncio
+
+from idemstore import (
+    AsyncDynamoStore,
+    IdempotencyAlreadyInProgressError,
+    IdempotencyConfig,
+    IdempotencyValidationError,
+    idempotent_function,
+)
+from idemstore.testing import MotoEndpoint, RequestLog
+
+
+class Receipt(pydantic.BaseModel):
+    order_id: int
+
+
+async def until(condition: Any) -> None:
+    """Let other tasks run until ``condition()`` holds (bounded, so a bug fails, not hangs)."""
+    for _ in range(500):
+        if condition():
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError("condition never held")
+
+
+@pytest_asyncio.fixture
+async def other_process_store(
+    moto_server: MotoEndpoint, dynamo_store: AsyncDynamoStore
+) -> AsyncIterator[AsyncDynamoStore]:
+    """The same table through a client of its own, as another process would reach it."""
+    async with moto_server.store(dynamo_store.table_name) as store:
+        yield store
+
+
+@pytest.mark.asyncio
+async def test_same_process_duplicates_attach_with_no_requests(
+    dynamo_store: AsyncDynamoStore,
+) -> None:
+    log = RequestLog().attach(await dynamo_store.client())
+    release = asyncio.Event()
+    runs: list[int] = []
+
+    @idempotent_function(
+        data_keyword_argument="order",
+        persistence_store=dynamo_store,
+        config=IdempotencyConfig(wait_for_in_progress_seconds=5),
+    )
+    async def process(order: dict[str, Any]) -> Receipt:
+        runs.append(order["id"])
+        await release.wait()
+        return Receipt(order_id=order["id"])
+
+    leader = asyncio.create_task(process(order={"id": 1}))
+    await until(lambda: runs)
+    duplicates = [asyncio.create_task(process(order={"id": 1})) for _ in range(3)]
+    await asyncio.sleep(0.05)
+    assert log.operations == ["PutItem"]
+    assert not any(d.done() for d in duplicates)
+
+    release.set()
+    results = await asyncio.gather(leader, *duplicates)
+    assert results == [Receipt(order_id=1)] * 4
+    assert all(isinstance(r, Receipt) for r in results)
+    assert runs == [1]
+    assert log.operations == ["PutItem", "UpdateItem"]
+
+
+@pytest.mark.asyncio
+async def test_simultaneous_calls_take_one_lock(dynamo_store: AsyncDynamoStore) -> None:
+    log = RequestLog().attach(await dynamo_store.client())
+    runs: list[int] = []
+
+    @idempotent_function(
+        data_keyword_argument="order",
+        persistence_store=dynamo_store,
+        config=IdempotencyConfig(wait_for_in_progress_seconds=5),
+    )
+    async def process(order: dict[str, Any]) -> int:
+        runs.append(order["id"])
+        await asyncio.sleep(0.05)
+        return len(runs)
+
+    assert list(await asyncio.gather(*(process(order={"id": 7}) for _ in range(5)))) == [1] * 5
+    assert runs == [7]
+    assert log.operations == ["PutItem", "UpdateItem"]
+
+
+@pytest.mark.asyncio
+async def test_attached_duplicate_is_validated(dynamo_store: AsyncDynamoStore) -> None:
+    release = asyncio.Event()
+    runs: list[int] = []
+
+    @idempotent_function(
+        data_keyword_argument="order",
+        persistence_store=dynamo_store,
+        config=IdempotencyConfig(
+            wait_for_in_progress_seconds=5,
+            event_key_jmespath="id",
+            payload_validation_jmespath="amount",
+        ),
+    )
+    async def charge(order: dict[str, Any]) -> str:
+        runs.append(order["amount"])
+        await release.wait()
+        return f"charged {order['amount']}"
+
+    leader = asyncio.create_task(charge(order={"id": 1, "amount": 10}))
+    await until(lambda: runs)
+    same = asyncio.create_task(charge(order={"id": 1, "amount": 10}))
+    differing = asyncio.create_task(charge(order={"id": 1, "amount": 99}))
+    await asyncio.sleep(0.02)
+    release.set()
+    assert await leader == "charged 10"
+    assert await same == "charged 10"
+    with pytest.raises(IdempotencyValidationError):
+        await differing
+    assert runs == [10]
+
+
+@pytest.mark.asyncio
+async def test_duplicates_of_a_failed_call_run_it_again_once(
+    dynamo_store: AsyncDynamoStore,
+) -> None:
+    release = asyncio.Event()
+    runs: list[str] = []
+
+    @idempotent_function(
+        data_keyword_argument="order",
+        persistence_store=dynamo_store,
+        config=IdempotencyConfig(wait_for_in_progress_seconds=5),
+    )
+    async def process(order: dict[str, Any]) -> str:
+        runs.append("run")
+        if len(runs) == 1:
+            await release.wait()
+            raise ConnectionError("first attempt failed")
+        await asyncio.sleep(0.05)
+        return "second attempt"
+
+    leader = asyncio.create_task(process(order={"id": 1}))
+    await until(lambda: runs)
+    duplicates = [asyncio.create_task(process(order={"id": 1})) for _ in range(2)]
+    await asyncio.sleep(0.02)
+    release.set()
+    with pytest.raises(ConnectionError):
+        await leader
+    assert list(await asyncio.gather(*duplicates)) == ["second attempt"] * 2
+    assert runs == ["run", "run"]
+
+
+@pytest.mark.asyncio
+async def test_duplicate_in_another_process_polls_then_replays(
+    dynamo_store: AsyncDynamoStore, other_process_store: AsyncDynamoStore
+) -> None:
+    release = asyncio.Event()
+    runs: list[str] = []
+    config = IdempotencyConfig(wait_for_in_progress_seconds=5)
+
+    @idempotent_function(
+        data_keyword_argument="order", persistence_store=dynamo_store, config=config
+    )
+    async def process(order: dict[str, Any]) -> Receipt:
+        runs.append("here")
+        await release.wait()
+        return Receipt(order_id=order["id"])
+
+    # The same function deployed elsewhere: same key prefix, its own engine and client.
+    @idempotent_function(
+        data_keyword_argument="order",
+        persistence_store=other_process_store,
+        config=config,
+        key_prefix=process.idempotency_engine.key_prefix,  # type: ignore[attr-defined]  # set by the decorator
+    )
+    async def process_elsewhere(order: dict[str, Any]) -> Receipt:
+        runs.append("elsewhere")
+        return Receipt(order_id=-1)
+
+    elsewhere_log = RequestLog().attach(await other_process_store.client())
+    leader = asyncio.create_task(process(order={"id": 3}))
+    await until(lambda: runs)
+    duplicate = asyncio.create_task(process_elsewhere(order={"id": 3}))
+    await until(lambda: elsewhere_log.operations.count("GetItem") >= 2)
+    assert not duplicate.done()
+    release.set()
+
+    assert await leader == Receipt(order_id=3)
+    assert await duplicate == Receipt(order_id=3)
+    assert runs == ["here"]
+    assert elsewhere_log.operations[0] == "PutItem"
+    assert set(elsewhere_log.operations[1:]) == {"GetItem"}
+
+
+@pytest.mark.asyncio
+async def test_duplicate_in_another_process_gives_up_at_the_deadline(
+    dynamo_store: AsyncDynamoStore, other_process_store: AsyncDynamoStore
+) -> None:
+    release = asyncio.Event()
+    runs: list[str] = []
+    wait = 0.3
+
+    @idempotent_function(
+        data_keyword_argument="order",
+        persistence_store=dynamo_store,
+        config=IdempotencyConfig(wait_for_in_progress_seconds=wait),
+    )
+    async def process(order: dict[str, Any]) -> str:
+        runs.append("here")
+        await release.wait()
+        return "done"
+
+    @idempotent_function(
+        data_keyword_argument="order",
+        persistence_store=other_process_store,
+        config=IdempotencyConfig(wait_for_in_progress_seconds=wait),
+        key_prefix=process.idempotency_engine.key_prefix,  # type: ignore[attr-defined]  # set by the decorator
+    )
+    async def process_elsewhere(order: dict[str, Any]) -> str:
+        runs.append("elsewhere")
+        return "elsewhere"
+
+    elsewhere_log = RequestLog().attach(await other_process_store.client())
+    leader = asyncio.create_task(process(order={"id": 4}))
+    await until(lambda: runs)
+    try:
+        with pytest.raises(IdempotencyAlreadyInProgressError) as caught:
+            await process_elsewhere(order={"id": 4})
+    finally:
+        release.set()
+    assert await leader == "done"
+    assert runs == ["here"]
+    assert caught.value.old_data_record is not None
+    # Polling backs off: a handful of reads, never a busy loop.
+    polls = elsewhere_log.operations.count("GetItem")
+    assert 1 <= polls <= 5
+    assert elsewhere_log.operations == ["PutItem"] + ["GetItem"] * polls
+
+
+@pytest.mark.asyncio
+async def test_same_process_duplicate_gives_up_at_the_deadline(
+    dynamo_store: AsyncDynamoStore,
+) -> None:
+    release = asyncio.Event()
+    runs: list[str] = []
+
+    @idempotent_function(
+        data_keyword_argument="order",
+        persistence_store=dynamo_store,
+        config=IdempotencyConfig(wait_for_in_progress_seconds=0.3),
+    )
+    async def process(order: dict[str, Any]) -> str:
+        runs.append("run")
+        await release.wait()
+        return "done"
+
+    leader = asyncio.create_task(process(order={"id": 5}))
+    await until(lambda: runs)
+    log = RequestLog().attach(await dynamo_store.client())
+    try:
+        with pytest.raises(IdempotencyAlreadyInProgressError):
+            await process(order={"id": 5})
+    finally:
+        release.set()
+    assert await leader == "done"
+    assert runs == ["run"]
+    # The wait was spent attached; at its end one look at the table, no second wait.
+    assert log.operations[0] == "PutItem"
+    assert "GetItem" not in log.operations
+
+
+@pytest.mark.asyncio
+async def test_without_waiting_a_duplicate_raises_at_once(dynamo_store: AsyncDynamoStore) -> None:
+    release = asyncio.Event()
+    runs: list[str] = []
+
+    @idempotent_function(data_keyword_argument="order", persistence_store=dynamo_store)
+    async def process(order: dict[str, Any]) -> str:
+        runs.append("run")
+        await release.wait()
+        return "done"
+
+    leader = asyncio.create_task(process(order={"id": 6}))
+    await until(lambda: runs)
+    log = RequestLog().attach(await dynamo_store.client())
+    try:
+        with pytest.raises(IdempotencyAlreadyInProgressError, match="already in progress"):
+            await process(order={"id": 6})
+        assert log.operations == ["PutItem"]
+    finally:
+        release.set()
+    assert await leader == "done"
+    assert runs == ["run"]
