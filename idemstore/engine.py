@@ -38,15 +38,18 @@ from idemstore.config import IdempotencyConfig
 from idemstore.decisions import Decision, decide
 from idemstore.errors import (
     IdempotencyAlreadyInProgressError,
+    IdempotencyCorruptRecordError,
     IdempotencyError,
     IdempotencyInconsistentStateError,
     IdempotencyItemAlreadyExistsError,
     IdempotencyItemNotFoundError,
+    IdempotencyItemTooLargeError,
     IdempotencyKeyError,
     IdempotencyLeaseLostError,
     IdempotencyPersistenceLayerError,
     IdempotencyResponseTooLargeError,
     IdempotencySerializationError,
+    IdempotencyTableNotFoundError,
     IdempotencyValidationError,
 )
 from idemstore.keys import PayloadEncoder, hash_data, is_missing_key, make_key, to_json_data
@@ -211,6 +214,11 @@ class IdempotencyEngine:
                     if completed is not None:
                         return self.replay(completed), completed
                     continue
+            except _NOTHING_WRITTEN:
+                raise
+            except IdempotencyPersistenceLayerError:
+                await self._drop_uncertain_lock(lock)
+                raise
             return await self._execute(lock, call, heartbeat=deadline_ms is None)
         raise IdempotencyInconsistentStateError(
             f"the record for {identity.key!r} kept changing; gave up after "
@@ -352,6 +360,19 @@ class IdempotencyEngine:
                 function_error=cause,
             ) from release_error
 
+    async def _drop_uncertain_lock(self, lock: DataRecord) -> None:
+        """Release a lock whose put failed without an answer: an attempt may have been applied.
+
+        Fenced on the lock's own token, so it deletes nothing but our write; best
+        effort, since the lease bounds the lock anyway.
+        """
+        try:
+            await self.store.delete_record(lock)
+        except IdempotencyError as exc:
+            logger.warning(
+                "releasing the uncertain lock on %s failed: %s", lock.idempotency_key, exc
+            )
+
     async def _abandon(self, lock: DataRecord, error: IdempotencyError) -> NoReturn:
         """Release the lock because the result cannot be stored, and say why."""
         await self._release(lock, error)
@@ -392,6 +413,14 @@ class IdempotencyEngine:
         if self._cache is not None:
             self._cache.put(completed)
         return completed
+
+
+_NOTHING_WRITTEN = (
+    IdempotencyTableNotFoundError,
+    IdempotencyItemTooLargeError,
+    IdempotencyCorruptRecordError,
+)
+"""Store errors that prove a conditional put was not applied: no lock to release."""
 
 
 def _remaining_millis(lambda_context: Any) -> int | None:

@@ -140,3 +140,24 @@ async def test_outage_during_completion_and_release_lasts_only_the_lease(
     record = await stored(direct_store, key)
     assert record is not None
     assert record.status is RecordStatus.COMPLETED
+
+
+@pytest.mark.asyncio
+async def test_lock_put_ambiguous_on_every_attempt_leaves_no_lock(
+    fault_proxy: FaultProxy, faulty_store: AsyncDynamoStore, direct_store: AsyncDynamoStore
+) -> None:
+    runs = BodyRuns()
+    place_order = order_function(faulty_store, runs)
+    fault_proxy.inject(FaultKind.DROP_RESPONSE, operation="PutItem", times=ATTEMPTS)
+
+    with pytest.raises(IdempotencyPersistenceLayerError) as caught:
+        await place_order(order={"id": 10, "qty": 1})
+
+    assert "PutItem" in str(caught.value)
+    assert runs.count == 0
+    # The first attempt took the lock; the store gave up not knowing. The engine
+    # releases it (fenced on its own token) instead of leaving it for the lease.
+    assert fault_proxy.operations == ["PutItem"] * ATTEMPTS + ["DeleteItem"]
+    assert await stored(direct_store, key_of(place_order, {"id": 10, "qty": 1})) is None
+    assert await place_order(order={"id": 10, "qty": 1}) == {"order": 10, "total": 10}
+    assert runs.count == 1
