@@ -1,0 +1,289 @@
+"""Tables compatibility with Powertools, both directions, on one table of the moto server.
+
+Powertools' sync ``idempotent_function`` runs in a worker thread (it does blocking
+I/O through boto3); idemstore runs on the test's event loop. Each pair of functions
+has the same module and qualname, as one function before and after migrating.
+"""
+
+import asyncio
+import datetime as dt
+import threading
+from collections.abc import Callable
+from decimal import Decimal
+from typing import Any, TypeVar
+
+import boto3  # type: ignore[import-untyped]  # boto3 ships no type information
+import pydantic
+import pytest
+from aws_lambda_powertools.utilities.idempotency import (
+    DynamoDBPersistenceLayer,
+)
+from aws_lambda_powertools.utilities.idempotency import (
+    IdempotencyConfig as PowertoolsConfig,
+)
+from aws_lambda_powertools.utilities.idempotency import (
+    idempotent_function as powertools_idempotent_function,
+)
+from aws_lambda_powertools.utilities.idempotency.exceptions import (
+    IdempotencyAlreadyInProgressError as PowertoolsAlreadyInProgressError,
+)
+from aws_lambda_powertools.utilities.idempotency.serialization.pydantic import (
+    PydanticSerializer as PowertoolsPydanticSerializer,
+)
+
+from idemstore import (
+    AsyncDynamoStore,
+    IdempotencyAlreadyInProgressError,
+    IdempotencyConfig,
+    IdempotencyValidationError,
+    RecordStatus,
+    idempotent_function,
+)
+from idemstore.testing import MotoEndpoint, RequestLog
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+class Receipt(pydantic.BaseModel):
+    order_id: str
+    total: Decimal
+    issued_at: dt.datetime
+
+
+ISSUED_AT = dt.datetime(2024, 3, 4, 5, 6, 7, tzinfo=dt.UTC)
+ORDER = {"order_id": "o-1", "amount": Decimal("10.50"), "customer": "c-9"}
+
+
+@pytest.fixture(autouse=True)
+def function_name(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Read by idemstore when decorating and by Powertools on each call: set it first.
+    monkeypatch.setenv("AWS_LAMBDA_FUNCTION_NAME", "orders-service")
+    monkeypatch.delenv("POWERTOOLS_IDEMPOTENCY_DISABLED", raising=False)
+
+
+@pytest.fixture
+def powertools_layer(moto_server: MotoEndpoint, dynamo_store: AsyncDynamoStore) -> Any:
+    client = boto3.client(
+        "dynamodb",
+        region_name=moto_server.region_name,
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",  # not a secret: the local server accepts anything
+        endpoint_url=moto_server.url,
+    )
+    return DynamoDBPersistenceLayer(table_name=dynamo_store.table_name, boto3_client=client)
+
+
+class FakeLambdaContext:
+    """What Powertools reads from the Lambda context: the time left."""
+
+    def get_remaining_time_in_millis(self) -> int:
+        return 30_000
+
+
+def powertools_config(**options: Any) -> Any:
+    config = PowertoolsConfig(**options)
+    fake: Any = FakeLambdaContext()  # duck-typed: only the remaining time is read
+    config.register_lambda_context(fake)
+    return config
+
+
+def powertools_twin(
+    twin: Callable[..., Any], layer: Any, *, config: Any = None, **options: Any
+) -> Callable[[F], F]:
+    """Powertools' decorator on a sync function named like ``twin``: the same function,
+    before migrating (same module and qualname, so the same keys)."""
+
+    def decorate(function: F) -> F:
+        function.__module__ = twin.__module__
+        function.__qualname__ = twin.__qualname__
+        decorated: F = powertools_idempotent_function(
+            function,
+            data_keyword_argument="order",
+            persistence_store=layer,
+            config=config or powertools_config(),
+            **options,
+        )
+        return decorated
+
+    return decorate
+
+
+@pytest.mark.asyncio
+async def test_idemstore_replays_a_record_completed_by_powertools(
+    dynamo_store: AsyncDynamoStore, powertools_layer: Any
+) -> None:
+    runs: list[str] = []
+
+    @idempotent_function(data_keyword_argument="order", persistence_store=dynamo_store)
+    async def process_order(order: dict[str, Any]) -> dict[str, Any]:
+        runs.append("idemstore")
+        return {"unexpected": True}
+
+    @powertools_twin(process_order, powertools_layer)
+    def process_order_sync(order: dict[str, Any]) -> dict[str, Any]:
+        runs.append("powertools")
+        return {"receipt": order["order_id"], "total": order["amount"], "lines": [1, 2]}
+
+    first = await asyncio.to_thread(lambda: process_order_sync(order=ORDER))
+    assert first == {"receipt": "o-1", "total": Decimal("10.50"), "lines": [1, 2]}
+
+    log = RequestLog().attach(await dynamo_store.client())
+    replayed = await process_order(order=ORDER)
+    assert replayed == {"receipt": "o-1", "total": "10.50", "lines": [1, 2]}
+    assert runs == ["powertools"]
+    assert log.operations == ["PutItem"]
+
+
+@pytest.mark.asyncio
+async def test_powertools_replays_a_record_completed_by_idemstore(
+    dynamo_store: AsyncDynamoStore, powertools_layer: Any
+) -> None:
+    runs: list[str] = []
+
+    @idempotent_function(data_keyword_argument="order", persistence_store=dynamo_store)
+    async def process_order(order: dict[str, Any]) -> dict[str, Any]:
+        runs.append("idemstore")
+        return {"receipt": order["order_id"], "total": order["amount"], "gift": False}
+
+    @powertools_twin(process_order, powertools_layer)
+    def process_order_sync(order: dict[str, Any]) -> dict[str, Any]:
+        runs.append("powertools")
+        return {"unexpected": True}
+
+    assert await process_order(order=ORDER) == {
+        "receipt": "o-1",
+        "total": Decimal("10.50"),
+        "gift": False,
+    }
+    replayed = await asyncio.to_thread(lambda: process_order_sync(order=ORDER))
+    assert replayed == {"receipt": "o-1", "total": "10.50", "gift": False}
+    assert runs == ["idemstore"]
+
+
+@pytest.mark.asyncio
+async def test_typed_results_replay_across_libraries(
+    dynamo_store: AsyncDynamoStore, powertools_layer: Any
+) -> None:
+    runs: list[str] = []
+    receipt = Receipt(order_id="o-1", total=Decimal("10.50"), issued_at=ISSUED_AT)
+
+    @idempotent_function(data_keyword_argument="order", persistence_store=dynamo_store)
+    async def issue_receipt(order: dict[str, Any]) -> Receipt:
+        runs.append("idemstore")
+        return receipt
+
+    @powertools_twin(
+        issue_receipt, powertools_layer, output_serializer=PowertoolsPydanticSerializer
+    )
+    def issue_receipt_sync(order: dict[str, Any]) -> Receipt:
+        runs.append("powertools")
+        return receipt
+
+    await asyncio.to_thread(lambda: issue_receipt_sync(order={"id": 1}))
+    assert await issue_receipt(order={"id": 1}) == receipt
+    await issue_receipt(order={"id": 2})
+    assert await asyncio.to_thread(lambda: issue_receipt_sync(order={"id": 2})) == receipt
+    assert runs == ["powertools", "idemstore"]
+
+
+@pytest.mark.asyncio
+async def test_payload_validation_agrees_across_libraries(
+    dynamo_store: AsyncDynamoStore, powertools_layer: Any
+) -> None:
+    options: dict[str, Any] = {
+        "event_key_jmespath": "order_id",
+        "payload_validation_jmespath": "amount",
+    }
+    runs: list[str] = []
+
+    @idempotent_function(
+        data_keyword_argument="order",
+        persistence_store=dynamo_store,
+        config=IdempotencyConfig(**options),
+    )
+    async def charge(order: dict[str, Any]) -> str:
+        runs.append("idemstore")
+        return "idemstore"
+
+    @powertools_twin(charge, powertools_layer, config=powertools_config(**options))
+    def charge_sync(order: dict[str, Any]) -> str:
+        runs.append("powertools")
+        return "powertools"
+
+    await asyncio.to_thread(lambda: charge_sync(order=ORDER))
+    assert await charge(order={**ORDER, "customer": "someone else"}) == "powertools"
+    with pytest.raises(IdempotencyValidationError):
+        await charge(order={**ORDER, "amount": Decimal("99")})
+    assert runs == ["powertools"]
+    record = await dynamo_store.get_record(
+        charge.idempotency_engine.identify(ORDER).key  # type: ignore[attr-defined]  # set by the decorator
+    )
+    assert record.status is RecordStatus.COMPLETED
+    assert record.payload_hash == charge.idempotency_engine.identify(ORDER).payload_hash  # type: ignore[attr-defined]  # set by the decorator
+
+
+@pytest.mark.asyncio
+async def test_idemstore_lock_blocks_powertools(
+    dynamo_store: AsyncDynamoStore, powertools_layer: Any
+) -> None:
+    release = asyncio.Event()
+    started = asyncio.Event()
+    runs: list[str] = []
+
+    @idempotent_function(data_keyword_argument="order", persistence_store=dynamo_store)
+    async def process_order(order: dict[str, Any]) -> str:
+        runs.append("idemstore")
+        started.set()
+        await release.wait()
+        return "idemstore"
+
+    @powertools_twin(process_order, powertools_layer)
+    def process_order_sync(order: dict[str, Any]) -> str:
+        runs.append("powertools")
+        return "powertools"
+
+    running = asyncio.create_task(process_order(order=ORDER))
+    await started.wait()
+    try:
+        with pytest.raises(PowertoolsAlreadyInProgressError):
+            await asyncio.to_thread(lambda: process_order_sync(order=ORDER))
+    finally:
+        release.set()
+    assert await running == "idemstore"
+    assert await asyncio.to_thread(lambda: process_order_sync(order=ORDER)) == "idemstore"
+    assert runs == ["idemstore"]
+
+
+@pytest.mark.asyncio
+async def test_powertools_lock_blocks_idemstore(
+    dynamo_store: AsyncDynamoStore, powertools_layer: Any
+) -> None:
+    release = threading.Event()
+    started = threading.Event()
+    runs: list[str] = []
+
+    @idempotent_function(data_keyword_argument="order", persistence_store=dynamo_store)
+    async def process_order(order: dict[str, Any]) -> str:
+        runs.append("idemstore")
+        return "idemstore"
+
+    @powertools_twin(process_order, powertools_layer)
+    def process_order_sync(order: dict[str, Any]) -> str:
+        runs.append("powertools")
+        started.set()
+        release.wait(timeout=10)
+        return "powertools"
+
+    running = asyncio.create_task(asyncio.to_thread(lambda: process_order_sync(order=ORDER)))
+    assert await asyncio.to_thread(started.wait, 10)
+    try:
+        with pytest.raises(IdempotencyAlreadyInProgressError) as caught:
+            await process_order(order=ORDER)
+    finally:
+        release.set()
+    assert await running == "powertools"
+    lock = caught.value.old_data_record
+    assert lock is not None
+    assert lock.status is RecordStatus.INPROGRESS
+    assert await process_order(order=ORDER) == "powertools"
+    assert runs == ["powertools"]
