@@ -13,7 +13,7 @@ PYTHONS = [
     for c in PYPROJECT["project"]["classifiers"]
     if c.startswith("Programming Language :: Python :: 3.")
 ]
-LINT_TARGETS = ["idemstore", "tests", "examples", "noxfile.py"]
+LINT_TARGETS = ["idemstore", "tests", "examples", "benchmarks", "noxfile.py"]
 
 nox.options.sessions = ["lint", "typecheck", "tests"]
 nox.options.default_venv_backend = "venv"
@@ -53,3 +53,10 @@ def build(session: nox.Session) -> None:
     """Build the sdist and wheel into dist/."""
     session.install("build")
     session.run("python", "-m", "build", "--outdir", "dist")
+
+
+@nox.session(python=PYTHONS[0])
+def bench(session: nox.Session) -> None:
+    """The benchmark harness, not part of the test suite; arguments go to it (e.g. --quick)."""
+    session.install("-e", ".[bench]")
+    session.run("python", "-m", "benchmarks", *session.posargs)

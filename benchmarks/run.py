@@ -1,0 +1,177 @@
+"""The harness: start the servers, run every contender in its own process, write the report.
+
+    python -m benchmarks            # the full run (several minutes)
+    python -m benchmarks --quick    # a handful of calls, to check the harness works
+
+Results go to ``benchmarks/results/`` (``bench-<time>.json`` and ``.md``, and
+``latest.*``); the markdown is printed too.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import dataclasses
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from benchmarks import report
+from benchmarks.contenders import CONTENDER_NAMES
+from benchmarks.processes import ROOT, ServerProcess
+from benchmarks.worker import Plan
+from benchmarks.workloads import FULL, QUICK
+
+RESULTS_DIR = ROOT / "benchmarks" / "results"
+WORKER_TIMEOUT_S = 1800
+
+# Isolate every AWS SDK in the workers from the user's configuration and the network.
+WORKER_ENVIRONMENT = {
+    "AWS_CONFIG_FILE": os.devnull,
+    "AWS_SHARED_CREDENTIALS_FILE": os.devnull,
+    "AWS_EC2_METADATA_DISABLED": "true",
+    "AWS_ACCESS_KEY_ID": "testing",
+    "AWS_SECRET_ACCESS_KEY": "testing",
+    "AWS_DEFAULT_REGION": "us-east-1",
+}
+CLEARED_ENVIRONMENT = ("AWS_PROFILE", "AWS_LAMBDA_FUNCTION_NAME", "AWS_SESSION_TOKEN")
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="a handful of calls, fake only")
+    parser.add_argument(
+        "--contenders", default=",".join(CONTENDER_NAMES), help="comma-separated names"
+    )
+    parser.add_argument("--latencies", help="ms per request, comma-separated (default 0,5,25)")
+    parser.add_argument("--sequential-latencies", default="0", help="ms, comma-separated")
+    parser.add_argument("--paths-backend", choices=("moto", "fake"))
+    parser.add_argument("--calls", type=int, help="calls per sequential round")
+    parser.add_argument("--concurrency", type=int, help="calls per concurrent round (N)")
+    parser.add_argument("--rounds", type=int, help="rounds per workload")
+    parser.add_argument("--in-flight", type=int, help="calls held in flight for memory")
+    parser.add_argument("--no-memory", action="store_true", help="skip the memory workload")
+    parser.add_argument("--out", type=Path, default=RESULTS_DIR, help="results directory")
+    return parser.parse_args(argv)
+
+
+def _latencies(text: str) -> list[float]:
+    return [float(x) for x in text.split(",") if x.strip()]
+
+
+def _key(latency: float) -> str:
+    return f"{latency:g}"
+
+
+def run_worker(plan: Plan) -> dict[str, Any]:
+    env = {k: v for k, v in os.environ.items() if k not in CLEARED_ENVIRONMENT}
+    env.update(WORKER_ENVIRONMENT, PYTHONPATH=str(ROOT))
+    with tempfile.TemporaryDirectory(prefix="idemstore-bench-") as scratch:
+        plan_path, out_path = Path(scratch, "plan.json"), Path(scratch, "out.json")
+        plan_path.write_text(json.dumps(plan.to_json()))
+        subprocess.run(
+            [sys.executable, "-m", "benchmarks.worker", str(plan_path), str(out_path)],
+            env=env,
+            cwd=ROOT,
+            check=True,
+            timeout=WORKER_TIMEOUT_S,
+        )
+        result: dict[str, Any] = json.loads(out_path.read_text())
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    sizes = QUICK if args.quick else FULL
+    overrides = {
+        "sequential_calls": args.calls,
+        "concurrent_calls": args.concurrency,
+        "rounds": args.rounds,
+        "memory_in_flight": args.in_flight,
+    }
+    sizes = dataclasses.replace(sizes, **{k: v for k, v in overrides.items() if v is not None})
+    latencies = _latencies(args.latencies or ("0" if args.quick else "0,5,25"))
+    paths_backend = args.paths_backend or ("fake" if args.quick else "moto")
+    contenders = [name.strip() for name in args.contenders.split(",") if name.strip()]
+    unknown = set(contenders) - set(CONTENDER_NAMES)
+    if unknown:
+        raise SystemExit(f"unknown contenders: {sorted(unknown)}; known: {CONTENDER_NAMES}")
+    settings: dict[str, Any] = {
+        "quick": args.quick,
+        "contenders": contenders,
+        "latencies_ms": latencies,
+        "sequential_latencies_ms": _latencies(args.sequential_latencies),
+        "paths_backend": paths_backend,
+        "sizes": dataclasses.asdict(sizes),
+        "memory": not args.no_memory,
+    }
+    machine = report.machine_info()
+    started = time.perf_counter()
+    results = []
+    with contextlib.ExitStack() as servers:
+        fake = servers.enter_context(ServerProcess("benchmarks.fake_dynamo"))
+        endpoints = {}
+        for latency in latencies:
+            if latency == 0:
+                endpoints[_key(latency)] = fake.url
+            else:
+                proxy = servers.enter_context(
+                    ServerProcess(
+                        "benchmarks.latency_proxy",
+                        "--upstream",
+                        fake.url,
+                        "--delay-ms",
+                        str(latency),
+                    )
+                )
+                endpoints[_key(latency)] = proxy.url
+        paths_endpoint = fake.url
+        if paths_backend == "moto":
+            moto = servers.enter_context(ServerProcess("benchmarks.moto_endpoint"))
+            counter = servers.enter_context(
+                ServerProcess("benchmarks.latency_proxy", "--upstream", moto.url)
+            )
+            paths_endpoint = counter.url
+        modes = ["timing"] + ([] if args.no_memory else ["memory"])
+        # A full run measures memory in a process of its own, so that its peak RSS
+        # is the in-flight calls' alone; a quick run saves the process start.
+        batches = [modes] if args.quick else [[mode] for mode in modes]
+        for contender in contenders:
+            for batch in batches:
+                print(f"[bench] {contender}: {'+'.join(batch)}", file=sys.stderr, flush=True)
+                began = time.perf_counter()
+                plan = Plan(
+                    contender=contender,
+                    modes=batch,
+                    endpoints=endpoints,
+                    paths_endpoint=paths_endpoint,
+                    paths_backend=paths_backend,
+                    sizes=sizes,
+                    sequential_latencies=settings["sequential_latencies_ms"],
+                )
+                results.append(run_worker(plan))
+                print(
+                    f"[bench] {contender}: {'+'.join(batch)} took "
+                    f"{time.perf_counter() - began:.1f} s",
+                    file=sys.stderr,
+                    flush=True,
+                )
+    settings["duration_s"] = round(time.perf_counter() - started, 1)
+    built = report.build(results, settings, machine)
+    text = report.markdown(built)
+    write(args.out, built, text)
+    print(text)
+    return 0
+
+
+def write(directory: Path, built: dict[str, Any], text: str) -> None:
+    directory.mkdir(parents=True, exist_ok=True)
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    for name in (f"bench-{stamp}", "latest"):
+        (directory / f"{name}.json").write_text(json.dumps(built, indent=2) + "\n")
+        (directory / f"{name}.md").write_text(text)
