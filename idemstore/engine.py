@@ -342,23 +342,27 @@ class IdempotencyEngine:
             except IdempotencyPersistenceLayerError:
                 logger.warning("renewing the lease on %s failed; retrying", lock.idempotency_key)
 
-    async def _release(self, lock: DataRecord, cause: BaseException) -> None:
-        """Release the lock after the call failed; shielded from cancellation."""
+    async def _release(self, lock: DataRecord, cause: BaseException) -> DataRecord | None:
+        """Release the lock after the call failed; shielded from cancellation.
+
+        Returns the record found instead when the lock was no longer ours to release.
+        """
         release = asyncio.ensure_future(self.store.delete_record(lock))
         release.add_done_callback(_consume_exception)
         try:
             await asyncio.shield(release)
-        except IdempotencyLeaseLostError:
-            return  # no longer ours: nothing to release
+        except IdempotencyLeaseLostError as lost:
+            return lost.current_record  # no longer an INPROGRESS lock of ours
         except IdempotencyError as release_error:
             if not isinstance(cause, Exception):
                 logger.error("releasing %s failed: %s", lock.idempotency_key, release_error)
-                return  # let the cancellation propagate; the lease will lapse
+                return None  # let the cancellation propagate; the lease will lapse
             raise IdempotencyPersistenceLayerError(
                 f"Failed to delete record {lock.idempotency_key!r} from idempotency store "
                 f"after the function raised {type(cause).__name__}: {release_error}",
                 function_error=cause,
             ) from release_error
+        return None
 
     async def _drop_uncertain_lock(self, lock: DataRecord) -> None:
         """Release a lock whose put failed without an answer: an attempt may have been applied.
@@ -408,8 +412,15 @@ class IdempotencyEngine:
             exc.result = result
             raise
         except IdempotencyPersistenceLayerError as exc:
-            await self._release(lock, exc)
-            raise
+            holder = await self._release(lock, exc)
+            if (
+                holder is None
+                or not holder.owned_by(lock.owner_token)
+                or holder.status is not RecordStatus.COMPLETED
+            ):
+                raise
+            # An attempt of the completion was applied; only its answers were lost.
+            completed = holder
         if self._cache is not None:
             self._cache.put(completed)
         return completed

@@ -85,7 +85,9 @@ class InMemoryStore:
 
     async def delete_record(self, record: DataRecord) -> None:
         outcome = self._write(
-            record.idempotency_key, self._schema.owned_or_gone(fence_token(record)), delete=True
+            record.idempotency_key,
+            self._schema.owned_or_gone(fence_token(record), record.status),
+            delete=True,
         )
         settle_fenced(record, outcome, "release")
 

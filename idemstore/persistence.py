@@ -10,8 +10,9 @@ Every operation is one request to the backing table. Semantics both stores keep:
 - ``update_record`` completes: fenced on INPROGRESS and the owner token. Finding
   our own COMPLETED record (a retried completion) is success.
 - ``renew_lease`` moves the in-progress expiry, fenced like completion.
-- ``delete_record`` releases: fenced on the owner token; a record already gone
-  is success.
+- ``delete_record`` releases: fenced on the owner token and on the status the
+  record was read with, so releasing a lock never deletes the completed result
+  of a completion whose answer was lost; a record already gone is success.
 - Fenced writes that find the lock taken over raise ``IdempotencyLeaseLostError``
   carrying the record now in the table.
 """
@@ -88,6 +89,8 @@ def settle_fenced(record: DataRecord, outcome: WriteOutcome, action: str) -> Non
         return
     if outcome is None:
         state = "gone"
+    elif outcome.owned_by(record.owner_token):
+        state = f"already {outcome.status.value} by this owner"
     elif outcome.status is RecordStatus.COMPLETED:
         state = "completed by another caller"
     else:

@@ -177,9 +177,15 @@ class TableSchema(BaseModel):
             Attr(self.owner_token_attr) == token
         )
 
-    def owned_or_gone(self, token: str) -> Condition:
-        """Fence for release: ours, or already gone (a retried delete)."""
-        return Attr(self.key_attr).not_exists() | (Attr(self.owner_token_attr) == token)
+    def owned_or_gone(self, token: str, status: RecordStatus) -> Condition:
+        """Fence for release: ours and still in ``status``, or already gone (a retried delete).
+
+        The status keeps a release from deleting the result of a completion
+        whose answer was lost: the engine releases an INPROGRESS lock only.
+        """
+        return Attr(self.key_attr).not_exists() | (
+            (Attr(self.owner_token_attr) == token) & (Attr(self.status_attr) == status.value)
+        )
 
     # --- updates -------------------------------------------------------------
 

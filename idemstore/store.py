@@ -214,7 +214,7 @@ class AsyncDynamoStore:
         outcome = await self._write(
             "DeleteItem",
             record.idempotency_key,
-            condition=self._schema.owned_or_gone(fence_token(record)),
+            condition=self._schema.owned_or_gone(fence_token(record), record.status),
         )
         settle_fenced(record, outcome, "release")
 

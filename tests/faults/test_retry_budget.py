@@ -161,3 +161,25 @@ async def test_lock_put_ambiguous_on_every_attempt_leaves_no_lock(
     assert await stored(direct_store, key_of(place_order, {"id": 10, "qty": 1})) is None
     assert await place_order(order={"id": 10, "qty": 1}) == {"order": 10, "total": 10}
     assert runs.count == 1
+
+
+@pytest.mark.asyncio
+async def test_completion_ambiguous_on_every_attempt_keeps_the_stored_result(
+    fault_proxy: FaultProxy, faulty_store: AsyncDynamoStore, direct_store: AsyncDynamoStore
+) -> None:
+    runs = BodyRuns()
+    place_order = order_function(faulty_store, runs)
+    fault_proxy.inject(FaultKind.DROP_RESPONSE, operation="UpdateItem", times=ATTEMPTS)
+
+    result = await place_order(order={"id": 11, "qty": 2})
+
+    # The first attempt stored the result; the release that follows the failed
+    # completion finds our own COMPLETED record and must neither delete it nor fail.
+    assert result == {"order": 11, "total": 20}
+    assert runs.count == 1
+    assert fault_proxy.operations == ["PutItem"] + ["UpdateItem"] * ATTEMPTS + ["DeleteItem"]
+    record = await stored(direct_store, key_of(place_order, {"id": 11, "qty": 2}))
+    assert record is not None
+    assert record.status is RecordStatus.COMPLETED
+    assert await place_order(order={"id": 11, "qty": 2}) == result
+    assert runs.count == 1

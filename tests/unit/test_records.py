@@ -167,10 +167,12 @@ def test_fences() -> None:
     assert not evaluate(schema.owned_in_progress("mine"), theirs)
     assert not evaluate(schema.owned_in_progress("mine"), done)
     assert not evaluate(schema.owned_in_progress("mine"), None)
-    assert evaluate(schema.owned_or_gone("mine"), ours)
-    assert evaluate(schema.owned_or_gone("mine"), done)
-    assert evaluate(schema.owned_or_gone("mine"), None)
-    assert not evaluate(schema.owned_or_gone("mine"), theirs)
+    release = schema.owned_or_gone("mine", RecordStatus.INPROGRESS)
+    assert evaluate(release, ours)
+    assert not evaluate(release, done)  # releasing a lock never deletes a completed result
+    assert evaluate(release, None)
+    assert not evaluate(release, theirs)
+    assert evaluate(schema.owned_or_gone("mine", RecordStatus.COMPLETED), done)
 
 
 # --- the item codec -----------------------------------------------------------
