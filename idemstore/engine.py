@@ -313,7 +313,11 @@ class IdempotencyEngine:
         self, lock: DataRecord, call: Callable[[], Awaitable[Any]], *, heartbeat: bool
     ) -> tuple[Any, DataRecord]:
         result = await self._call_with_heartbeat(lock, call, heartbeat)
-        return result, await self._complete(lock, result)
+        # The function has run: record its result even if the caller is cancelled meanwhile,
+        # rather than leave the lock to block duplicates until it lapses.
+        completion = asyncio.ensure_future(self._complete(lock, result))
+        completion.add_done_callback(_consume_exception)
+        return result, await asyncio.shield(completion)
 
     async def _call_with_heartbeat(
         self, lock: DataRecord, call: Callable[[], Awaitable[Any]], heartbeat: bool
@@ -463,7 +467,7 @@ async def _stop(task: asyncio.Task[None] | None) -> None:
             await task
 
 
-def _consume_exception(task: asyncio.Future[None]) -> None:
-    # A release left running after a second cancellation must not warn as unretrieved.
+def _consume_exception(task: asyncio.Future[Any]) -> None:
+    # A release or completion left running after a cancellation must not warn as unretrieved.
     if not task.cancelled():
         task.exception()

@@ -384,6 +384,43 @@ async def test_task_cancel_releases_the_record(dynamo_store: AsyncDynamoStore) -
     assert await record_or_none(dynamo_store, key_of(process, {"id": 1})) is None
 
 
+class SlowCompletion(DelegatingStore):
+    """A completion that takes a while to reach the table (a slow network)."""
+
+    async def update_record(self, record: DataRecord) -> None:
+        await asyncio.sleep(0.2)
+        await self.inner.update_record(record)
+
+
+@pytest.mark.asyncio
+async def test_timeout_during_completion_still_records_the_result(
+    dynamo_store: AsyncDynamoStore,
+) -> None:
+    runs: list[int] = []
+
+    @idempotent_function(
+        data_keyword_argument="order", persistence_store=SlowCompletion(dynamo_store)
+    )
+    async def process(order: dict[str, Any]) -> str:
+        runs.append(1)
+        return "charged"
+
+    with pytest.raises(TimeoutError):
+        await asyncio.wait_for(process(order={"id": 1}), timeout=0.1)
+    key = key_of(process, {"id": 1})
+    # The function ran: its result is recorded, not left behind an orphaned lock.
+    record = await record_or_none(dynamo_store, key)
+    for _ in range(100):  # the completion finishes in the background; bounded wait
+        if record is None or record.status is not RecordStatus.INPROGRESS:
+            break
+        await asyncio.sleep(0.02)
+        record = await record_or_none(dynamo_store, key)
+    assert record is not None
+    assert record.status is RecordStatus.COMPLETED
+    assert await process(order={"id": 1}) == "charged"
+    assert runs == [1]
+
+
 # --- results that cannot be stored -----------------------------------------------------------
 
 
