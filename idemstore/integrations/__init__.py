@@ -1,0 +1,1 @@
+"""HTTP ``Idempotency-Key`` middleware: ``asgi`` (FastAPI, Starlette) and ``aiohttp``."""
