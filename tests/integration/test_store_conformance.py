@@ -1,0 +1,309 @@
+"""The record-store contract, run against every store: DynamoDB (moto) and in memory.
+
+Each test runs on four stores: both kinds, each with a simple key and in sort-key
+mode. The stores must agree because the engine relies on this contract alone.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+import pytest_asyncio
+
+from idemstore.errors import (
+    IdempotencyItemAlreadyExistsError,
+    IdempotencyItemNotFoundError,
+    IdempotencyLeaseLostError,
+)
+from idemstore.memory import InMemoryStore
+from idemstore.persistence import RecordStore
+from idemstore.records import DataRecord, RecordStatus, TableSchema
+from idemstore.store import AsyncDynamoStore
+from idemstore.tables import create_table
+from idemstore.testing import MotoEndpoint
+
+NOW = 1_700_000_000.0
+NOW_MS = int(NOW * 1000)
+STATIC_PK = "idempotency#conformance"
+
+
+@pytest_asyncio.fixture
+async def dynamo_sort_key_store(moto_server: MotoEndpoint) -> AsyncIterator[AsyncDynamoStore]:
+    store = moto_server.store(
+        f"idemstore-sk-{uuid.uuid4().hex[:12]}", sort_key_attr="sk", static_pk_value=STATIC_PK
+    )
+    await create_table(store)
+    try:
+        yield store
+    finally:
+        await store.aclose()
+
+
+@pytest.fixture
+def memory_sort_key_store() -> InMemoryStore:
+    return InMemoryStore(TableSchema(sort_key_attr="sk", static_pk_value=STATIC_PK))
+
+
+@pytest.fixture(
+    params=["dynamo_store", "memory_store", "dynamo_sort_key_store", "memory_sort_key_store"]
+)
+def store(request: pytest.FixtureRequest) -> RecordStore:
+    found: RecordStore = request.getfixturevalue(request.param)
+    return found
+
+
+def lock(token: str, *, key: str = "fn.mod.f#k1", **changes: Any) -> DataRecord:
+    """An INPROGRESS record taken at NOW: live for an hour, lock held for a minute."""
+    fields: dict[str, Any] = {
+        "idempotency_key": key,
+        "status": RecordStatus.INPROGRESS,
+        "expiry_timestamp": int(NOW) + 3600,
+        "in_progress_expiry_timestamp": NOW_MS + 60_000,
+        "payload_hash": "hash-1",
+        "owner_token": token,
+    }
+    fields.update(changes)
+    return DataRecord(**fields)
+
+
+def completed(held: DataRecord, result: str = '{"ok": true}') -> DataRecord:
+    return held.model_copy(update={"status": RecordStatus.COMPLETED, "response_data": result})
+
+
+def stale(held: DataRecord) -> DataRecord:
+    """The same lock with its deadline passed, the record itself still live."""
+    return held.model_copy(update={"in_progress_expiry_timestamp": NOW_MS - 1})
+
+
+# --- acquire ------------------------------------------------------------------
+
+
+@pytest.mark.asyncio
+async def test_put_then_get_round_trip(store: RecordStore) -> None:
+    first, second = lock("t1"), lock("t2", key="fn.mod.f#k2", payload_hash=None)
+    await store.put_record(first, now=NOW)
+    await store.put_record(second, now=NOW)
+    assert await store.get_record(first.idempotency_key) == first
+    assert await store.get_record(second.idempotency_key) == second
+
+
+@pytest.mark.asyncio
+async def test_get_of_a_missing_key_is_not_found(store: RecordStore) -> None:
+    with pytest.raises(IdempotencyItemNotFoundError) as caught:
+        await store.get_record("fn.mod.f#nothing")
+    assert caught.value.idempotency_key == "fn.mod.f#nothing"
+
+
+@pytest.mark.parametrize(
+    "holder",
+    [
+        pytest.param(lock("t1"), id="live-lock"),
+        pytest.param(completed(lock("t1")), id="completed"),
+        pytest.param(lock("t1", in_progress_expiry_timestamp=None), id="lock-without-deadline"),
+        pytest.param(lock("t1", in_progress_expiry_timestamp=NOW_MS), id="lock-ends-now"),
+        pytest.param(completed(stale(lock("t1"))), id="completed-after-lock-deadline"),
+    ],
+)
+@pytest.mark.asyncio
+async def test_put_over_a_live_record_raises_with_that_record(
+    store: RecordStore, holder: DataRecord
+) -> None:
+    await store.put_record(holder, now=NOW)
+    with pytest.raises(IdempotencyItemAlreadyExistsError) as caught:
+        await store.put_record(lock("t2"), now=NOW)
+    assert caught.value.old_data_record == holder
+    assert await store.get_record(holder.idempotency_key) == holder
+
+
+@pytest.mark.parametrize(
+    "holder",
+    [
+        pytest.param(completed(lock("t1", expiry_timestamp=int(NOW) - 1)), id="expired-result"),
+        pytest.param(lock("t1", expiry_timestamp=int(NOW) - 1), id="expired-lock"),
+        pytest.param(stale(lock("t1")), id="stale-lock"),
+    ],
+)
+@pytest.mark.asyncio
+async def test_put_takes_over_an_expired_record_or_a_stale_lock(
+    store: RecordStore, holder: DataRecord
+) -> None:
+    await store.put_record(holder, now=NOW - 3600)
+    challenger = lock("t2")
+    await store.put_record(challenger, now=NOW)
+    assert await store.get_record(challenger.idempotency_key) == challenger
+
+
+@pytest.mark.asyncio
+async def test_a_retried_put_finding_our_own_lock_succeeds(store: RecordStore) -> None:
+    ours = lock("t1")
+    await store.put_record(ours, now=NOW)
+    await store.put_record(ours, now=NOW)  # the first attempt's response was lost
+    assert await store.get_record(ours.idempotency_key) == ours
+
+
+# --- complete -----------------------------------------------------------------
+
+
+@pytest.mark.asyncio
+async def test_update_completes_our_lock(store: RecordStore) -> None:
+    ours = lock("t1")
+    await store.put_record(ours, now=NOW)
+    done = completed(ours)
+    await store.update_record(done)
+    assert await store.get_record(ours.idempotency_key) == done
+
+
+@pytest.mark.asyncio
+async def test_a_retried_completion_of_our_record_succeeds(store: RecordStore) -> None:
+    ours = lock("t1")
+    await store.put_record(ours, now=NOW)
+    done = completed(ours)
+    await store.update_record(done)
+    await store.update_record(done)  # the first attempt's response was lost
+    assert await store.get_record(ours.idempotency_key) == done
+
+
+@pytest.mark.asyncio
+async def test_update_with_another_token_loses_the_lease(store: RecordStore) -> None:
+    late = lock("t1")
+    await store.put_record(stale(late), now=NOW - 120)
+    taker = lock("t2")
+    await store.put_record(taker, now=NOW)  # takes over the stale lock
+    with pytest.raises(IdempotencyLeaseLostError) as caught:
+        await store.update_record(completed(late))
+    assert caught.value.current_record == taker
+    assert caught.value.idempotency_key == late.idempotency_key
+    assert await store.get_record(late.idempotency_key) == taker
+
+
+@pytest.mark.asyncio
+async def test_update_over_a_record_completed_by_another_loses_the_lease(
+    store: RecordStore,
+) -> None:
+    late = lock("t1")
+    await store.put_record(stale(late), now=NOW - 120)
+    taker = lock("t2")
+    await store.put_record(taker, now=NOW)
+    await store.update_record(completed(taker, '"theirs"'))
+    with pytest.raises(IdempotencyLeaseLostError) as caught:
+        await store.update_record(completed(late, '"ours"'))
+    assert caught.value.current_record == completed(taker, '"theirs"')
+    assert await store.get_record(late.idempotency_key) == completed(taker, '"theirs"')
+
+
+@pytest.mark.asyncio
+async def test_update_of_a_gone_record_loses_the_lease_and_creates_nothing(
+    store: RecordStore,
+) -> None:
+    gone = lock("t1")
+    with pytest.raises(IdempotencyLeaseLostError) as caught:
+        await store.update_record(completed(gone))
+    assert caught.value.current_record is None
+    with pytest.raises(IdempotencyItemNotFoundError):
+        await store.get_record(gone.idempotency_key)
+
+
+@pytest.mark.asyncio
+async def test_fenced_writes_need_a_token(store: RecordStore) -> None:
+    anonymous = lock("t1").model_copy(update={"owner_token": None})
+    with pytest.raises(ValueError, match="owner_token"):
+        await store.update_record(completed(anonymous))
+    with pytest.raises(ValueError, match="owner_token"):
+        await store.delete_record(anonymous)
+
+
+@pytest.mark.asyncio
+async def test_a_large_result_round_trips_compressed(store: RecordStore) -> None:
+    ours = lock("t1")
+    await store.put_record(ours, now=NOW)
+    result = json.dumps([{"row": i, "text": "lorem ipsum " * 4} for i in range(6000)])
+    assert len(result) > 400 * 1024  # over DynamoDB's item limit unless compressed
+    done = completed(ours, result)
+    await store.update_record(done)
+    assert await store.get_record(ours.idempotency_key) == done
+
+
+# --- renew --------------------------------------------------------------------
+
+
+@pytest.mark.asyncio
+async def test_renew_moves_our_lock_deadline(store: RecordStore) -> None:
+    ours = lock("t1")
+    await store.put_record(ours, now=NOW)
+    await store.renew_lease(ours, in_progress_expiry_timestamp=NOW_MS + 120_000)
+    renewed = await store.get_record(ours.idempotency_key)
+    assert renewed == ours.model_copy(update={"in_progress_expiry_timestamp": NOW_MS + 120_000})
+
+
+@pytest.mark.asyncio
+async def test_renew_beyond_the_expiry_keeps_the_record_alive(store: RecordStore) -> None:
+    ours = lock("t1", expiry_timestamp=int(NOW) + 60)
+    await store.put_record(ours, now=NOW)
+    deadline = NOW_MS + 600_000
+    await store.renew_lease(ours, in_progress_expiry_timestamp=deadline)
+    renewed = await store.get_record(ours.idempotency_key)
+    assert renewed.in_progress_expiry_timestamp == deadline
+    assert renewed.expiry_timestamp > deadline // 1000
+    with pytest.raises(IdempotencyItemAlreadyExistsError):
+        await store.put_record(lock("t2"), now=NOW + 300)
+
+
+@pytest.mark.asyncio
+async def test_renew_with_another_token_loses_the_lease(store: RecordStore) -> None:
+    theirs = lock("t2")
+    await store.put_record(theirs, now=NOW)
+    with pytest.raises(IdempotencyLeaseLostError) as caught:
+        await store.renew_lease(lock("t1"), in_progress_expiry_timestamp=NOW_MS + 120_000)
+    assert caught.value.current_record == theirs
+    assert await store.get_record(theirs.idempotency_key) == theirs
+
+
+@pytest.mark.asyncio
+async def test_renew_after_completion_or_removal_loses_the_lease(store: RecordStore) -> None:
+    ours = lock("t1")
+    await store.put_record(ours, now=NOW)
+    await store.update_record(completed(ours))
+    with pytest.raises(IdempotencyLeaseLostError) as caught:
+        await store.renew_lease(ours, in_progress_expiry_timestamp=NOW_MS + 120_000)
+    assert caught.value.current_record == completed(ours)
+    assert await store.get_record(ours.idempotency_key) == completed(ours)
+    gone = lock("t1", key="fn.mod.f#gone")
+    with pytest.raises(IdempotencyLeaseLostError) as caught:
+        await store.renew_lease(gone, in_progress_expiry_timestamp=NOW_MS + 120_000)
+    assert caught.value.current_record is None
+
+
+# --- release ------------------------------------------------------------------
+
+
+@pytest.mark.asyncio
+async def test_delete_releases_our_lock(store: RecordStore) -> None:
+    ours = lock("t1")
+    await store.put_record(ours, now=NOW)
+    await store.delete_record(ours)
+    with pytest.raises(IdempotencyItemNotFoundError):
+        await store.get_record(ours.idempotency_key)
+    await store.delete_record(ours)  # already gone: a retried release succeeds
+    retaken = lock("t2")
+    await store.put_record(retaken, now=NOW)  # free for the next caller
+    assert await store.get_record(ours.idempotency_key) == retaken
+
+
+@pytest.mark.asyncio
+async def test_delete_with_another_token_loses_the_lease(store: RecordStore) -> None:
+    theirs = lock("t2")
+    await store.put_record(theirs, now=NOW)
+    with pytest.raises(IdempotencyLeaseLostError) as caught:
+        await store.delete_record(lock("t1"))
+    assert caught.value.current_record == theirs
+    assert await store.get_record(theirs.idempotency_key) == theirs
+
+
+@pytest.mark.asyncio
+async def test_the_stores_satisfy_the_protocol(store: RecordStore) -> None:
+    assert isinstance(store, RecordStore)
+    assert store.schema.record_key_attr == ("sk" if store.schema.sort_key_attr else "id")

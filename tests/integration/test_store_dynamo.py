@@ -1,0 +1,393 @@
+"""What only ``AsyncDynamoStore`` does: request counts, races, errors, client lifecycle."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+import socket
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from aiobotocore.config import AioConfig
+from aiobotocore.session import AioSession
+from botocore.exceptions import BotoCoreError, ClientError
+
+from idemstore.errors import (
+    IdempotencyConfigurationError,
+    IdempotencyCorruptRecordError,
+    IdempotencyError,
+    IdempotencyItemAlreadyExistsError,
+    IdempotencyItemNotFoundError,
+    IdempotencyItemTooLargeError,
+    IdempotencyLeaseLostError,
+    IdempotencyPersistenceLayerError,
+    IdempotencyTableNotFoundError,
+)
+from idemstore.records import DataRecord, RecordStatus
+from idemstore.store import AsyncDynamoStore
+from idemstore.tables import create_table
+from idemstore.testing import DUMMY_REGION, MotoEndpoint, RequestLog, isolated_session
+
+NOW = 1_700_000_000.0
+NOW_MS = int(NOW * 1000)
+FAST_FAILURE = AioConfig(retries={"max_attempts": 1}, connect_timeout=1, read_timeout=1)
+
+
+def lock(token: str, *, key: str = "fn.mod.f#k1", **changes: Any) -> DataRecord:
+    fields: dict[str, Any] = {
+        "idempotency_key": key,
+        "status": RecordStatus.INPROGRESS,
+        "expiry_timestamp": int(NOW) + 3600,
+        "in_progress_expiry_timestamp": NOW_MS + 60_000,
+        "owner_token": token,
+    }
+    fields.update(changes)
+    return DataRecord(**fields)
+
+
+def completed(held: DataRecord, result: str = '{"ok": true}') -> DataRecord:
+    return held.model_copy(update={"status": RecordStatus.COMPLETED, "response_data": result})
+
+
+def table_name() -> str:
+    return f"idemstore-test-{uuid.uuid4().hex[:12]}"
+
+
+def counting_create_client(
+    session: AioSession, monkeypatch: pytest.MonkeyPatch
+) -> list[dict[str, Any]]:
+    """Record every client the session is asked to build."""
+    calls: list[dict[str, Any]] = []
+    original: Callable[..., Any] = session.create_client
+
+    def create_client(*args: Any, **kwargs: Any) -> Any:
+        calls.append(kwargs)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(session, "create_client", create_client)
+    return calls
+
+
+def closed_local_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+    return port  # closed again: connections are refused
+
+
+# --- request counts -------------------------------------------------------------
+
+
+@pytest.mark.asyncio
+async def test_every_operation_is_exactly_one_request(dynamo_store: AsyncDynamoStore) -> None:
+    log = RequestLog().attach(await dynamo_store.client())
+    ours, theirs = lock("t1"), lock("t2")
+
+    async def requests_of(operation: Any) -> list[str]:
+        log.clear()
+        await operation
+        return list(log.operations)
+
+    assert await requests_of(dynamo_store.put_record(ours, now=NOW)) == ["PutItem"]
+    assert await requests_of(dynamo_store.get_record(ours.idempotency_key)) == ["GetItem"]
+    renewal = dynamo_store.renew_lease(ours, in_progress_expiry_timestamp=NOW_MS + 1)
+    assert await requests_of(renewal) == ["UpdateItem"]
+    assert await requests_of(dynamo_store.update_record(completed(ours))) == ["UpdateItem"]
+
+    log.clear()
+    with pytest.raises(IdempotencyItemAlreadyExistsError) as caught:
+        await dynamo_store.put_record(theirs, now=NOW)
+    assert log.operations == ["PutItem"]  # the old record came with the refusal: no GetItem
+    assert caught.value.old_data_record == completed(
+        ours.model_copy(update={"in_progress_expiry_timestamp": NOW_MS + 1})
+    )
+
+    log.clear()
+    with pytest.raises(IdempotencyLeaseLostError):
+        await dynamo_store.update_record(completed(theirs))
+    with pytest.raises(IdempotencyLeaseLostError):
+        await dynamo_store.delete_record(theirs)
+    assert log.operations == ["UpdateItem", "DeleteItem"]
+
+    released = lock("t3", key="fn.mod.f#k2")
+    await dynamo_store.put_record(released, now=NOW)
+    assert await requests_of(dynamo_store.delete_record(released)) == ["DeleteItem"]
+    log.clear()
+    with pytest.raises(IdempotencyItemNotFoundError):
+        await dynamo_store.get_record(released.idempotency_key)
+    assert log.operations == ["GetItem"]
+
+
+@pytest.mark.asyncio
+async def test_concurrent_puts_of_one_key_have_exactly_one_winner(
+    dynamo_store: AsyncDynamoStore,
+) -> None:
+    log = RequestLog().attach(await dynamo_store.client())
+    contenders = [lock(f"token-{i}") for i in range(50)]
+    outcomes = await asyncio.gather(
+        *(dynamo_store.put_record(c, now=NOW) for c in contenders), return_exceptions=True
+    )
+    winners = [c for c, outcome in zip(contenders, outcomes, strict=True) if outcome is None]
+    assert len(winners) == 1
+    (winner,) = winners
+    losses = [outcome for outcome in outcomes if outcome is not None]
+    assert len(losses) == 49
+    for loss in losses:
+        assert isinstance(loss, IdempotencyItemAlreadyExistsError)
+        assert loss.old_data_record == winner
+    assert log.operations == ["PutItem"] * 50
+    assert await dynamo_store.get_record(winner.idempotency_key) == winner
+
+
+# --- errors ---------------------------------------------------------------------
+
+
+@pytest.mark.asyncio
+async def test_a_missing_table_names_table_and_endpoint(moto_server: MotoEndpoint) -> None:
+    missing = table_name()
+    async with moto_server.store(missing) as store:
+        with pytest.raises(IdempotencyTableNotFoundError) as caught:
+            await store.get_record("fn.mod.f#k1")
+        with pytest.raises(IdempotencyTableNotFoundError):
+            await store.put_record(lock("t1"), now=NOW)
+    error = caught.value
+    assert (error.table_name, error.endpoint_url) == (missing, moto_server.url)
+    assert missing in str(error)
+    assert moto_server.url in str(error)
+    assert isinstance(error, IdempotencyPersistenceLayerError)
+    assert isinstance(error.__cause__, ClientError)
+
+
+@pytest.mark.asyncio
+async def test_an_unreachable_endpoint_is_a_persistence_error_with_its_cause() -> None:
+    store = AsyncDynamoStore(
+        table_name(),
+        endpoint_url=f"http://127.0.0.1:{closed_local_port()}",
+        region_name=DUMMY_REGION,
+        session=isolated_session(),
+        client_config=FAST_FAILURE,
+    )
+    async with store:
+        with pytest.raises(IdempotencyPersistenceLayerError) as caught:
+            await store.get_record("fn.mod.f#k1")
+        with pytest.raises(IdempotencyPersistenceLayerError) as caught_write:
+            await store.put_record(lock("t1"), now=NOW)
+    for error in (caught.value, caught_write.value):
+        assert type(error) is IdempotencyPersistenceLayerError
+        assert isinstance(error.__cause__, BotoCoreError)
+        assert "fn.mod.f#k1" in str(error)
+
+
+@pytest.mark.asyncio
+async def test_an_item_over_the_size_limit_is_refused(moto_server: MotoEndpoint) -> None:
+    # Stored uncompressed, random text: over 400 KB whatever the encoding.
+    async with moto_server.store(table_name(), compress_threshold_bytes=10**9) as store:
+        await create_table(store)
+        huge = random.Random(7).randbytes(330 * 1024).hex()
+        with pytest.raises(IdempotencyItemTooLargeError) as caught_put:
+            await store.put_record(completed(lock("t1"), json.dumps(huge)), now=NOW)
+        held = lock("t1", key="fn.mod.f#k2")
+        await store.put_record(held, now=NOW)
+        with pytest.raises(IdempotencyItemTooLargeError) as caught_update:
+            await store.update_record(completed(held, json.dumps(huge)))
+        # Not asserted: that the refused update left the item unchanged. DynamoDB
+        # rejects the whole request; moto applies the other SETs before refusing.
+    assert caught_put.value.idempotency_key == "fn.mod.f#k1"
+    assert caught_update.value.idempotency_key == "fn.mod.f#k2"
+    for error in (caught_put.value, caught_update.value):
+        assert isinstance(error.__cause__, ClientError)
+        assert error.__cause__.response["Error"]["Code"] == "ValidationException"
+
+
+@pytest.mark.asyncio
+async def test_a_large_compressible_result_is_stored_compressed(
+    dynamo_store: AsyncDynamoStore,
+) -> None:
+    held = lock("t1")
+    await dynamo_store.put_record(held, now=NOW)
+    result = json.dumps([{"row": i, "text": "lorem ipsum " * 8} for i in range(10_000)])
+    await dynamo_store.update_record(completed(held, result))
+    client = await dynamo_store.client()
+    raw = await client.get_item(
+        TableName=dynamo_store.table_name, Key=dynamo_store.schema.key(held.idempotency_key)
+    )
+    item = raw["Item"]
+    assert "data" not in item
+    assert len(item["data_zlib"]["B"]) < len(result) // 20
+    assert (await dynamo_store.get_record(held.idempotency_key)).response_data == result
+
+
+CORRUPT = [
+    pytest.param({"status": {"S": "BOGUS"}}, "status", id="unknown-status"),
+    pytest.param({"data": {"N": "1"}}, "data", id="data-a-number"),
+    pytest.param({"expiration": {"S": "tomorrow"}}, "expiration", id="expiry-a-string"),
+    pytest.param({"data_zlib": {"B": b"not zlib"}}, "data_zlib", id="compressed-garbage"),
+]
+
+
+@pytest.mark.parametrize(("changes", "attribute"), CORRUPT)
+@pytest.mark.asyncio
+async def test_a_corrupt_item_is_reported_by_get(
+    dynamo_store: AsyncDynamoStore, changes: dict[str, Any], attribute: str
+) -> None:
+    key = "fn.mod.f#corrupt"
+    client = await dynamo_store.client()
+    item = {**dynamo_store.schema.to_item(completed(lock("t1", key=key))), **changes}
+    await client.put_item(TableName=dynamo_store.table_name, Item=item)
+    with pytest.raises(IdempotencyCorruptRecordError) as caught:
+        await dynamo_store.get_record(key)
+    assert (caught.value.idempotency_key, caught.value.attribute) == (key, attribute)
+
+
+@pytest.mark.parametrize(
+    ("changes", "attribute"),
+    # A corrupt expiry lets any acquire fail its condition, so the old item comes back.
+    [case for case in CORRUPT if case.id != "expiry-a-string"],
+)
+@pytest.mark.asyncio
+async def test_a_corrupt_item_is_reported_by_a_refused_put(
+    dynamo_store: AsyncDynamoStore, changes: dict[str, Any], attribute: str
+) -> None:
+    key = "fn.mod.f#corrupt"
+    client = await dynamo_store.client()
+    item = {**dynamo_store.schema.to_item(completed(lock("t1", key=key))), **changes}
+    await client.put_item(TableName=dynamo_store.table_name, Item=item)
+    log = RequestLog().attach(client)
+    with pytest.raises(IdempotencyCorruptRecordError) as caught:
+        await dynamo_store.put_record(lock("t2", key=key), now=NOW)
+    assert (caught.value.idempotency_key, caught.value.attribute) == (key, attribute)
+    assert log.operations == ["PutItem"]
+
+
+# --- client lifecycle -------------------------------------------------------------
+
+
+def test_one_store_serves_successive_event_loops(moto_server: MotoEndpoint) -> None:
+    # As in Lambda: a store built at module scope, each invocation in its own asyncio.run.
+    store = moto_server.store(table_name())
+    held = lock("t1")
+
+    async def first_invocation() -> object:
+        await create_table(store)
+        await store.put_record(held, now=NOW)
+        return await store.client()
+
+    async def second_invocation() -> tuple[DataRecord, object]:
+        await store.update_record(completed(held))
+        return await store.get_record(held.idempotency_key), await store.client()
+
+    first_client = asyncio.run(first_invocation())
+    found, second_client = asyncio.run(second_invocation())
+    assert found == completed(held)
+    assert second_client is not first_client  # the first one belonged to a closed loop
+    asyncio.run(store.aclose())
+
+
+@pytest.mark.asyncio
+async def test_a_callers_client_is_used_and_left_open(moto_server: MotoEndpoint) -> None:
+    name = table_name()
+    async with moto_server.session().create_client(
+        "dynamodb", endpoint_url=moto_server.url, region_name=moto_server.region_name
+    ) as client:
+        store = AsyncDynamoStore(name, client=client)
+        assert await store.client() is client
+        await create_table(store)
+        await store.put_record(lock("t1"), now=NOW)
+        await store.aclose()
+        async with store:
+            pass
+        described = await client.describe_table(TableName=name)  # still open
+        assert described["Table"]["TableName"] == name
+        assert await store.get_record("fn.mod.f#k1") == lock("t1")
+
+
+@pytest.mark.asyncio
+async def test_async_with_closes_the_owned_client(
+    dynamo_store: AsyncDynamoStore, moto_server: MotoEndpoint
+) -> None:
+    store = moto_server.store(dynamo_store.table_name, client_config=FAST_FAILURE)
+    async with store as entered:
+        assert entered is store
+        await store.put_record(lock("t1"), now=NOW)
+        owned = await store.client()
+    with pytest.raises(BotoCoreError):  # its HTTP session is closed
+        await owned.describe_table(TableName=store.table_name)
+    try:
+        assert await store.client() is not owned  # used again: a fresh client
+        assert await store.get_record("fn.mod.f#k1") == lock("t1")
+    finally:
+        await store.aclose()
+
+
+def test_the_constructor_does_no_io(monkeypatch: pytest.MonkeyPatch) -> None:
+    for variable in ("AWS_REGION", "AWS_DEFAULT_REGION"):
+        monkeypatch.delenv(variable, raising=False)
+    session = isolated_session()
+    calls = counting_create_client(session, monkeypatch)
+    AsyncDynamoStore("t", endpoint_url="http://bogus.invalid:1", region_name="us-east-1")
+    store = AsyncDynamoStore("t", session=session)  # no region anywhere: found at first use
+    assert calls == []
+    with pytest.raises(IdempotencyConfigurationError, match="region"):
+        asyncio.run(store.get_record("fn.mod.f#k1"))
+    assert len(calls) == 1
+    asyncio.run(store.aclose())
+
+
+@pytest.mark.asyncio
+async def test_concurrent_first_use_creates_one_client(
+    moto_server: MotoEndpoint, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    session = moto_server.session()
+    calls = counting_create_client(session, monkeypatch)
+    async with AsyncDynamoStore(
+        table_name(), endpoint_url=moto_server.url, region_name=DUMMY_REGION, session=session
+    ) as store:
+        clients = await asyncio.gather(*(store.client() for _ in range(20)))
+        assert all(client is clients[0] for client in clients)
+        errors = await asyncio.gather(
+            *(store.get_record(f"k{i}") for i in range(20)), return_exceptions=True
+        )
+        assert all(isinstance(error, IdempotencyTableNotFoundError) for error in errors)
+    assert len(calls) == 1
+
+
+# --- sort-key mode ----------------------------------------------------------------
+
+
+@pytest.mark.asyncio
+async def test_sort_key_mode_item_layout(moto_server: MotoEndpoint) -> None:
+    async with moto_server.store(
+        table_name(), sort_key_attr="sk", static_pk_value="idempotency#orders"
+    ) as store:
+        await create_table(store)
+        held = lock("t1")
+        await store.put_record(held, now=NOW)
+        client = await store.client()
+        raw = await client.get_item(
+            TableName=store.table_name,
+            Key={"id": {"S": "idempotency#orders"}, "sk": {"S": held.idempotency_key}},
+        )
+        assert raw["Item"] == store.schema.to_item(held)
+        assert raw["Item"]["id"] == {"S": "idempotency#orders"}
+
+
+def test_the_static_partition_value_defaults_to_the_function_name(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("AWS_LAMBDA_FUNCTION_NAME", "orders-fn")
+    assert (
+        AsyncDynamoStore("t", sort_key_attr="sk").schema.static_pk_value == "idempotency#orders-fn"
+    )
+    monkeypatch.delenv("AWS_LAMBDA_FUNCTION_NAME")
+    assert AsyncDynamoStore("t", sort_key_attr="sk").schema.static_pk_value == "idempotency#"
+
+
+def test_bad_configuration_fails_at_construction() -> None:
+    with pytest.raises(IdempotencyConfigurationError):
+        AsyncDynamoStore("")
+    with pytest.raises(IdempotencyConfigurationError) as caught:
+        AsyncDynamoStore("t", key_attr="id", sort_key_attr="id")
+    assert isinstance(caught.value, IdempotencyError)
