@@ -304,6 +304,18 @@ async def test_delete_with_another_token_loses_the_lease(store: RecordStore) -> 
 
 
 @pytest.mark.asyncio
+async def test_releasing_our_lock_never_deletes_our_completed_result(store: RecordStore) -> None:
+    # The completion was applied but its answer lost; the caller then releases the lock.
+    ours = lock("t1")
+    await store.put_record(ours, now=NOW)
+    await store.update_record(completed(ours))
+    with pytest.raises(IdempotencyLeaseLostError) as caught:
+        await store.delete_record(ours)
+    assert caught.value.current_record == completed(ours)
+    assert await store.get_record(ours.idempotency_key) == completed(ours)
+
+
+@pytest.mark.asyncio
 async def test_the_stores_satisfy_the_protocol(store: RecordStore) -> None:
     assert isinstance(store, RecordStore)
     assert store.schema.record_key_attr == ("sk" if store.schema.sort_key_attr else "id")
