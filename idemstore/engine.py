@@ -104,6 +104,8 @@ class IdempotencyEngine:
         self._lease_millis = int(config.in_progress_lease_seconds * 1000)
         self._cache = LocalCache(config.local_cache_max_items) if config.use_local_cache else None
         self._in_flight: dict[str, asyncio.Future[DataRecord | None]] = {}
+        self._background: set[asyncio.Future[None]] = set()
+        """Cleanups left running after a caller's cancellation."""
 
     # --- identity (pure) --------------------------------------------------------
 
@@ -204,7 +206,7 @@ class IdempotencyEngine:
         for _ in range(MAX_ACQUIRE_ATTEMPTS):
             lock = self._new_lock(identity, lock_ms)
             try:
-                await self.store.put_record(lock, now=self._clock())
+                await self._put_lock(lock)
             except IdempotencyItemAlreadyExistsError as exc:
                 found = exc.old_data_record or await self._fetch(identity.key)
                 # Our own token in the fallback read: a retried put whose first attempt
@@ -367,6 +369,33 @@ class IdempotencyEngine:
                 function_error=cause,
             ) from release_error
         return None
+
+    async def _put_lock(self, lock: DataRecord) -> None:
+        """The lock's conditional put, shielded from the caller's cancellation.
+
+        A caller cancelled while the put is on the wire cannot know whether it
+        took the lock: the put settles in the background, and a lock it took is
+        released there, instead of blocking duplicates until its lease lapses.
+        """
+        put = asyncio.ensure_future(self.store.put_record(lock, now=self._clock()))
+        put.add_done_callback(_consume_exception)
+        try:
+            await asyncio.shield(put)
+        except asyncio.CancelledError:
+            undo = asyncio.ensure_future(self._undo_abandoned_put(put, lock))
+            self._background.add(undo)  # a strong reference until it is done
+            undo.add_done_callback(self._background.discard)
+            undo.add_done_callback(_consume_exception)
+            raise
+
+    async def _undo_abandoned_put(self, put: asyncio.Future[None], lock: DataRecord) -> None:
+        try:
+            await put
+        except (IdempotencyItemAlreadyExistsError, *_NOTHING_WRITTEN):
+            return  # the lock was not taken
+        except IdempotencyError:
+            pass  # unknown whether it was: the fenced release deletes only our own write
+        await self._drop_uncertain_lock(lock)
 
     async def _drop_uncertain_lock(self, lock: DataRecord) -> None:
         """Release a lock whose put failed without an answer: an attempt may have been applied.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -101,3 +102,17 @@ def order_function(
         return {"order": order["id"], "total": order["qty"] * 10}
 
     return place_order
+
+
+async def eventually(
+    check: Callable[[], Awaitable[bool]], *, within: float = 10.0, interval: float = 0.05
+) -> bool:
+    """Poll ``check`` until it holds or ``within`` seconds pass: for work left running after
+    a cancellation, whose end the caller cannot await."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + within
+    while not await check():
+        if loop.time() > deadline:
+            return False
+        await asyncio.sleep(interval)
+    return True

@@ -85,6 +85,8 @@ class Fault:
     delay: float = 0.0
     forward: bool = False
     hits: int = 0
+    reached: asyncio.Event = field(default_factory=asyncio.Event)
+    """Set when a request has met the fault (for STALL: once the stall has begun)."""
 
     def matches(self, operation: str) -> bool:
         if self.operation is not None and self.operation != operation:
@@ -225,6 +227,8 @@ class FaultProxy:
         if fault is None:
             await _answer(writer, await upstream.exchange(request))
             return True
+        if fault.kind is not FaultKind.STALL:
+            fault.reached.set()
         if fault.kind is FaultKind.LATENCY:
             await asyncio.sleep(fault.delay)
             await _answer(writer, await upstream.exchange(request))
@@ -237,6 +241,7 @@ class FaultProxy:
         if fault.forward:
             await upstream.exchange(request)
         if fault.kind is FaultKind.STALL:
+            fault.reached.set()
             await _until_client_leaves(reader)
             return False
         await _answer(writer, _error_answer(fault.kind))

@@ -1,0 +1,177 @@
+"""Cancellation and timeouts, mid-function and mid-request.
+
+The caller's cancellation always propagates. The lock is released (or never
+taken); a result already computed is stored rather than thrown away. A request
+already on the wire when the caller is cancelled is left to finish in the
+background, so those tests poll the table for the settled state.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any
+
+import pytest
+
+from faults.helpers import BodyRuns, eventually, key_of, stored
+from faults.proxy import FaultKind, FaultProxy
+from idemstore import RecordStatus, idempotent_function
+from idemstore.store import AsyncDynamoStore
+
+Job = Callable[..., Coroutine[Any, Any, str]]
+
+
+def job_function(
+    store: AsyncDynamoStore, runs: BodyRuns, started: asyncio.Event, *, seconds: float = 30
+) -> Job:
+    @idempotent_function(data_keyword_argument="job", persistence_store=store, key_prefix="jobs")
+    async def run_job(job: str) -> str:
+        runs.record(job)
+        started.set()
+        await asyncio.sleep(seconds)
+        return f"done {job}"
+
+    return run_job
+
+
+def gone(store: AsyncDynamoStore, key: str) -> Callable[[], Awaitable[bool]]:
+    async def check() -> bool:
+        return await stored(store, key) is None
+
+    return check
+
+
+# --- mid-function ----------------------------------------------------------------
+
+
+@pytest.mark.asyncio
+async def test_task_cancel_mid_function_releases_the_lock(
+    fault_proxy: FaultProxy, faulty_store: AsyncDynamoStore, direct_store: AsyncDynamoStore
+) -> None:
+    runs, started = BodyRuns(), asyncio.Event()
+    run_job = job_function(faulty_store, runs, started)
+    task = asyncio.create_task(run_job(job="a"))
+    await started.wait()
+
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+
+    assert runs.count == 1
+    assert fault_proxy.operations == ["PutItem", "DeleteItem"]
+    # The release completed before the cancellation reached the caller.
+    assert await stored(direct_store, key_of(run_job, "a")) is None
+    assert task.cancelled()
+
+
+@pytest.mark.asyncio
+async def test_timeout_mid_function_releases_the_lock(
+    fault_proxy: FaultProxy, faulty_store: AsyncDynamoStore, direct_store: AsyncDynamoStore
+) -> None:
+    runs, started = BodyRuns(), asyncio.Event()
+    run_job = job_function(faulty_store, runs, started)
+    timeouts: list[asyncio.Timeout] = []
+
+    async def call_with_timeout() -> str:
+        async with asyncio.timeout(None) as timeout:
+            timeouts.append(timeout)
+            return await run_job(job="b")
+
+    task = asyncio.create_task(call_with_timeout())
+    await started.wait()
+    timeouts[0].reschedule(asyncio.get_running_loop().time())  # the deadline passes now
+
+    with pytest.raises(TimeoutError):
+        await task
+
+    assert runs.count == 1
+    assert fault_proxy.operations == ["PutItem", "DeleteItem"]
+    assert await stored(direct_store, key_of(run_job, "b")) is None
+
+
+# --- mid-request -----------------------------------------------------------------
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("applied", [False, True], ids=["held", "applied"])
+async def test_cancel_during_the_lock_put_leaves_no_lock(
+    applied: bool,
+    fault_proxy: FaultProxy,
+    faulty_store: AsyncDynamoStore,
+    direct_store: AsyncDynamoStore,
+) -> None:
+    runs, started = BodyRuns(), asyncio.Event()
+    run_job = job_function(faulty_store, runs, started)
+    stall = fault_proxy.inject(FaultKind.STALL, operation="PutItem", forward=applied)
+    task = asyncio.create_task(run_job(job="c"))
+    await stall.reached.wait()
+
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+
+    assert runs.count == 0
+    key = key_of(run_job, "c")
+    assert await eventually(gone(direct_store, key))
+    # Not stuck: the next call takes the lock at once.
+    quick = job_function(faulty_store, runs, asyncio.Event(), seconds=0)
+    assert await quick(job="c") == "done c"
+    assert runs.count == 1
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("applied", [False, True], ids=["held", "applied"])
+async def test_wait_for_timeout_during_the_lock_put_leaves_no_lock(
+    applied: bool,
+    fault_proxy: FaultProxy,
+    faulty_store: AsyncDynamoStore,
+    direct_store: AsyncDynamoStore,
+) -> None:
+    runs, started = BodyRuns(), asyncio.Event()
+    run_job = job_function(faulty_store, runs, started)
+    await faulty_store.client()  # the client exists: the timeout falls in the request
+    fault_proxy.inject(FaultKind.STALL, operation="PutItem", forward=applied)
+
+    # The stall lasts until the client's 1 s read timeout; wait_for gives up first.
+    with pytest.raises(TimeoutError):
+        await asyncio.wait_for(run_job(job="d"), timeout=0.3)
+
+    assert runs.count == 0
+    assert await eventually(gone(direct_store, key_of(run_job, "d")))
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("applied", [False, True], ids=["held", "applied"])
+async def test_cancel_during_completion_still_stores_the_result(
+    applied: bool,
+    fault_proxy: FaultProxy,
+    faulty_store: AsyncDynamoStore,
+    direct_store: AsyncDynamoStore,
+) -> None:
+    runs, started = BodyRuns(), asyncio.Event()
+    run_job = job_function(faulty_store, runs, started, seconds=0)
+    stall = fault_proxy.inject(FaultKind.STALL, operation="UpdateItem", forward=applied)
+    task = asyncio.create_task(run_job(job="e"))
+    await stall.reached.wait()
+
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+
+    assert runs.count == 1
+    key = key_of(run_job, "e")
+
+    async def completed() -> bool:
+        record = await stored(direct_store, key)
+        return record is not None and record.status is RecordStatus.COMPLETED
+
+    # The function ran: its result is stored (the stalled attempt times out and
+    # is retried), not thrown away with a released lock that would run it again.
+    assert await eventually(completed)
+    record = await stored(direct_store, key)
+    assert record is not None
+    assert json.loads(record.response_data or "") == "done e"
+    assert await run_job(job="e") == "done e"
+    assert runs.count == 1
