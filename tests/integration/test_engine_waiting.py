@@ -200,6 +200,46 @@ async def test_duplicate_in_another_process_polls_then_replays(
 
 
 @pytest.mark.asyncio
+async def test_duplicate_in_another_process_runs_when_the_first_call_fails(
+    dynamo_store: AsyncDynamoStore, other_process_store: AsyncDynamoStore
+) -> None:
+    release = asyncio.Event()
+    runs: list[str] = []
+    config = IdempotencyConfig(wait_for_in_progress_seconds=5)
+
+    @idempotent_function(
+        data_keyword_argument="order", persistence_store=dynamo_store, config=config
+    )
+    async def process(order: dict[str, Any]) -> str:
+        runs.append("here")
+        await release.wait()
+        raise ConnectionError("downstream failed")
+
+    @idempotent_function(
+        data_keyword_argument="order",
+        persistence_store=other_process_store,
+        config=config,
+        key_prefix=process.idempotency_engine.key_prefix,  # type: ignore[attr-defined]  # set by the decorator
+    )
+    async def process_elsewhere(order: dict[str, Any]) -> str:
+        runs.append("elsewhere")
+        return "done elsewhere"
+
+    elsewhere_log = RequestLog().attach(await other_process_store.client())
+    leader = asyncio.create_task(process(order={"id": 8}))
+    await until(lambda: runs)
+    duplicate = asyncio.create_task(process_elsewhere(order={"id": 8}))
+    await until(lambda: "GetItem" in elsewhere_log.operations)
+    release.set()
+    with pytest.raises(ConnectionError):
+        await leader
+    # The released record is gone when polled: the duplicate takes the lock and runs.
+    assert await duplicate == "done elsewhere"
+    assert runs == ["here", "elsewhere"]
+    assert elsewhere_log.operations[-2:] == ["PutItem", "UpdateItem"]
+
+
+@pytest.mark.asyncio
 async def test_duplicate_in_another_process_gives_up_at_the_deadline(
     dynamo_store: AsyncDynamoStore, other_process_store: AsyncDynamoStore
 ) -> None:
