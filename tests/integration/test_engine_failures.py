@@ -426,6 +426,48 @@ async def test_timeout_during_completion_still_records_the_result(
     assert runs == [1]
 
 
+class SlowRelease(DelegatingStore):
+    """A release that takes a while to reach the table; says when it has begun."""
+
+    def __init__(self, inner: AsyncDynamoStore) -> None:
+        super().__init__(inner)
+        self.releasing = asyncio.Event()
+
+    async def delete_record(self, record: DataRecord) -> None:
+        self.releasing.set()
+        await asyncio.sleep(0.1)
+        await self.inner.delete_record(record)
+
+
+@pytest.mark.asyncio
+async def test_release_is_shielded_from_a_second_cancellation(
+    dynamo_store: AsyncDynamoStore,
+) -> None:
+    store = SlowRelease(dynamo_store)
+    started = asyncio.Event()
+
+    @idempotent_function(data_keyword_argument="order", persistence_store=store)
+    async def process(order: dict[str, Any]) -> None:
+        started.set()
+        await asyncio.sleep(30)
+
+    task = asyncio.create_task(process(order={"id": 1}))
+    await started.wait()
+    task.cancel()
+    await store.releasing.wait()
+    task.cancel()  # impatient caller: cancel again while the release is on its way
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    key = key_of(process, {"id": 1})
+    record = await record_or_none(dynamo_store, key)
+    for _ in range(100):  # the release finishes in the background; bounded wait
+        if record is None:
+            break
+        await asyncio.sleep(0.02)
+        record = await record_or_none(dynamo_store, key)
+    assert record is None
+
+
 # --- results that cannot be stored -----------------------------------------------------------
 
 
