@@ -66,6 +66,30 @@ async def test_handler_lock_lasts_until_the_invocation_deadline(
     assert log.operations == ["PutItem", "GetItem", "UpdateItem"]  # no lease renewals
 
 
+@pytest.mark.asyncio
+async def test_handler_registers_its_context_for_the_functions_it_calls(
+    dynamo_store: AsyncDynamoStore,
+) -> None:
+    clock = FakeClock(time.time())
+    config = IdempotencyConfig(clock=clock, in_progress_lease_seconds=100)
+    locks: list[DataRecord] = []
+
+    @idempotent_function(
+        data_keyword_argument="order", persistence_store=dynamo_store, config=config
+    )
+    async def process(order: dict[str, Any]) -> str:
+        locks.append(await dynamo_store.get_record(key_of(process, order)))
+        return "processed"
+
+    @idempotent(persistence_store=dynamo_store, config=config)
+    async def handler(event: dict[str, Any], context: Any) -> str:
+        return await process(order=event["order"])
+
+    event = {"order": {"id": 1}}
+    assert await asyncio.create_task(handler(event, FakeLambdaContext(4_500))) == "processed"
+    assert locks[0].in_progress_expiry_timestamp == int(clock() * 1000) + 4_500
+
+
 @pytest.mark.parametrize("register", ["module function", "config method"])
 @pytest.mark.asyncio
 async def test_function_reads_the_registered_lambda_context(
