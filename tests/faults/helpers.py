@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+import contextlib
+import sys
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from aiobotocore.config import AioConfig
@@ -116,3 +119,35 @@ async def eventually(
             return False
         await asyncio.sleep(interval)
     return True
+
+
+WORKERS = Path(__file__).with_name("workers.py")
+
+
+@contextlib.asynccontextmanager
+async def worker_processes(
+    count: int, *args: str
+) -> AsyncIterator[list[asyncio.subprocess.Process]]:
+    """Start ``count`` worker processes (warnings are errors there too); always reap them."""
+    processes: list[asyncio.subprocess.Process] = []
+    try:
+        for _ in range(count):
+            processes.append(
+                await asyncio.create_subprocess_exec(
+                    sys.executable,
+                    "-W",
+                    "error",
+                    str(WORKERS),
+                    *args,
+                    stdin=asyncio.subprocess.PIPE,
+                    stdout=asyncio.subprocess.PIPE,
+                    stderr=asyncio.subprocess.PIPE,
+                )
+            )
+        yield processes
+    finally:
+        for process in processes:
+            if process.returncode is None:
+                process.kill()
+        for process in processes:
+            await process.communicate()
