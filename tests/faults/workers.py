@@ -4,6 +4,9 @@
 ``go`` on stdin so every process starts at once; prints one JSON line of outcomes.
 ``hold``: takes the lock on one key with a short lease, prints ``running`` and
 sleeps until it is killed.
+``pause``: the same, but its body returns after ``--body-seconds``; the parent
+freezes it (SIGSTOP) past its lease and thaws it, making it a late finisher; it
+prints one JSON line saying how its completion ended.
 
 Every body run leaves a marker file (created exclusively), so the parent
 counts executions across processes without trusting any of them.
@@ -24,6 +27,7 @@ from idemstore import (
     AsyncDynamoStore,
     IdempotencyAlreadyInProgressError,
     IdempotencyConfig,
+    IdempotencyLeaseLostError,
     idempotent_function,
 )
 from idemstore.testing import DUMMY_REGION, isolated_session
@@ -92,9 +96,40 @@ async def hold(args: argparse.Namespace) -> None:
     await work(key=args.key)
 
 
+async def pause(args: argparse.Namespace) -> None:
+    store = open_store(args.endpoint, args.table)
+    marks = Path(args.marks)
+    config = IdempotencyConfig(in_progress_lease_seconds=args.lease)
+
+    @idempotent_function(
+        data_keyword_argument="key", persistence_store=store, config=config, key_prefix="crash"
+    )
+    async def work(key: str) -> str:
+        mark_run(marks, key)
+        print("running", flush=True)
+        await asyncio.sleep(args.body_seconds)
+        return "late result"
+
+    try:
+        report: dict[str, Any] = {"outcome": "result", "result": await work(key=args.key)}
+    except IdempotencyLeaseLostError as exc:
+        current = exc.current_record
+        report = {
+            "outcome": "lease_lost",
+            "result": exc.result,
+            "current_owner": current.owner_token if current else None,
+            "current_status": current.status.value if current else None,
+        }
+    await store.aclose()
+    print(json.dumps(report), flush=True)
+
+
+MODES = {"contend": contend, "hold": hold, "pause": pause}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("mode", choices=["contend", "hold"])
+    parser.add_argument("mode", choices=sorted(MODES))
     parser.add_argument("--endpoint", required=True)
     parser.add_argument("--table", required=True)
     parser.add_argument("--marks", required=True)
@@ -103,8 +138,9 @@ def main() -> None:
     parser.add_argument("--keys", type=int, default=20)
     parser.add_argument("--tasks", type=int, default=50)
     parser.add_argument("--key", default="job")
+    parser.add_argument("--body-seconds", type=float, default=1.0)
     args = parser.parse_args()
-    asyncio.run(contend(args) if args.mode == "contend" else hold(args))
+    asyncio.run(MODES[args.mode](args))
 
 
 if __name__ == "__main__":
