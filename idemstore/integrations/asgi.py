@@ -269,8 +269,8 @@ class _Exchange:
             raise
         finally:
             finished.cancel()
-        if app_task.done():
-            app_task.result()  # the app's exception, if it raised before responding
+        if not self.response_finished.is_set():
+            app_task.result()  # the app's exception, raised before its response was made
         if self.streaming:
             limit = self.config.max_capture_bytes
             raise ResponseNotStored(None, f"the response body exceeded {limit} bytes")

@@ -139,6 +139,16 @@ def build_app(handlers: Handlers) -> FastAPI:
         tasks.add_task(after_response)
         return {"background": handlers.runs["background"]}
 
+    @app.post("/background-fails")
+    async def with_failing_background(tasks: BackgroundTasks) -> dict[str, int]:
+        handlers.runs["background-fails"] += 1
+
+        async def after_response() -> None:
+            raise RuntimeError("background work failed")
+
+        tasks.add_task(after_response)
+        return {"background": handlers.runs["background-fails"]}
+
     return app
 
 
@@ -536,6 +546,18 @@ async def test_work_after_the_response_does_not_delay_it(dynamo_store: AsyncDyna
     assert retry.headers[REPLAYED] == "true"
     assert retry.content == first.content
     assert handlers.runs["background"] == 1
+
+
+@pytest.mark.asyncio
+async def test_work_failing_after_the_response_leaves_it_stored(
+    dynamo_store: AsyncDynamoStore,
+) -> None:
+    async with guarded(dynamo_store) as (client, handlers):
+        first = await client.post("/background-fails", headers={"Idempotency-Key": KEY})
+        retry = await client.post("/background-fails", headers={"Idempotency-Key": KEY})
+    assert first.status_code == retry.status_code == 200
+    assert retry.headers[REPLAYED] == "true"
+    assert handlers.runs["background-fails"] == 1
 
 
 # --- the store -----------------------------------------------------------------------------------
