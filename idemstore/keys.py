@@ -74,8 +74,13 @@ def hash_data(data: Any, hash_function: str) -> str:
 
 
 def key_prefix(function_name: str | None, module: str, qualname: str) -> str:
-    """The default prefix: ``{lambda function name or test-func}.{module}.{qualname}``."""
-    return f"{function_name or DEFAULT_FUNCTION_NAME}.{module}.{qualname}"
+    """The default prefix: ``{lambda function name or test-func}.{module}.{qualname}``.
+
+    Only an unset name (None) becomes ``test-func``; a name set but empty stays
+    empty, exactly as in Powertools, so both libraries derive the same key.
+    """
+    name = DEFAULT_FUNCTION_NAME if function_name is None else function_name
+    return f"{name}.{module}.{qualname}"
 
 
 def is_missing_key(data: Any) -> bool:

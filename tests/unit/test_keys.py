@@ -248,3 +248,11 @@ def test_compat_functions_check_argument_types() -> None:
         search(compile_jmespath("powertools_json(n)"), {"n": 1}, options)
     with pytest.raises(jmespath.exceptions.UnknownFunctionError):
         search(compile_jmespath("powertools_json(body)"), EVENT, jmespath.Options())
+
+
+def test_an_empty_function_name_stays_empty_in_the_prefix_as_powertools_does() -> None:
+    from idemstore.keys import key_prefix
+
+    assert key_prefix(None, "app", "handler") == "test-func.app.handler"
+    assert key_prefix("", "app", "handler") == ".app.handler"
+    assert key_prefix("orders", "app", "handler") == "orders.app.handler"
