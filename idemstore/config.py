@@ -8,9 +8,10 @@ nothing is ever written into it after construction.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from contextvars import ContextVar
 from typing import Any
 
@@ -38,6 +39,16 @@ def register_lambda_context(lambda_context: Any) -> None:
     context, and no shared object is modified.
     """
     _lambda_context.set(lambda_context)
+
+
+@contextlib.contextmanager
+def lambda_context_scope(lambda_context: Any) -> Iterator[None]:
+    """The context registered for the duration of one handler call, then the previous one."""
+    token = _lambda_context.set(lambda_context)
+    try:
+        yield
+    finally:
+        _lambda_context.reset(token)
 
 
 def current_lambda_context() -> Any:

@@ -12,7 +12,7 @@ import inspect
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, ParamSpec, TypeVar, overload
 
-from idemstore.config import IdempotencyConfig, current_lambda_context, register_lambda_context
+from idemstore.config import IdempotencyConfig, current_lambda_context, lambda_context_scope
 from idemstore.engine import IdempotencyEngine
 from idemstore.keys import key_prefix as default_key_prefix
 from idemstore.persistence import RecordStore
@@ -89,12 +89,12 @@ def idempotent(
 
         @functools.wraps(function)
         async def wrapper(event: Any, context: Any, *args: Any, **kwargs: Any) -> Any:
-            register_lambda_context(context)
-            return await engine.run(
-                event,
-                lambda: function(event, context, *args, **kwargs),
-                lambda_context=context,
-            )
+            with lambda_context_scope(context):
+                return await engine.run(
+                    event,
+                    lambda: function(event, context, *args, **kwargs),
+                    lambda_context=context,
+                )
 
         wrapper.idempotency_engine = engine  # type: ignore[attr-defined]  # introspection for tests
         return wrapper  # type: ignore[return-value]  # same call signature as the handler

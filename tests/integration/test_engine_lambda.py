@@ -12,6 +12,7 @@ from idemstore import (
     DataRecord,
     IdempotencyAlreadyInProgressError,
     IdempotencyConfig,
+    InMemoryStore,
     create_table,
     idempotent,
     idempotent_function,
@@ -323,3 +324,22 @@ def test_entry_point_propagates_errors_and_keeps_serving() -> None:
     finally:
         entry.close()
     assert calls == ["fail", "work"]
+
+
+@pytest.mark.asyncio
+async def test_the_handler_context_does_not_outlive_the_handler(
+    memory_store: InMemoryStore,
+) -> None:
+    from idemstore.config import current_lambda_context
+
+    seen: list[Any] = []
+
+    @idempotent(persistence_store=memory_store)
+    async def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
+        seen.append(current_lambda_context())
+        return {}
+
+    marker = object()
+    await handler({"id": "scoped"}, marker)
+    assert seen == [marker]
+    assert current_lambda_context() is None
