@@ -7,7 +7,6 @@ store that talks to the server directly, to read and plant records.
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -15,29 +14,11 @@ import pytest
 import pytest_asyncio
 from botocore.retries.standard import ExponentialBackoff
 
-from faults.helpers import FAULT_CLIENT_CONFIG
+from faults.helpers import new_table_name, proxied_store
 from faults.proxy import FaultProxy, running_proxy
 from idemstore.store import AsyncDynamoStore
 from idemstore.tables import create_table
 from idemstore.testing import MotoEndpoint
-
-
-def new_table_name() -> str:
-    return f"idemstore-faults-{uuid.uuid4().hex[:12]}"
-
-
-def proxied_store(
-    moto_server: MotoEndpoint, proxy: FaultProxy, table_name: str, **kwargs: Any
-) -> AsyncDynamoStore:
-    return AsyncDynamoStore(
-        table_name,
-        endpoint_url=proxy.url,
-        region_name=moto_server.region_name,
-        session=moto_server.session(),
-        client_config=FAULT_CLIENT_CONFIG,
-        **kwargs,
-    )
-
 
 BACKOFF_SCALE = 0.05
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import sys
+import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -12,12 +13,14 @@ from typing import Any
 
 from aiobotocore.config import AioConfig
 
+from faults.proxy import FaultProxy
 from idemstore.config import IdempotencyConfig
 from idemstore.engine import IdempotencyEngine
 from idemstore.errors import IdempotencyItemNotFoundError
 from idemstore.idempotency import idempotent_function
 from idemstore.records import DataRecord
 from idemstore.store import AsyncDynamoStore
+from idemstore.testing import MotoEndpoint
 
 RETRIES = 3
 ATTEMPTS = RETRIES + 1
@@ -29,6 +32,23 @@ FAULT_CLIENT_CONFIG = AioConfig(
     retries={"mode": "standard", "max_attempts": RETRIES},
 )
 """Short timeouts so stalls are noticed quickly; the standard retry mode."""
+
+
+def new_table_name() -> str:
+    return f"idemstore-faults-{uuid.uuid4().hex[:12]}"
+
+
+def proxied_store(
+    moto_server: MotoEndpoint, proxy: FaultProxy, table_name: str, **kwargs: Any
+) -> AsyncDynamoStore:
+    return AsyncDynamoStore(
+        table_name,
+        endpoint_url=proxy.url,
+        region_name=moto_server.region_name,
+        session=moto_server.session(),
+        client_config=FAULT_CLIENT_CONFIG,
+        **kwargs,
+    )
 
 
 @dataclass
