@@ -149,7 +149,9 @@ class AsyncDynamoStore:
         session = self._session or get_session()
         context = session.create_client(
             "dynamodb",
-            region_name=self.region_name,
+            # botocore reads only AWS_DEFAULT_REGION; AWS_REGION is what Lambda and
+            # the other SDKs set, so honour it too.
+            region_name=self.region_name or os.environ.get("AWS_REGION") or None,
             endpoint_url=self.endpoint_url,
             config=self._client_config,
         )

@@ -391,3 +391,19 @@ def test_bad_configuration_fails_at_construction() -> None:
     with pytest.raises(IdempotencyConfigurationError) as caught:
         AsyncDynamoStore("t", key_attr="id", sort_key_attr="id")
     assert isinstance(caught.value, IdempotencyError)
+
+
+@pytest.mark.asyncio
+async def test_the_region_comes_from_aws_region_when_not_given(
+    moto_server: MotoEndpoint, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("AWS_DEFAULT_REGION", raising=False)
+    monkeypatch.setenv("AWS_REGION", "eu-west-3")
+    store = AsyncDynamoStore(
+        "region-probe", endpoint_url=moto_server.url, session=moto_server.session()
+    )
+    try:
+        client = await store.client()
+        assert client.meta.region_name == "eu-west-3"
+    finally:
+        await store.aclose()
