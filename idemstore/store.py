@@ -207,7 +207,7 @@ class AsyncDynamoStore:
         settle_put(record, outcome)
 
     async def update_record(self, record: DataRecord) -> None:
-        outcome = await self._write(
+        outcome = await self._fenced_write(
             "UpdateItem",
             record.idempotency_key,
             condition=self._schema.owned_in_progress(fence_token(record)),
@@ -216,7 +216,7 @@ class AsyncDynamoStore:
         settle_fenced(record, outcome, "complete")
 
     async def renew_lease(self, record: DataRecord, *, in_progress_expiry_timestamp: int) -> None:
-        outcome = await self._write(
+        outcome = await self._fenced_write(
             "UpdateItem",
             record.idempotency_key,
             condition=self._schema.owned_in_progress(fence_token(record)),
@@ -225,7 +225,7 @@ class AsyncDynamoStore:
         settle_fenced(record, outcome, "renew the lease of")
 
     async def delete_record(self, record: DataRecord) -> None:
-        outcome = await self._write(
+        outcome = await self._fenced_write(
             "DeleteItem",
             record.idempotency_key,
             condition=self._schema.owned_or_gone(fence_token(record), record.status),
@@ -281,6 +281,28 @@ class AsyncDynamoStore:
         except BotoCoreError as exc:
             raise self._translate(exc, operation, idempotency_key) from exc
         return APPLIED
+
+    async def _fenced_write(
+        self,
+        operation: str,
+        idempotency_key: str,
+        *,
+        condition: Condition,
+        update: Update | None = None,
+    ) -> WriteOutcome:
+        """A fenced write whose failed condition always comes with the record now stored.
+
+        A server that ignores ``ReturnValuesOnConditionCheckFailure`` answers
+        without the old item; one consistent read then tells a record that is
+        gone from our own completion whose first answer was lost.
+        """
+        outcome = await self._write(operation, idempotency_key, condition=condition, update=update)
+        if outcome is not None:
+            return outcome
+        try:
+            return await self.get_record(idempotency_key)
+        except IdempotencyItemNotFoundError:
+            return None
 
     def _translate(
         self, exc: ClientError | BotoCoreError, operation: str, idempotency_key: str

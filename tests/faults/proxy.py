@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import zlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from enum import Enum
@@ -48,6 +49,9 @@ class FaultKind(Enum):
     """Answer HTTP 400 ProvisionedThroughputExceededException."""
     THROTTLING = "throttling"
     """Answer HTTP 400 ThrottlingException."""
+    NO_OLD_ITEM = "no_old_item"
+    """Forward, but strip the old item from a failed condition's answer, as a server
+    that ignores ``ReturnValuesOnConditionCheckFailure`` would."""
 
 
 ERROR_ANSWERS: dict[FaultKind, tuple[int, str, str]] = {
@@ -238,6 +242,9 @@ class FaultProxy:
         if fault.kind is FaultKind.DROP_RESPONSE:
             await upstream.exchange(request)
             return False
+        if fault.kind is FaultKind.NO_OLD_ITEM:
+            await _answer(writer, _without_old_item(await upstream.exchange(request)))
+            return True
         if fault.forward:
             await upstream.exchange(request)
         if fault.kind is FaultKind.STALL:
@@ -334,6 +341,19 @@ def _error_answer(kind: FaultKind) -> HttpMessage:
         b"content-type": b"application/x-amz-json-1.0",
         b"x-amzn-requestid": b"injected-fault",
     }
+    return response
+
+
+def _without_old_item(response: HttpMessage) -> HttpMessage:
+    if not response.body:
+        return response
+    body = json.loads(response.body)
+    if not str(body.get("__type", "")).endswith("ConditionalCheckFailedException"):
+        return response
+    body.pop("Item", None)
+    response.body = json.dumps(body).encode()
+    # The client checks DynamoDB's body checksum: a changed body needs a new one.
+    response.headers[b"x-amz-crc32"] = str(zlib.crc32(response.body)).encode()
     return response
 
 

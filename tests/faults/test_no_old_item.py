@@ -1,0 +1,94 @@
+"""A server that ignores ``ReturnValuesOnConditionCheckFailure``: failed conditions come
+back without the old item, and the engine must fall back to one consistent read.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from faults.helpers import BodyRuns, key_of, order_function, stored
+from faults.proxy import FaultKind, FaultProxy
+from idemstore import IdempotencyAlreadyInProgressError, RecordStatus
+from idemstore.store import AsyncDynamoStore
+
+
+@pytest.mark.asyncio
+async def test_a_duplicate_replays_after_one_fallback_read(
+    fault_proxy: FaultProxy, faulty_store: AsyncDynamoStore
+) -> None:
+    runs = BodyRuns()
+    place_order = order_function(faulty_store, runs)
+    fault_proxy.inject(FaultKind.NO_OLD_ITEM, times=None)
+    assert await place_order(order={"id": 1, "qty": 2}) == {"order": 1, "total": 20}
+    fault_proxy.seen.clear()
+
+    assert await place_order(order={"id": 1, "qty": 2}) == {"order": 1, "total": 20}
+
+    assert runs.count == 1
+    assert fault_proxy.operations == ["PutItem", "GetItem"]
+
+
+@pytest.mark.asyncio
+async def test_an_ambiguous_lock_put_is_recognised_by_the_fallback_read(
+    fault_proxy: FaultProxy, faulty_store: AsyncDynamoStore, direct_store: AsyncDynamoStore
+) -> None:
+    runs = BodyRuns()
+    place_order = order_function(faulty_store, runs)
+    fault_proxy.inject(FaultKind.DROP_RESPONSE, operation="PutItem", forward=True)
+    fault_proxy.inject(FaultKind.NO_OLD_ITEM, times=None)
+
+    assert await place_order(order={"id": 2, "qty": 1}) == {"order": 2, "total": 10}
+
+    assert runs.count == 1
+    assert fault_proxy.operations == ["PutItem", "PutItem", "GetItem", "UpdateItem"]
+    record = await stored(direct_store, key_of(place_order, {"id": 2, "qty": 1}))
+    assert record is not None
+    assert record.status is RecordStatus.COMPLETED
+
+
+@pytest.mark.asyncio
+async def test_an_ambiguous_completion_is_recognised_without_the_old_item(
+    fault_proxy: FaultProxy, faulty_store: AsyncDynamoStore, direct_store: AsyncDynamoStore
+) -> None:
+    runs = BodyRuns()
+    place_order = order_function(faulty_store, runs)
+    fault_proxy.inject(FaultKind.DROP_RESPONSE, operation="UpdateItem")
+    fault_proxy.inject(FaultKind.NO_OLD_ITEM, times=None)
+
+    assert await place_order(order={"id": 3, "qty": 1}) == {"order": 3, "total": 10}
+
+    assert runs.count == 1
+    record = await stored(direct_store, key_of(place_order, {"id": 3, "qty": 1}))
+    assert record is not None
+    assert record.status is RecordStatus.COMPLETED
+    assert await place_order(order={"id": 3, "qty": 1}) == {"order": 3, "total": 10}
+    assert runs.count == 1
+
+
+@pytest.mark.asyncio
+async def test_a_duplicate_of_a_running_call_is_told_so(
+    fault_proxy: FaultProxy, faulty_store: AsyncDynamoStore, direct_store: AsyncDynamoStore
+) -> None:
+    runs = BodyRuns()
+    place_order = order_function(faulty_store, runs)
+    fault_proxy.inject(FaultKind.NO_OLD_ITEM, times=None)
+    key = key_of(place_order, {"id": 4, "qty": 1})
+    client = await direct_store.client()
+    await client.put_item(
+        TableName=direct_store.table_name,
+        Item={
+            "id": {"S": key},
+            "status": {"S": "INPROGRESS"},
+            "expiration": {"N": "9999999999"},
+            "in_progress_expiration": {"N": "9999999999000"},
+            "owner_token": {"S": "someone-else"},
+        },
+    )
+
+    with pytest.raises(IdempotencyAlreadyInProgressError) as caught:
+        await place_order(order={"id": 4, "qty": 1})
+
+    assert caught.value.old_data_record is not None
+    assert caught.value.old_data_record.owner_token == "someone-else"
+    assert runs.count == 0
+    assert fault_proxy.operations == ["PutItem", "GetItem"]
