@@ -1,13 +1,15 @@
 """Contention across OS processes: 4 processes x 50 tasks on the same 20 keys.
 
 Each body run leaves a marker file, so executions are counted outside the
-processes that made them. Every key must run exactly once; every other caller
+processes that made them. (And in one process: 4 engines x 10 tasks over a slow
+network.) Every key must run exactly once; every other caller
 gets the owner's result replayed, or (without waiting) is told the call is in
 progress.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections import Counter
 from pathlib import Path
@@ -15,7 +17,9 @@ from typing import Any
 
 import pytest
 
-from faults.helpers import stored, worker_processes
+from faults.helpers import BodyRuns, key_of, order_function, stored, worker_processes
+from faults.proxy import FaultKind, FaultProxy
+from idemstore import IdempotencyConfig
 from idemstore.keys import make_key
 from idemstore.records import RecordStatus
 from idemstore.store import AsyncDynamoStore
@@ -91,3 +95,21 @@ async def test_every_key_runs_exactly_once_across_processes(
         assert record is not None
         assert record.status is RecordStatus.COMPLETED
         assert json.loads(record.response_data or "") == {"key": key, "pid": pid}
+
+
+@pytest.mark.asyncio
+async def test_concurrent_callers_on_a_slow_network_run_once(
+    fault_proxy: FaultProxy, faulty_store: AsyncDynamoStore, direct_store: AsyncDynamoStore
+) -> None:
+    runs = BodyRuns()
+    config = IdempotencyConfig(wait_for_in_progress_seconds=10)
+    engines = [order_function(faulty_store, runs, config=config) for _ in range(4)]
+    fault_proxy.inject(FaultKind.LATENCY, delay=0.02, times=None)  # every request
+
+    results = await asyncio.gather(*(engines[i % 4](order={"id": 1, "qty": 1}) for i in range(40)))
+
+    assert runs.count == 1
+    assert results == [{"order": 1, "total": 10}] * 40
+    record = await stored(direct_store, key_of(engines[0], {"id": 1, "qty": 1}))
+    assert record is not None
+    assert record.status is RecordStatus.COMPLETED

@@ -12,7 +12,7 @@ import asyncio
 import time
 
 import pytest
-from botocore.exceptions import ClientError
+from botocore.exceptions import ClientError, ConnectionClosedError
 
 from faults.helpers import ATTEMPTS, RETRIES, BodyRuns, key_of, order_function, stored
 from faults.proxy import FaultKind, FaultProxy
@@ -183,3 +183,37 @@ async def test_completion_ambiguous_on_every_attempt_keeps_the_stored_result(
     assert record.status is RecordStatus.COMPLETED
     assert await place_order(order={"id": 11, "qty": 2}) == result
     assert runs.count == 1
+
+
+@pytest.mark.asyncio
+async def test_connections_reset_before_forwarding_are_retried(
+    fault_proxy: FaultProxy, faulty_store: AsyncDynamoStore, direct_store: AsyncDynamoStore
+) -> None:
+    runs = BodyRuns()
+    place_order = order_function(faulty_store, runs)
+    fault_proxy.inject(FaultKind.DROP_REQUEST, operation="PutItem", times=RETRIES)
+    fault_proxy.inject(FaultKind.DROP_REQUEST, operation="UpdateItem", times=RETRIES)
+
+    assert await place_order(order={"id": 5, "qty": 1}) == {"order": 5, "total": 10}
+
+    assert runs.count == 1
+    assert fault_proxy.operations == ["PutItem"] * ATTEMPTS + ["UpdateItem"] * ATTEMPTS
+    record = await stored(direct_store, key_of(place_order, {"id": 5, "qty": 1}))
+    assert record is not None
+    assert record.status is RecordStatus.COMPLETED
+
+
+@pytest.mark.asyncio
+async def test_connections_reset_beyond_the_budget_fail_typed(
+    fault_proxy: FaultProxy, faulty_store: AsyncDynamoStore, direct_store: AsyncDynamoStore
+) -> None:
+    runs = BodyRuns()
+    place_order = order_function(faulty_store, runs)
+    fault_proxy.inject(FaultKind.DROP_REQUEST, operation="PutItem", times=ATTEMPTS)
+
+    with pytest.raises(IdempotencyPersistenceLayerError) as caught:
+        await place_order(order={"id": 6, "qty": 1})
+
+    assert isinstance(caught.value.__cause__, ConnectionClosedError)
+    assert runs.count == 0
+    assert await stored(direct_store, key_of(place_order, {"id": 6, "qty": 1})) is None
