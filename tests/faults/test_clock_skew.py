@@ -167,3 +167,33 @@ async def test_skew_beyond_the_expiry_window_runs_again(direct_store: AsyncDynam
     assert await inside(job="e") == "e by first"  # 10 s ahead: still inside the window
     assert await ahead(job="e") == "e by ahead"
     assert runs.calls == ["first", "ahead"]
+
+
+@pytest.mark.asyncio
+async def test_an_expired_record_the_ttl_has_not_deleted_yet_is_replaced(
+    direct_store: AsyncDynamoStore,
+) -> None:
+    # DynamoDB deletes expired items lazily (often days later): the acquire
+    # condition compares the expiry itself, so such an item is never replayed.
+    runs = BodyRuns()
+    fresh = job_function(direct_store, runs, clock=time.time, label="fresh")
+    now = time.time()
+    expired = DataRecord(
+        idempotency_key=key_of(fresh, "t"),
+        status=RecordStatus.COMPLETED,
+        expiry_timestamp=int(now) - 1,
+        response_data=json.dumps("t by a caller long ago"),
+        owner_token="long-ago",
+    )
+    client = await direct_store.client()
+    await client.put_item(
+        TableName=direct_store.table_name, Item=direct_store.schema.to_item(expired)
+    )
+
+    assert await fresh(job="t") == "t by fresh"
+
+    assert runs.calls == ["fresh"]
+    record = await stored(direct_store, key_of(fresh, "t"))
+    assert record is not None
+    assert record.owner_token != "long-ago"
+    assert json.loads(record.response_data or "") == "t by fresh"
