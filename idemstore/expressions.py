@@ -17,6 +17,11 @@ space.
 ``evaluate`` and ``apply_update`` run the same expressions against an item in
 Python, so the in-memory store follows the very rule DynamoDB applies.
 
+A request sent on every call can be compiled once: build it with ``Param``
+operands, ``prepare`` it, and ``bind`` the values per call. Binding gives the
+same ``CompiledRequest`` as compiling the expression built with those values,
+except that a parameter's placeholder is never shared with an equal value.
+
 Paths are top-level attribute names (the idempotency table is flat); a name
 containing dots is one attribute, not a nested path.
 """
@@ -27,7 +32,7 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import Any, Literal, TypeAlias
+from typing import Any, Literal, TypeAlias, overload
 
 AttributeValue: TypeAlias = dict[str, Any]
 """A value in DynamoDB's typed form, e.g. ``{"S": "x"}`` or ``{"N": "42"}``."""
@@ -37,6 +42,17 @@ Value: TypeAlias = str | int | float | Decimal | bytes | bool | None
 Operator: TypeAlias = Literal["=", "<>", "<", "<=", ">", ">="]
 
 _NUMBER_KINDS = (int, float, Decimal)
+
+
+@dataclass(frozen=True, slots=True)
+class Param:
+    """A value left open in a prepared expression, given per call by name."""
+
+    name: str
+
+
+Operand: TypeAlias = Value | Param
+"""What a comparison or a SET action takes: a value, or a parameter."""
 
 
 def to_attribute_value(value: Value) -> AttributeValue:
@@ -89,27 +105,29 @@ class Attr:
         if not isinstance(self.name, str) or not self.name:
             raise ValueError("an attribute name must be a non-empty string")
 
-    def _compare(self, op: Operator, value: Value) -> Condition:
+    def _compare(self, op: Operator, value: Operand) -> Condition:
+        if isinstance(value, Param):
+            return CompareParam(self, op, value)
         to_attribute_value(value)  # fail at build time, not at compile time
         return Compare(self, op, value)
 
     # Comparisons return conditions, not booleans: that is the point of the builder.
-    def __eq__(self, value: Value) -> Condition:  # type: ignore[override]
+    def __eq__(self, value: Operand) -> Condition:  # type: ignore[override]
         return self._compare("=", value)
 
-    def __ne__(self, value: Value) -> Condition:  # type: ignore[override]
+    def __ne__(self, value: Operand) -> Condition:  # type: ignore[override]
         return self._compare("<>", value)
 
-    def __lt__(self, value: Value) -> Condition:
+    def __lt__(self, value: Operand) -> Condition:
         return self._compare("<", value)
 
-    def __le__(self, value: Value) -> Condition:
+    def __le__(self, value: Operand) -> Condition:
         return self._compare("<=", value)
 
-    def __gt__(self, value: Value) -> Condition:
+    def __gt__(self, value: Operand) -> Condition:
         return self._compare(">", value)
 
-    def __ge__(self, value: Value) -> Condition:
+    def __ge__(self, value: Operand) -> Condition:
         return self._compare(">=", value)
 
     __hash__ = object.__hash__
@@ -120,7 +138,15 @@ class Attr:
     def not_exists(self) -> Condition:
         return Exists(self, False)
 
-    def set(self, value: Value) -> SetAction:
+    @overload
+    def set(self, value: Value) -> SetAction: ...
+
+    @overload
+    def set(self, value: Param) -> SetParamAction: ...
+
+    def set(self, value: Operand) -> SetAction | SetParamAction:
+        if isinstance(value, Param):
+            return SetParamAction(self, value)
         to_attribute_value(value)
         return SetAction(self, value)
 
@@ -145,6 +171,15 @@ class Compare(Condition):
     attr: Attr
     op: Operator
     value: Value
+
+
+@dataclass(frozen=True, eq=False, slots=True)
+class CompareParam(Condition):
+    """A comparison with a parameter: only ``prepare`` compiles it."""
+
+    attr: Attr
+    op: Operator
+    param: Param
 
 
 @dataclass(frozen=True, eq=False, slots=True)
@@ -177,15 +212,26 @@ class SetAction:
 
 
 @dataclass(frozen=True, slots=True)
+class SetParamAction:
+    """SET to a parameter: only ``prepare`` compiles it."""
+
+    attr: Attr
+    param: Param
+
+
+@dataclass(frozen=True, slots=True)
 class RemoveAction:
     attr: Attr
+
+
+Action: TypeAlias = SetAction | SetParamAction | RemoveAction
 
 
 @dataclass(frozen=True, slots=True)
 class Update:
     """An update expression: SET and REMOVE actions, in order."""
 
-    actions: tuple[SetAction | RemoveAction, ...]
+    actions: tuple[Action, ...]
 
     def __post_init__(self) -> None:
         if not self.actions:
@@ -196,7 +242,7 @@ class Update:
             raise ValueError(f"an update names an attribute twice: {names}")
 
 
-def update(*actions: SetAction | RemoveAction) -> Update:
+def update(*actions: Action) -> Update:
     return Update(tuple(actions))
 
 
@@ -206,11 +252,13 @@ def update(*actions: SetAction | RemoveAction) -> Update:
 class Placeholders:
     """One placeholder space: names as ``#nK``, values as ``:vK``, de-duplicated."""
 
-    __slots__ = ("_by_name", "_by_value", "names", "values")
+    __slots__ = ("_by_name", "_by_value", "names", "params", "values")
 
     def __init__(self) -> None:
         self.names: dict[str, str] = {}
         self.values: dict[str, AttributeValue] = {}
+        self.params: dict[str, str] = {}
+        """Parameter name -> its placeholder, which has no value until bound."""
         self._by_name: dict[str, str] = {}
         self._by_value: dict[tuple[str, Any], str] = {}
 
@@ -228,10 +276,19 @@ class Placeholders:
         identity = (kind, raw)
         placeholder = self._by_value.get(identity)
         if placeholder is None:
-            placeholder = f":v{len(self._by_value)}"
+            placeholder = self._next_value()
             self._by_value[identity] = placeholder
             self.values[placeholder] = encoded
         return placeholder
+
+    def param(self, param: Param) -> str:
+        placeholder = self.params.get(param.name)
+        if placeholder is None:
+            placeholder = self.params[param.name] = self._next_value()
+        return placeholder
+
+    def _next_value(self) -> str:
+        return f":v{len(self._by_value) + len(self.params)}"
 
 
 _PRECEDENCE = {Or: 1, And: 2, Not: 3}
@@ -240,6 +297,8 @@ _PRECEDENCE = {Or: 1, And: 2, Not: 3}
 def _render(cond: Condition, ph: Placeholders, parent: int = 0) -> str:
     if isinstance(cond, Compare):
         return f"{ph.name(cond.attr)} {cond.op} {ph.value(cond.value)}"
+    if isinstance(cond, CompareParam):
+        return f"{ph.name(cond.attr)} {cond.op} {ph.param(cond.param)}"
     if isinstance(cond, Exists):
         fn = "attribute_exists" if cond.present else "attribute_not_exists"
         return f"{fn}({ph.name(cond.attr)})"
@@ -256,7 +315,10 @@ def _render(cond: Condition, ph: Placeholders, parent: int = 0) -> str:
 
 def _render_update(upd: Update, ph: Placeholders) -> str:
     sets = [
-        f"{ph.name(a.attr)} = {ph.value(a.value)}" for a in upd.actions if isinstance(a, SetAction)
+        f"{ph.name(a.attr)} = "
+        + (ph.value(a.value) if isinstance(a, SetAction) else ph.param(a.param))
+        for a in upd.actions
+        if not isinstance(a, RemoveAction)
     ]
     removes = [ph.name(a.attr) for a in upd.actions if isinstance(a, RemoveAction)]
     clauses = []
@@ -294,10 +356,39 @@ def compile_request(
     *, condition: Condition | None = None, update: Update | None = None
 ) -> CompiledRequest:
     """Compile a condition and/or an update into one placeholder space."""
+    prepared = prepare(condition=condition, update=update)
+    if prepared.params:
+        raise TypeError(
+            f"the expression has parameters {sorted(prepared.params)}: prepare() it, then bind"
+        )
+    return prepared.compiled
+
+
+@dataclass(frozen=True, slots=True)
+class PreparedRequest:
+    """A request compiled once; ``bind`` gives its parameters values for one call."""
+
+    compiled: CompiledRequest
+    """The request, its parameters' placeholders not yet in ``values``."""
+    params: dict[str, str]
+    """Parameter name -> placeholder."""
+
+    def bind(self, **values: Value) -> CompiledRequest:
+        if values.keys() != self.params.keys():
+            raise ValueError(f"parameters {sorted(self.params)} need values, got {sorted(values)}")
+        bound = dict(self.compiled.values)
+        for name, placeholder in self.params.items():
+            bound[placeholder] = to_attribute_value(values[name])
+        compiled = self.compiled
+        return CompiledRequest(compiled.condition, compiled.update, compiled.names, bound)
+
+
+def prepare(*, condition: Condition | None = None, update: Update | None = None) -> PreparedRequest:
+    """Compile a condition and/or an update that may hold ``Param`` operands, once."""
     ph = Placeholders()
     cond_text = _render(condition, ph) if condition is not None else None
     update_text = _render_update(update, ph) if update is not None else None
-    return CompiledRequest(cond_text, update_text, ph.names, ph.values)
+    return PreparedRequest(CompiledRequest(cond_text, update_text, ph.names, ph.values), ph.params)
 
 
 # --- evaluating ----------------------------------------------------------------
@@ -308,6 +399,12 @@ def _decode_scalar(value: AttributeValue) -> tuple[str, Any]:
     if kind == "N":
         return kind, Decimal(raw)
     return kind, raw
+
+
+def _bound(param: Param, params: Mapping[str, Value] | None) -> Value:
+    if params is None or param.name not in params:
+        raise ValueError(f"no value for parameter {param.name!r}")
+    return params[param.name]
 
 
 def _compare(op: Operator, left: AttributeValue | None, right: Value) -> bool:
@@ -330,28 +427,40 @@ def _compare(op: Operator, left: AttributeValue | None, right: Value) -> bool:
     return bool(lval >= rval)
 
 
-def evaluate(cond: Condition, item: Item | None) -> bool:
-    """Evaluate a condition against an item (``None``: no item) as DynamoDB does."""
+def evaluate(cond: Condition, item: Item | None, params: Mapping[str, Value] | None = None) -> bool:
+    """Evaluate a condition against an item (``None``: no item) as DynamoDB does.
+
+    ``params`` gives the values of the condition's ``Param`` operands, if any.
+    """
     attrs: Item = item or {}
     if isinstance(cond, Compare):
         return _compare(cond.op, attrs.get(cond.attr.name), cond.value)
+    if isinstance(cond, CompareParam):
+        return _compare(cond.op, attrs.get(cond.attr.name), _bound(cond.param, params))
     if isinstance(cond, Exists):
         return (cond.attr.name in attrs) is cond.present
     if isinstance(cond, And):
-        return evaluate(cond.left, attrs) and evaluate(cond.right, attrs)
+        return evaluate(cond.left, attrs, params) and evaluate(cond.right, attrs, params)
     if isinstance(cond, Or):
-        return evaluate(cond.left, attrs) or evaluate(cond.right, attrs)
+        return evaluate(cond.left, attrs, params) or evaluate(cond.right, attrs, params)
     if isinstance(cond, Not):
-        return not evaluate(cond.inner, attrs)
+        return not evaluate(cond.inner, attrs, params)
     raise TypeError(f"not a condition: {cond!r}")
 
 
-def apply_update(upd: Update, item: Item) -> dict[str, AttributeValue]:
-    """Return a copy of ``item`` with the update's actions applied."""
+def apply_update(
+    upd: Update, item: Item, params: Mapping[str, Value] | None = None
+) -> dict[str, AttributeValue]:
+    """Return a copy of ``item`` with the update's actions applied.
+
+    ``params`` gives the values of the update's ``Param`` operands, if any.
+    """
     result = dict(item)
     for action in upd.actions:
         if isinstance(action, SetAction):
             result[action.attr.name] = to_attribute_value(action.value)
+        elif isinstance(action, SetParamAction):
+            result[action.attr.name] = to_attribute_value(_bound(action.param, params))
         else:
             result.pop(action.attr.name, None)
     return result
