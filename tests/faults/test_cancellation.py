@@ -17,7 +17,7 @@ import pytest
 
 from faults.helpers import BodyRuns, eventually, key_of, stored
 from faults.proxy import FaultKind, FaultProxy
-from idemstore import RecordStatus, idempotent_function
+from idemstore import IdempotencyConfig, RecordStatus, idempotent_function
 from idemstore.store import AsyncDynamoStore
 
 Job = Callable[..., Coroutine[Any, Any, str]]
@@ -175,3 +175,40 @@ async def test_cancel_during_completion_still_stores_the_result(
     assert json.loads(record.response_data or "") == "done e"
     assert await run_job(job="e") == "done e"
     assert runs.count == 1
+
+
+@pytest.mark.asyncio
+async def test_a_cancelled_leader_does_not_strand_its_waiters(
+    fault_proxy: FaultProxy, faulty_store: AsyncDynamoStore, direct_store: AsyncDynamoStore
+) -> None:
+    runs, started, finish = BodyRuns(), asyncio.Event(), asyncio.Event()
+
+    @idempotent_function(
+        data_keyword_argument="job",
+        persistence_store=faulty_store,
+        config=IdempotencyConfig(wait_for_in_progress_seconds=10),
+        key_prefix="jobs",
+    )
+    async def run_job(job: str) -> str:
+        runs.record(job)
+        started.set()
+        await finish.wait()
+        return f"done {job} #{runs.count}"
+
+    leader = asyncio.create_task(run_job(job="f"))
+    await started.wait()
+    started.clear()
+    waiters = [asyncio.create_task(run_job(job="f")) for _ in range(3)]
+    await asyncio.sleep(0)  # the waiters attach to the leader's call
+
+    leader.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await leader
+    await started.wait()  # one waiter took the released lock and runs
+    finish.set()
+
+    assert await asyncio.gather(*waiters) == ["done f #2"] * 3
+    assert runs.count == 2
+    record = await stored(direct_store, key_of(run_job, "f"))
+    assert record is not None
+    assert record.status is RecordStatus.COMPLETED
