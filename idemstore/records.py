@@ -10,6 +10,7 @@ Everything here is pure: times are passed in, never read.
 
 from __future__ import annotations
 
+import functools
 import zlib
 from collections.abc import Mapping
 from decimal import Decimal, InvalidOperation
@@ -20,13 +21,18 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from idemstore.errors import IdempotencyConfigurationError, IdempotencyCorruptRecordError
 from idemstore.expressions import (
+    Action,
     Attr,
     AttributeValue,
+    CompiledRequest,
     Condition,
-    RemoveAction,
-    SetAction,
+    Operand,
+    Param,
+    PreparedRequest,
     Update,
+    Value,
     evaluate,
+    prepare,
     update,
 )
 
@@ -78,7 +84,7 @@ class DataRecord(BaseModel):
         Decided by the very condition the stores send, so the rule lives once.
         """
         schema = DEFAULT_SCHEMA
-        return evaluate(schema.acquire_condition(now), schema.to_item(self))
+        return evaluate(_prepared(schema).acquire_rule, schema.to_item(self), _acquire_params(now))
 
     def owned_by(self, token: str | None) -> bool:
         return token is not None and self.owner_token == token
@@ -160,19 +166,30 @@ class TableSchema(BaseModel):
         The same rule as the Powertools persistence layer, so both libraries
         respect each other's locks while a function is being migrated.
         """
+        return self._acquire_rule(**_acquire_params(now))
+
+    def _acquire_rule(self, now_s: Operand, now_ms: Operand) -> Condition:
         in_progress_expiry = Attr(self.in_progress_expiry_attr)
         return (
             Attr(self.key_attr).not_exists()
-            | (Attr(self.expiry_attr) < int(now))
+            | (Attr(self.expiry_attr) < now_s)
             | (
                 (Attr(self.status_attr) == RecordStatus.INPROGRESS.value)
                 & in_progress_expiry.exists()
-                & (in_progress_expiry < int(now * 1000))
+                & (in_progress_expiry < now_ms)
             )
         )
 
+    def acquire_request(self, now: float) -> CompiledRequest:
+        """``compile_request(condition=self.acquire_condition(now))``, from a request
+        compiled once per schema: the lock's put is sent on every call."""
+        return _prepared(self).acquire.bind(**_acquire_params(now))
+
     def owned_in_progress(self, token: str) -> Condition:
         """Fence for completion and lease renewal: still INPROGRESS and still ours."""
+        return self._owned_in_progress_rule(token)
+
+    def _owned_in_progress_rule(self, token: Operand) -> Condition:
         return (Attr(self.status_attr) == RecordStatus.INPROGRESS.value) & (
             Attr(self.owner_token_attr) == token
         )
@@ -191,20 +208,49 @@ class TableSchema(BaseModel):
 
     def completion_update(self, record: DataRecord) -> Update:
         """Turn the INPROGRESS item into ``record`` (COMPLETED) in place."""
-        actions: list[SetAction | RemoveAction] = [
-            Attr(self.status_attr).set(record.status.value),
-            Attr(self.expiry_attr).set(record.expiry_timestamp),
+        stored = {
+            attr: raw
+            for attr, value in self.data_attributes(record.response_data).items()
+            for raw in value.values()
+        }
+        return self._completion_rule(
+            record.status.value, record.expiry_timestamp, stored, record.payload_hash or None
+        )
+
+    def _completion_rule(
+        self,
+        status: Operand,
+        expiry: Operand,
+        stored: Mapping[str, Operand],
+        payload_hash: Operand | None,
+    ) -> Update:
+        actions: list[Action] = [
+            Attr(self.status_attr).set(status),
+            Attr(self.expiry_attr).set(expiry),
         ]
-        stored = self.data_attributes(record.response_data)
         for attr in (self.data_attr, self.compressed_data_attr):
-            if attr in stored:
-                ((_, raw),) = stored[attr].items()
-                actions.append(Attr(attr).set(raw))
-            else:
-                actions.append(Attr(attr).remove())
-        if record.payload_hash:
-            actions.append(Attr(self.validation_key_attr).set(record.payload_hash))
+            actions.append(Attr(attr).set(stored[attr]) if attr in stored else Attr(attr).remove())
+        if payload_hash is not None:
+            actions.append(Attr(self.validation_key_attr).set(payload_hash))
         return update(*actions)
+
+    def completion_request(self, record: DataRecord, token: str) -> CompiledRequest:
+        """``compile_request(condition=self.owned_in_progress(token),
+        update=self.completion_update(record))``, from a request compiled once per
+        schema and shape (which data attribute, whether a payload hash)."""
+        params: dict[str, Value] = {
+            "token": token,
+            "status": record.status.value,
+            "expiry": record.expiry_timestamp,
+        }
+        stored = self.data_attributes(record.response_data)
+        data_attr = next(iter(stored), None)  # at most one: plain or compressed
+        if data_attr is not None:
+            ((_, params["data"]),) = stored[data_attr].items()
+        if record.payload_hash:
+            params["payload_hash"] = record.payload_hash
+        prepared = _prepared(self).completion(self, data_attr, bool(record.payload_hash))
+        return prepared.bind(**params)
 
     def renewal_update(self, record: DataRecord, in_progress_expiry_timestamp: int) -> Update:
         """Move the lock's end; the record's expiry moves too if the lease would outlive it,
@@ -336,6 +382,43 @@ def _decompress(value: Any, key: str, attr: str) -> str:
         raise IdempotencyCorruptRecordError(
             f"compressed result unreadable: {exc}", idempotency_key=key, attribute=attr
         ) from exc
+
+
+def _acquire_params(now: float) -> dict[str, Value]:
+    """The acquire rule's times: epoch seconds for the record, milliseconds for the lock."""
+    return {"now_s": int(now), "now_ms": int(now * 1000)}
+
+
+class _PreparedRequests:
+    """A schema's requests sent on every call, compiled once (see ``expressions.prepare``)."""
+
+    def __init__(self, schema: TableSchema) -> None:
+        self.acquire_rule = schema._acquire_rule(Param("now_s"), Param("now_ms"))
+        self.acquire = prepare(condition=self.acquire_rule)
+        self._completions: dict[tuple[str | None, bool], PreparedRequest] = {}
+
+    def completion(
+        self, schema: TableSchema, data_attr: str | None, hashed: bool
+    ) -> PreparedRequest:
+        prepared = self._completions.get((data_attr, hashed))
+        if prepared is None:
+            completion_update = schema._completion_rule(
+                Param("status"),
+                Param("expiry"),
+                {data_attr: Param("data")} if data_attr else {},
+                Param("payload_hash") if hashed else None,
+            )
+            prepared = prepare(
+                condition=schema._owned_in_progress_rule(Param("token")), update=completion_update
+            )
+            self._completions[(data_attr, hashed)] = prepared
+        return prepared
+
+
+@functools.lru_cache(maxsize=64)
+def _prepared(schema: TableSchema) -> _PreparedRequests:
+    # Keyed by the schema's value (it is frozen): equal schemas share their requests.
+    return _PreparedRequests(schema)
 
 
 DEFAULT_SCHEMA = TableSchema()

@@ -32,7 +32,7 @@ from idemstore.errors import (
     IdempotencyPersistenceLayerError,
     IdempotencyTableNotFoundError,
 )
-from idemstore.expressions import AttributeValue, Condition, Update, compile_request
+from idemstore.expressions import AttributeValue, CompiledRequest, compile_request
 from idemstore.persistence import (
     APPLIED,
     WriteOutcome,
@@ -201,7 +201,7 @@ class AsyncDynamoStore:
         outcome = await self._write(
             "PutItem",
             record.idempotency_key,
-            condition=self._schema.acquire_condition(now),
+            self._schema.acquire_request(now),
             item=self._schema.to_item(record),
         )
         settle_put(record, outcome)
@@ -210,8 +210,7 @@ class AsyncDynamoStore:
         outcome = await self._fenced_write(
             "UpdateItem",
             record.idempotency_key,
-            condition=self._schema.owned_in_progress(fence_token(record)),
-            update=self._schema.completion_update(record),
+            self._schema.completion_request(record, fence_token(record)),
         )
         settle_fenced(record, outcome, "complete")
 
@@ -219,8 +218,10 @@ class AsyncDynamoStore:
         outcome = await self._fenced_write(
             "UpdateItem",
             record.idempotency_key,
-            condition=self._schema.owned_in_progress(fence_token(record)),
-            update=self._schema.renewal_update(record, in_progress_expiry_timestamp),
+            compile_request(
+                condition=self._schema.owned_in_progress(fence_token(record)),
+                update=self._schema.renewal_update(record, in_progress_expiry_timestamp),
+            ),
         )
         settle_fenced(record, outcome, "renew the lease of")
 
@@ -228,7 +229,9 @@ class AsyncDynamoStore:
         outcome = await self._fenced_write(
             "DeleteItem",
             record.idempotency_key,
-            condition=self._schema.owned_or_gone(fence_token(record), record.status),
+            compile_request(
+                condition=self._schema.owned_or_gone(fence_token(record), record.status)
+            ),
         )
         settle_fenced(record, outcome, "release")
 
@@ -252,14 +255,15 @@ class AsyncDynamoStore:
         self,
         operation: str,
         idempotency_key: str,
+        request: CompiledRequest,
         *,
-        condition: Condition,
         item: dict[str, AttributeValue] | None = None,
-        update: Update | None = None,
     ) -> WriteOutcome:
-        """One conditional write, with the old item returned when the condition fails."""
+        """One conditional write, with the old item returned when the condition fails.
+
+        A put when given the item, else an update when the request has one, else a delete.
+        """
         client = await self.client()
-        request = compile_request(condition=condition, update=update)
         kwargs: dict[str, Any] = {
             "TableName": self.table_name,
             "ReturnValuesOnConditionCheckFailure": "ALL_OLD",
@@ -268,7 +272,7 @@ class AsyncDynamoStore:
         try:
             if item is not None:
                 await client.put_item(Item=item, **kwargs)
-            elif update is not None:
+            elif request.update is not None:
                 await client.update_item(Key=self._schema.key(idempotency_key), **kwargs)
             else:
                 await client.delete_item(Key=self._schema.key(idempotency_key), **kwargs)
@@ -283,12 +287,7 @@ class AsyncDynamoStore:
         return APPLIED
 
     async def _fenced_write(
-        self,
-        operation: str,
-        idempotency_key: str,
-        *,
-        condition: Condition,
-        update: Update | None = None,
+        self, operation: str, idempotency_key: str, request: CompiledRequest
     ) -> WriteOutcome:
         """A fenced write whose failed condition always comes with the record now stored.
 
@@ -296,7 +295,7 @@ class AsyncDynamoStore:
         without the old item; one consistent read then tells a record that is
         gone from our own completion whose first answer was lost.
         """
-        outcome = await self._write(operation, idempotency_key, condition=condition, update=update)
+        outcome = await self._write(operation, idempotency_key, request)
         if outcome is not None:
             return outcome
         try:

@@ -20,6 +20,7 @@ from idemstore.expressions import (
     prepare,
     update,
 )
+from idemstore.records import DataRecord, RecordStatus, TableSchema
 
 NOW_S, NOW_MS, TOKEN = Param("now_s"), Param("now_ms"), Param("token")
 
@@ -158,3 +159,74 @@ def test_a_parameter_without_a_value_is_an_error() -> None:
         )
     with pytest.raises(ValueError, match="data"):
         apply_update(completion("COMPLETED", Param("data")), {})
+
+
+# --- the table schema's hot requests -------------------------------------------------
+
+SCHEMAS = [
+    TableSchema(),
+    TableSchema(sort_key_attr="sk", static_pk_value="idempotency#fn"),
+    TableSchema(
+        key_attr="pk",
+        expiry_attr="ttl",
+        in_progress_expiry_attr="lock_until",
+        status_attr="state",
+        data_attr="result",
+        validation_key_attr="hash",
+        owner_token_attr="owner",
+        compressed_data_attr="result_z",
+        compress_threshold_bytes=64,
+    ),
+]
+
+
+@pytest.mark.parametrize("schema", SCHEMAS)
+@given(now=st.floats(min_value=1, max_value=4e9))
+def test_the_acquire_request_is_the_compiled_acquire_condition(
+    schema: TableSchema, now: float
+) -> None:
+    assume(int(now) != int(now * 1000))
+
+    assert schema.acquire_request(now) == compile_request(condition=schema.acquire_condition(now))
+
+
+@pytest.mark.parametrize("schema", SCHEMAS)
+@pytest.mark.parametrize("response_data", [None, '{"ok": true}', '"' + "x" * 70_000 + '"'])
+@pytest.mark.parametrize("payload_hash", [None, "", "0123abcd"])
+def test_the_completion_request_is_the_compiled_fence_and_update(
+    schema: TableSchema, response_data: str | None, payload_hash: str | None
+) -> None:
+    done = DataRecord(
+        idempotency_key="fn#k",
+        status=RecordStatus.COMPLETED,
+        expiry_timestamp=1_700_003_600,
+        response_data=response_data,
+        payload_hash=payload_hash,
+        owner_token="tok",
+    )
+
+    assert schema.completion_request(done, "tok") == compile_request(
+        condition=schema.owned_in_progress("tok"), update=schema.completion_update(done)
+    )
+
+
+@given(
+    status=st.sampled_from([RecordStatus.INPROGRESS, RecordStatus.COMPLETED]),
+    expiry=st.integers(min_value=0, max_value=2_000),
+    lock_end=st.none() | st.integers(min_value=0, max_value=2_000_000),
+    now=st.floats(min_value=0, max_value=2_000),
+)
+def test_lock_available_follows_the_acquire_condition(
+    status: RecordStatus, expiry: int, lock_end: int | None, now: float
+) -> None:
+    found = DataRecord(
+        idempotency_key="fn#k",
+        status=status,
+        expiry_timestamp=expiry,
+        in_progress_expiry_timestamp=lock_end,
+    )
+    schema = TableSchema()
+
+    assert found.lock_available(now) == evaluate(
+        schema.acquire_condition(now), schema.to_item(found)
+    )
