@@ -102,6 +102,8 @@ class IdempotencyEngine:
         self.serializer = serializer or NoOpSerializer()
         self._clock = config.clock
         self._lease_millis = int(config.in_progress_lease_seconds * 1000)
+        # Read once: the config is frozen, and its private attributes are slow to reach.
+        self._validating = config.payload_validation_enabled
         self._cache = LocalCache(config.local_cache_max_items) if config.use_local_cache else None
         self._in_flight: dict[str, asyncio.Future[DataRecord | None]] = {}
         self._background: set[asyncio.Future[None]] = set()
@@ -115,9 +117,7 @@ class IdempotencyEngine:
         data = to_json_data(payload)
         try:
             key_data = config.extract_key_data(data)
-            validation_data = (
-                config.extract_validation_data(data) if config.payload_validation_enabled else None
-            )
+            validation_data = config.extract_validation_data(data) if self._validating else None
         except (jmespath.exceptions.JMESPathError, ValueError) as exc:
             raise IdempotencyKeyError(f"cannot extract the idempotency key: {exc}") from exc
         if is_missing_key(key_data):
@@ -133,9 +133,7 @@ class IdempotencyEngine:
         try:
             key = make_key(self.key_prefix, key_data, config.hash_function)
             payload_hash = (
-                hash_data(validation_data, config.hash_function)
-                if config.payload_validation_enabled
-                else None
+                hash_data(validation_data, config.hash_function) if self._validating else None
             )
         except (TypeError, ValueError) as exc:
             raise IdempotencyKeyError(f"the payload cannot be hashed: {exc}") from exc
