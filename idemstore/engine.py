@@ -26,7 +26,7 @@ import os
 import uuid
 import warnings
 import zlib
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any, NoReturn
 
@@ -322,21 +322,23 @@ class IdempotencyEngine:
     async def _call_with_heartbeat(
         self, lock: DataRecord, call: Callable[[], Awaitable[Any]], heartbeat: bool
     ) -> Any:
-        renewer = asyncio.create_task(self._heartbeat(lock)) if heartbeat else None
+        lease = self.config.in_progress_lease_seconds
+        renewer = _Heartbeat(lambda: self._heartbeat(lock), lease / 3) if heartbeat else None
         try:
             result = await call()
         except BaseException as exc:  # cancellation must release the lock too
-            await _stop(renewer)
+            if renewer is not None:
+                await renewer.stop()
             await self._release(lock, exc)
             raise
-        await _stop(renewer)
+        if renewer is not None:
+            await renewer.stop()
         return result
 
     async def _heartbeat(self, lock: DataRecord) -> None:
-        """Keep the lease alive while the function runs."""
+        """Keep the lease alive while the function runs: renew now, then every third of it."""
         lease = self.config.in_progress_lease_seconds
         while True:
-            await asyncio.sleep(lease / 3)
             expiry_ms = int((self._clock() + lease) * 1000)
             try:
                 await self.store.renew_lease(lock, in_progress_expiry_timestamp=expiry_ms)
@@ -345,6 +347,7 @@ class IdempotencyEngine:
                 return
             except IdempotencyPersistenceLayerError:
                 logger.warning("renewing the lease on %s failed; retrying", lock.idempotency_key)
+            await asyncio.sleep(lease / 3)
 
     async def _release(self, lock: DataRecord, cause: BaseException) -> DataRecord | None:
         """Release the lock after the call failed; shielded from cancellation.
@@ -485,6 +488,25 @@ def _size_error(key: str, response_data: str) -> IdempotencyResponseTooLargeErro
         size_bytes=compressed,
         limit_bytes=RESULT_LIMIT_BYTES,
     )
+
+
+class _Heartbeat:
+    """Runs ``renew`` once its first renewal is due, until stopped.
+
+    Most calls end before then: until it is due, it is a timer, not a task.
+    """
+
+    def __init__(self, renew: Callable[[], Coroutine[Any, Any, None]], due_in: float) -> None:
+        self._renew = renew
+        self._task: asyncio.Task[None] | None = None
+        self._timer = asyncio.get_running_loop().call_later(due_in, self._start)
+
+    def _start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._renew())
+
+    async def stop(self) -> None:
+        self._timer.cancel()
+        await _stop(self._task)
 
 
 async def _stop(task: asyncio.Task[None] | None) -> None:
