@@ -25,6 +25,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from aiohttp import web
+from dynamodb_endpoint import dynamodb_endpoint
 
 from idemstore import AsyncDynamoStore, RecordStore, create_table
 from idemstore.integrations.aiohttp import HttpIdempotencyConfig, setup
@@ -69,23 +70,10 @@ def create_app(store: RecordStore) -> web.Application:
 @asynccontextmanager
 async def idempotency_store() -> AsyncIterator[AsyncDynamoStore]:
     """The store at IDEMSTORE_ENDPOINT_URL, or on a local server started here; table created."""
-    table = os.environ.get("IDEMSTORE_TABLE", "idempotency")
-    endpoint = os.environ.get("IDEMSTORE_ENDPOINT_URL")
-    if endpoint:
-        region = os.environ.get("AWS_REGION")  # None: botocore reads AWS_DEFAULT_REGION
-        async with AsyncDynamoStore(table, endpoint_url=endpoint, region_name=region) as store:
+    with dynamodb_endpoint() as endpoint:
+        async with endpoint.store(os.environ.get("IDEMSTORE_TABLE", "idempotency")) as store:
             await create_table(store)
             yield store
-        return
-    from idemstore.testing import start_moto_server
-
-    server, local = start_moto_server()
-    try:
-        async with local.store(table) as store:
-            await create_table(store)
-            yield store
-    finally:
-        server.stop()
 
 
 async def main() -> None:

@@ -27,7 +27,10 @@ PAYMENT = {"amount_cents": 1250, "currency": "EUR"}
 
 
 def load(name: str) -> dict[str, Any]:
-    return runpy.run_path(str(EXAMPLES / f"{name}.py"), run_name=f"example_{name}")
+    # As when run as a script: the example's folder is importable (its shared helper).
+    with pytest.MonkeyPatch.context() as patch:
+        patch.syspath_prepend(str(EXAMPLES))
+        return runpy.run_path(str(EXAMPLES / f"{name}.py"), run_name=f"example_{name}")
 
 
 @asynccontextmanager
