@@ -10,7 +10,6 @@ Everything here is pure: times are passed in, never read.
 
 from __future__ import annotations
 
-import functools
 import zlib
 from collections.abc import Mapping
 from decimal import Decimal, InvalidOperation
@@ -84,7 +83,9 @@ class DataRecord(BaseModel):
         Decided by the very condition the stores send, so the rule lives once.
         """
         schema = DEFAULT_SCHEMA
-        return evaluate(_prepared(schema).acquire_rule, schema.to_item(self), _acquire_params(now))
+        # Only the attributes the rule reads: a large result is not re-encoded for it.
+        lock = schema.lock_attributes(self)
+        return evaluate(_prepared(schema).acquire_rule, lock, _acquire_params(now))
 
     def owned_by(self, token: str | None) -> bool:
         return token is not None and self.owner_token == token
@@ -265,6 +266,16 @@ class TableSchema(BaseModel):
 
     def to_item(self, record: DataRecord) -> dict[str, AttributeValue]:
         """The DynamoDB item for a record, as Powertools would write it."""
+        item = self.lock_attributes(record)
+        item.update(self.data_attributes(record.response_data))
+        if record.payload_hash:
+            item[self.validation_key_attr] = {"S": record.payload_hash}
+        if record.owner_token is not None:
+            item[self.owner_token_attr] = {"S": record.owner_token}
+        return item
+
+    def lock_attributes(self, record: DataRecord) -> dict[str, AttributeValue]:
+        """The part of the item the take-over rule reads: key, expiry, status, lock end."""
         item: dict[str, AttributeValue] = {
             **self.key(record.idempotency_key),
             self.expiry_attr: {"N": str(record.expiry_timestamp)},
@@ -272,11 +283,6 @@ class TableSchema(BaseModel):
         }
         if record.in_progress_expiry_timestamp is not None:
             item[self.in_progress_expiry_attr] = {"N": str(record.in_progress_expiry_timestamp)}
-        item.update(self.data_attributes(record.response_data))
-        if record.payload_hash:
-            item[self.validation_key_attr] = {"S": record.payload_hash}
-        if record.owner_token is not None:
-            item[self.owner_token_attr] = {"S": record.owner_token}
         return item
 
     def data_attributes(self, response_data: str | None) -> dict[str, AttributeValue]:
@@ -415,10 +421,20 @@ class _PreparedRequests:
         return prepared
 
 
-@functools.lru_cache(maxsize=64)
+_PREPARED: dict[int, tuple[TableSchema, _PreparedRequests]] = {}
+_PREPARED_MAX = 256
+
+
 def _prepared(schema: TableSchema) -> _PreparedRequests:
-    # Keyed by the schema's value (it is frozen): equal schemas share their requests.
-    return _PreparedRequests(schema)
+    """The schema's prepared requests, found by identity (comparing schemas costs more)."""
+    found = _PREPARED.get(id(schema))
+    if found is not None and found[0] is schema:
+        return found[1]
+    if len(_PREPARED) >= _PREPARED_MAX:
+        _PREPARED.clear()  # schemas are few; many means short-lived ones
+    prepared = _PreparedRequests(schema)
+    _PREPARED[id(schema)] = (schema, prepared)
+    return prepared
 
 
 DEFAULT_SCHEMA = TableSchema()
