@@ -104,6 +104,7 @@ class IdempotencyEngine:
         self._lease_millis = int(config.in_progress_lease_seconds * 1000)
         # Read once: the config is frozen, and its private attributes are slow to reach.
         self._validating = config.payload_validation_enabled
+        self._key_by_path = bool(config.event_key_jmespath)  # else the whole payload is the key
         self._cache = LocalCache(config.local_cache_max_items) if config.use_local_cache else None
         self._in_flight: dict[str, asyncio.Future[DataRecord | None]] = {}
         self._background: set[asyncio.Future[None]] = set()
@@ -116,7 +117,7 @@ class IdempotencyEngine:
         config = self.config
         data = to_json_data(payload)
         try:
-            key_data = config.extract_key_data(data)
+            key_data = config.extract_key_data(data) if self._key_by_path else data
             validation_data = config.extract_validation_data(data) if self._validating else None
         except (jmespath.exceptions.JMESPathError, ValueError) as exc:
             raise IdempotencyKeyError(f"cannot extract the idempotency key: {exc}") from exc
