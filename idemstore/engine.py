@@ -389,6 +389,11 @@ class IdempotencyEngine:
             undo.add_done_callback(self._background.discard)
             undo.add_done_callback(_consume_exception)
             raise
+        except BaseException:
+            # The task holds the error, whose traceback holds this frame and so the task:
+            # a cycle only the garbage collector would free, on every duplicate call.
+            del put
+            raise
 
     async def _undo_abandoned_put(self, put: asyncio.Future[None], lock: DataRecord) -> None:
         try:
