@@ -335,7 +335,10 @@ class _OwnedClient:
         self._task: asyncio.Task[tuple[DynamoDBClient, Any]] = loop.create_task(opening)
 
     async def ready(self) -> DynamoDBClient:
-        client, _ = await asyncio.shield(self._task)
+        task = self._task
+        if task.done() and not task.cancelled() and task.exception() is None:
+            return task.result()[0]  # opened: every call after the first comes here
+        client, _ = await asyncio.shield(task)
         return client
 
     async def close(self) -> None:
