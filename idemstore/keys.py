@@ -52,6 +52,11 @@ class PayloadEncoder(json.JSONEncoder):
         return super().default(o)
 
 
+_CANONICAL_ENCODER = PayloadEncoder(sort_keys=True)
+"""What ``json.dumps(data, cls=PayloadEncoder, sort_keys=True)`` builds on every call;
+an encoder keeps no state between calls, so one serves them all."""
+
+
 def to_json_data(data: Any) -> Any:
     """The JSON-shaped form of a payload (models and dataclasses become dicts)."""
     if isinstance(data, dict | list | str | int | float | bool) or data is None:
@@ -65,7 +70,7 @@ def to_json_data(data: Any) -> Any:
 
 def canonical_json(data: Any) -> str:
     """``json.dumps`` with sorted keys and the payload encoder."""
-    return json.dumps(data, cls=PayloadEncoder, sort_keys=True)
+    return _CANONICAL_ENCODER.encode(data)
 
 
 def hash_data(data: Any, hash_function: str) -> str:
