@@ -28,6 +28,8 @@ PACKAGES = (
     "aws-lambda-powertools",
     "moto",
 )
+MEMORY_GROWTH_LIMIT = 1.25
+"""Bytes per in-flight call at the most calls over those at the fewest: flat enough."""
 THROUGHPUT_TARGETS = {"powertools-to-thread": 5.0, "powertools-16-threads": 2.0}
 """At the highest latency measured (25 ms in a full run): idemstore's throughput over each."""
 
@@ -165,6 +167,18 @@ def targets(
                 row["requests_per_round"],
                 row["requests_per_round"] <= 2,
             )
+    memory = sorted(
+        (r for r in rows if r["contender"] == SUBJECT and r["workload"] == "memory_in_flight"),
+        key=lambda r: r["in_flight"],
+    )
+    if len(memory) >= 2 and memory[0]["bytes_per_in_flight_call"] > 0:
+        growth = memory[-1]["bytes_per_in_flight_call"] / memory[0]["bytes_per_in_flight_call"]
+        check(
+            f"memory per in-flight call flat from {memory[0]['in_flight']} to "
+            f"{memory[-1]['in_flight']} calls (ratio <= {MEMORY_GROWTH_LIMIT})",
+            round(growth, 2),
+            growth <= MEMORY_GROWTH_LIMIT,
+        )
     for contender, found in paths.items():
         for path, outcome in found["paths"].items():
             if contender == SUBJECT:
@@ -179,12 +193,19 @@ def targets(
 def build(
     results: list[dict[str, Any]], settings: dict[str, Any], machine: dict[str, Any]
 ) -> dict[str, Any]:
+    # Peak RSS is the process's: a contender's own timing process for its calls (sequential
+    # rows come from a process all contenders share), the memory process for held calls.
+    timing_peaks = {
+        r["contenders"][0]: r["peak_rss_bytes"] for r in results if "timing" in r["modes"]
+    }
     rows = []
     for result in results:
         for row in result["rows"]:
-            # The peak of the process that measured the row (memory runs alone in a full run).
-            rows.append({**row, "peak_rss_bytes": result["peak_rss_bytes"]})
-    paths = {r["contender"]: r["paths"] for r in results if "paths" in r}
+            peak = result["peak_rss_bytes"]
+            if "sequential" in result["modes"]:
+                peak = timing_peaks.get(row["contender"])
+            rows.append({**row, "peak_rss_bytes": peak})
+    paths = {r["contenders"][0]: r["paths"] for r in results if "paths" in r}
     ratio_rows = ratios(rows)
     return {
         "machine": machine,
@@ -232,7 +253,13 @@ def markdown(report: dict[str, Any]) -> str:
             f"| {_fmt(rss / 2**20 if rss else None)} |"
             + (f" errors: {row['errors']}" if row["errors"] else "")
         )
-    memory = [r for r in report["rows"] if r["workload"] == "memory_in_flight"]
+    memory = list(
+        {
+            (r["contender"], r["in_flight"]): r
+            for r in report["rows"]
+            if r["workload"] == "memory_in_flight"
+        }.values()
+    )  # a thread pool holds the same number in flight at either size: shown once
     if memory:
         lines += [
             "",

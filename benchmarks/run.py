@@ -53,7 +53,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--paths-backend", choices=("moto", "fake"))
     parser.add_argument("--calls", type=int, help="calls per sequential round")
     parser.add_argument("--concurrency", type=int, help="calls per concurrent round (N)")
-    parser.add_argument("--rounds", type=int, help="rounds per workload")
+    parser.add_argument("--rounds", type=int, help="rounds per concurrent workload")
+    parser.add_argument("--sequential-rounds", type=int, help="rounds per sequential workload")
     parser.add_argument("--in-flight", type=int, help="calls held in flight for memory")
     parser.add_argument("--no-memory", action="store_true", help="skip the memory workload")
     parser.add_argument("--out", type=Path, default=RESULTS_DIR, help="results directory")
@@ -92,6 +93,7 @@ def main(argv: list[str] | None = None) -> int:
         "sequential_calls": args.calls,
         "concurrent_calls": args.concurrency,
         "rounds": args.rounds,
+        "sequential_rounds": args.sequential_rounds,
         "memory_in_flight": args.in_flight,
     }
     sizes = dataclasses.replace(sizes, **{k: v for k, v in overrides.items() if v is not None})
@@ -116,7 +118,7 @@ def main(argv: list[str] | None = None) -> int:
     with contextlib.ExitStack() as servers:
         fake = servers.enter_context(ServerProcess("benchmarks.fake_dynamo"))
         endpoints = {}
-        for latency in latencies:
+        for latency in sorted(set(latencies) | set(settings["sequential_latencies_ms"])):
             if latency == 0:
                 endpoints[_key(latency)] = fake.url
             else:
@@ -138,35 +140,54 @@ def main(argv: list[str] | None = None) -> int:
             )
             paths_endpoint = counter.url
         modes = ["timing"] + ([] if args.no_memory else ["memory"])
-        # A full run measures memory in a process of its own, so that its peak RSS
-        # is the in-flight calls' alone; a quick run saves the process start.
-        batches = [modes] if args.quick else [[mode] for mode in modes]
-        for contender in contenders:
-            for batch in batches:
-                print(f"[bench] {contender}: {'+'.join(batch)}", file=sys.stderr, flush=True)
-                began = time.perf_counter()
-                plan = Plan(
-                    contender=contender,
-                    modes=batch,
-                    endpoints=endpoints,
-                    paths_endpoint=paths_endpoint,
-                    paths_backend=paths_backend,
-                    sizes=sizes,
-                    sequential_latencies=settings["sequential_latencies_ms"],
-                )
-                results.append(run_worker(plan))
-                print(
-                    f"[bench] {contender}: {'+'.join(batch)} took "
-                    f"{time.perf_counter() - began:.1f} s",
-                    file=sys.stderr,
-                    flush=True,
-                )
+        # A full run measures memory in processes of its own, so that their peak RSS
+        # is the in-flight calls' alone, at a tenth of the calls and at all of them
+        # (to show the cost per call stays flat); a quick run saves the process starts.
+        batches: list[tuple[list[str], int]] = (
+            [(modes, sizes.memory_in_flight)]
+            if args.quick
+            else [(["timing"], sizes.memory_in_flight)]
+            + [(["memory"], n) for n in _memory_sizes(sizes.memory_in_flight, args.no_memory)]
+        )
+        # Sequential calls first, all contenders taking turns in one process; then each
+        # contender alone in its processes.
+        jobs = [(contenders, ["sequential"], sizes.memory_in_flight)] + [
+            ([contender], batch, in_flight)
+            for contender in contenders
+            for batch, in_flight in batches
+        ]
+        for job_contenders, batch, in_flight in jobs:
+            name = ",".join(job_contenders)
+            print(f"[bench] {name}: {'+'.join(batch)}", file=sys.stderr, flush=True)
+            began = time.perf_counter()
+            plan = Plan(
+                contenders=job_contenders,
+                modes=batch,
+                endpoints=endpoints,
+                paths_endpoint=paths_endpoint,
+                paths_backend=paths_backend,
+                sizes=dataclasses.replace(sizes, memory_in_flight=in_flight),
+                sequential_latencies=settings["sequential_latencies_ms"],
+                concurrent_latencies=latencies,
+            )
+            results.append(run_worker(plan))
+            print(
+                f"[bench] {name}: {'+'.join(batch)} took {time.perf_counter() - began:.1f} s",
+                file=sys.stderr,
+                flush=True,
+            )
     settings["duration_s"] = round(time.perf_counter() - started, 1)
     built = report.build(results, settings, machine)
     text = report.markdown(built)
     write(args.out, built, text)
     print(text)
     return 0
+
+
+def _memory_sizes(in_flight: int, skip: bool) -> list[int]:
+    if skip:
+        return []
+    return sorted({max(1, in_flight // 10), in_flight})
 
 
 def write(directory: Path, built: dict[str, Any], text: str) -> None:

@@ -20,18 +20,23 @@ from benchmarks.contenders import TABLE_NAME, make_contender
 from benchmarks.measure import peak_rss_bytes
 from benchmarks.workloads import Sizes
 
+MEMORY_WARMUP_CALLS = 5
+
 
 @dataclass(frozen=True)
 class Plan:
-    contender: str
+    contenders: list[str]
+    """One, except in ``sequential`` mode, where they take turns in this one process."""
     modes: list[str]
-    """``timing``: latency, throughput, CPU and request paths; ``memory``: in-flight RSS."""
+    """``sequential``: sequential calls (latency, CPU per call); ``timing``: concurrent
+    calls (throughput) and request paths; ``memory``: RSS per call held in flight."""
     endpoints: dict[str, str]
     """Latency in ms (as text, JSON keys) -> the URL that adds it."""
     paths_endpoint: str
     paths_backend: str
     sizes: Sizes
     sequential_latencies: list[float] = field(default_factory=lambda: [0.0])
+    concurrent_latencies: list[float] = field(default_factory=lambda: [0.0])
 
     def to_json(self) -> dict[str, Any]:
         return {**self.__dict__, "sizes": self.sizes.__dict__}
@@ -41,17 +46,35 @@ class Plan:
         return cls(**{**data, "sizes": Sizes(**data["sizes"])})
 
 
+async def run_sequential(plan: Plan, tag: str) -> list[dict[str, Any]]:
+    rows: list[dict[str, Any]] = []
+    for latency in plan.sequential_latencies:
+        url = plan.endpoints[f"{latency:g}"]
+        contenders = [make_contender(name) for name in plan.contenders]
+        try:
+            for contender in contenders:
+                await contender.open(url)
+                await workloads.warm_up(
+                    contender, f"{tag}-{contender.name}", plan.sizes.warmup_calls
+                )
+            rows += await workloads.sequential(contenders, url, plan.sizes, tag, latency)
+        finally:
+            for contender in contenders:
+                await contender.close()
+    return rows
+
+
 async def run_timing(plan: Plan, tag: str) -> list[dict[str, Any]]:
     rows: list[dict[str, Any]] = []
-    for latency_text, url in plan.endpoints.items():
-        latency = float(latency_text)
-        contender = make_contender(plan.contender)
+    (name,) = plan.contenders
+    for latency in plan.concurrent_latencies:
+        latency_text = f"{latency:g}"
+        url = plan.endpoints[latency_text]
+        contender = make_contender(name)
         await contender.open(url)
         try:
             run_tag = f"{tag}-{latency_text}"
             await workloads.warm_up(contender, run_tag, plan.sizes.warmup_calls)
-            if latency in plan.sequential_latencies:
-                rows += await workloads.sequential(contender, url, plan.sizes, run_tag, latency)
             rows.append(
                 await workloads.concurrent_fresh(contender, url, plan.sizes, run_tag, latency)
             )
@@ -69,7 +92,8 @@ async def run_timing(plan: Plan, tag: str) -> list[dict[str, Any]]:
 async def run_paths(plan: Plan, tag: str) -> dict[str, Any]:
     if plan.paths_backend == "moto":
         await create_table(plan.paths_endpoint)
-    contender = make_contender(plan.contender)
+    (name,) = plan.contenders
+    contender = make_contender(name)
     await contender.open(plan.paths_endpoint)
     try:
         return {
@@ -91,22 +115,26 @@ async def create_table(endpoint_url: str) -> None:
 
 
 async def run_memory(plan: Plan, tag: str) -> list[dict[str, Any]]:
-    contender = make_contender(plan.contender)
+    (name,) = plan.contenders
+    contender = make_contender(name)
     url = plan.endpoints["0"] if "0" in plan.endpoints else next(iter(plan.endpoints.values()))
     await contender.open(url)
     try:
-        await workloads.warm_up(contender, tag, plan.sizes.warmup_calls)
+        # A short warm-up: memory its calls freed would be reused by the first calls held.
+        await workloads.warm_up(contender, tag, min(plan.sizes.warmup_calls, MEMORY_WARMUP_CALLS))
         return [await workloads.memory_in_flight(contender, tag, plan.sizes.memory_in_flight)]
     finally:
         await contender.close()
 
 
 async def run(plan: Plan) -> dict[str, Any]:
-    tag = f"{uuid.uuid4().hex[:8]}-{plan.contender}"
-    result: dict[str, Any] = {"contender": plan.contender, "modes": plan.modes, "rows": []}
-    unknown = set(plan.modes) - {"timing", "memory"}
+    tag = f"{uuid.uuid4().hex[:8]}-{'-'.join(plan.contenders)}"
+    result: dict[str, Any] = {"contenders": plan.contenders, "modes": plan.modes, "rows": []}
+    unknown = set(plan.modes) - {"sequential", "timing", "memory"}
     if unknown:
         raise ValueError(f"unknown modes {sorted(unknown)}")
+    if "sequential" in plan.modes:
+        result["rows"] += await run_sequential(plan, tag)
     if "timing" in plan.modes:
         result["rows"] += await run_timing(plan, tag)
         result["paths"] = await run_paths(plan, tag)

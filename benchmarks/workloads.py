@@ -31,9 +31,14 @@ REQUEST_BUDGET = {
 """DESIGN.md's round-trip budget: requests per call on each path."""
 
 
+SEQUENTIAL_WORKLOADS = ("sequential_fresh", "sequential_duplicate")
+
+
 @dataclass(frozen=True)
 class Sizes:
-    sequential_calls: int = 500
+    sequential_calls: int = 300
+    sequential_rounds: int = 10
+    """Many short rounds: the CPU ratios come from their medians."""
     concurrent_calls: int = 500
     rounds: int = 5
     memory_in_flight: int = 10_000
@@ -42,7 +47,12 @@ class Sizes:
 
 FULL = Sizes()
 QUICK = Sizes(
-    sequential_calls=10, concurrent_calls=10, rounds=1, memory_in_flight=100, warmup_calls=3
+    sequential_calls=10,
+    sequential_rounds=1,
+    concurrent_calls=10,
+    rounds=1,
+    memory_in_flight=100,
+    warmup_calls=3,
 )
 
 
@@ -66,28 +76,38 @@ async def warm_up(contender: Contender, tag: str, calls: int) -> None:
 
 
 async def sequential(
-    contender: Contender, url: str, sizes: Sizes, tag: str, latency_ms: float
+    contenders: list[Contender], url: str, sizes: Sizes, tag: str, latency_ms: float
 ) -> list[dict[str, Any]]:
-    """Fresh calls one after another, then each payload again (duplicates)."""
-    payloads = [
-        [order(f"{tag}-seq-{r}-{i}") for i in range(sizes.sequential_calls)]
-        for r in range(sizes.rounds)
+    """Fresh calls one after another, then each payload again (duplicates).
+
+    The contenders take turns round by round in one process, so that a change
+    in the machine's load during the run weighs on each of them alike.
+    """
+    measured: dict[tuple[str, str], list[Round]] = {}
+    runs: Counter[tuple[str, str]] = Counter()
+    for r in range(sizes.sequential_rounds):
+        for contender in contenders:
+            batch = [
+                order(f"{tag}-{contender.name}-seq-{r}-{i}") for i in range(sizes.sequential_calls)
+            ]
+            for workload in SEQUENTIAL_WORKLOADS:
+                runs_before = contender.body.runs
+
+                async def run(
+                    timer: Timer, batch: list[dict[str, Any]] = batch, c: Contender = contender
+                ) -> None:
+                    for payload in batch:
+                        await timer.timed(functools.partial(c.call, payload))
+
+                result = await measure(url, len(batch), run)
+                measured.setdefault((contender.name, workload), []).append(result)
+                runs[(contender.name, workload)] += contender.body.runs - runs_before
+    return [
+        _row(contender, workload, latency_ms, measured[(contender.name, workload)], runs[key])
+        for contender in contenders
+        for workload in SEQUENTIAL_WORKLOADS
+        for key in [(contender.name, workload)]
     ]
-    rows = []
-    for workload in ("sequential_fresh", "sequential_duplicate"):
-        runs_before = contender.body.runs
-        rounds = []
-        for batch in payloads:
-
-            async def run(timer: Timer, batch: list[dict[str, Any]] = batch) -> None:
-                for payload in batch:
-                    await timer.timed(functools.partial(contender.call, payload))
-
-            rounds.append(await measure(url, len(batch), run))
-        rows.append(
-            _row(contender, workload, latency_ms, rounds, contender.body.runs - runs_before)
-        )
-    return rows
 
 
 async def concurrent_fresh(
