@@ -238,6 +238,12 @@ def markdown(report: dict[str, Any]) -> str:
         "",
         "## Per contender",
         "",
+        "Latency is added per request by a loopback proxy in front of a fake endpoint that "
+        "answers at once. CPU µs/call is the client process's CPU time (all its threads) per "
+        "call; the servers run in other processes. Sequential rows take turns in one process, "
+        "round by round; each contender's concurrent rows run in a process of its own. "
+        "Throughput and CPU are medians over rounds; latencies are over all calls.",
+        "",
         "| workload | latency | contender | median ms | p99 ms | calls/s | CPU µs/call "
         "| requests/call | peak RSS MiB |",
         "|---|---:|---|---:|---:|---:|---:|---:|---:|",
