@@ -16,7 +16,7 @@ from decimal import Decimal, InvalidOperation
 from enum import StrEnum
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, model_validator
 
 from idemstore.errors import IdempotencyConfigurationError, IdempotencyCorruptRecordError
 from idemstore.expressions import (
@@ -111,6 +111,9 @@ class TableSchema(BaseModel):
     owner_token_attr: str = Field(default="owner_token", min_length=1)
     compressed_data_attr: str = Field(default="data_zlib", min_length=1)
     compress_threshold_bytes: int = Field(default=DEFAULT_COMPRESS_THRESHOLD_BYTES, ge=0)
+
+    # Requests sent on every call, compiled once for this schema (see _prepared).
+    _prepared_requests: _PreparedRequests | None = PrivateAttr(default=None)
 
     @model_validator(mode="after")
     def _distinct_names(self) -> TableSchema:
@@ -399,6 +402,7 @@ class _PreparedRequests:
     """A schema's requests sent on every call, compiled once (see ``expressions.prepare``)."""
 
     def __init__(self, schema: TableSchema) -> None:
+        self.schema = schema
         self.acquire_rule = schema._acquire_rule(Param("now_s"), Param("now_ms"))
         self.acquire = prepare(condition=self.acquire_rule)
         self._completions: dict[tuple[str | None, bool], PreparedRequest] = {}
@@ -421,19 +425,12 @@ class _PreparedRequests:
         return prepared
 
 
-_PREPARED: dict[int, tuple[TableSchema, _PreparedRequests]] = {}
-_PREPARED_MAX = 256
-
-
 def _prepared(schema: TableSchema) -> _PreparedRequests:
-    """The schema's prepared requests, found by identity (comparing schemas costs more)."""
-    found = _PREPARED.get(id(schema))
-    if found is not None and found[0] is schema:
-        return found[1]
-    if len(_PREPARED) >= _PREPARED_MAX:
-        _PREPARED.clear()  # schemas are few; many means short-lived ones
-    prepared = _PreparedRequests(schema)
-    _PREPARED[id(schema)] = (schema, prepared)
+    """The schema's prepared requests, made on first use and kept on the schema itself."""
+    prepared = schema._prepared_requests
+    # A copy of a schema carries its original's requests along: make its own.
+    if prepared is None or prepared.schema is not schema:
+        prepared = schema._prepared_requests = _PreparedRequests(schema)
     return prepared
 
 
