@@ -28,7 +28,7 @@ import warnings
 import zlib
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
-from typing import Any, NoReturn
+from typing import Any, NoReturn, TypeVar
 
 import jmespath.exceptions
 import pydantic
@@ -58,6 +58,7 @@ from idemstore.records import DataRecord, RecordStatus
 from idemstore.serialization import BaseIdempotencySerializer, NoOpSerializer
 
 logger = logging.getLogger("idemstore")
+_T = TypeVar("_T")
 
 DISABLED_ENV = "IDEMSTORE_DISABLED"
 MAX_ACQUIRE_ATTEMPTS = 4
@@ -316,9 +317,7 @@ class IdempotencyEngine:
         result = await self._call_with_heartbeat(lock, call, heartbeat)
         # The function has run: record its result even if the caller is cancelled meanwhile,
         # rather than leave the lock to block duplicates until it lapses.
-        completion = asyncio.ensure_future(self._complete(lock, result))
-        completion.add_done_callback(_consume_exception)
-        return result, await asyncio.shield(completion)
+        return result, await _shielded(self._complete(lock, result))[1]
 
     async def _call_with_heartbeat(
         self, lock: DataRecord, call: Callable[[], Awaitable[Any]], heartbeat: bool
@@ -379,10 +378,9 @@ class IdempotencyEngine:
         took the lock: the put settles in the background, and a lock it took is
         released there, instead of blocking duplicates until its lease lapses.
         """
-        put = asyncio.ensure_future(self.store.put_record(lock, now=self._clock()))
-        put.add_done_callback(_consume_exception)
+        put, settled = _shielded(self.store.put_record(lock, now=self._clock()))
         try:
-            await asyncio.shield(put)
+            await settled
         except asyncio.CancelledError:
             undo = asyncio.ensure_future(self._undo_abandoned_put(put, lock))
             self._background.add(undo)  # a strong reference until it is done
@@ -392,7 +390,7 @@ class IdempotencyEngine:
         except BaseException:
             # The task holds the error, whose traceback holds this frame and so the task:
             # a cycle only the garbage collector would free, on every duplicate call.
-            del put
+            del put, settled
             raise
 
     async def _undo_abandoned_put(self, put: asyncio.Future[None], lock: DataRecord) -> None:
@@ -494,6 +492,36 @@ def _size_error(key: str, response_data: str) -> IdempotencyResponseTooLargeErro
         size_bytes=compressed,
         limit_bytes=RESULT_LIMIT_BYTES,
     )
+
+
+def _shielded(work: Coroutine[Any, Any, _T]) -> tuple[asyncio.Task[_T], asyncio.Future[_T]]:
+    """Run ``work`` in a task of its own; return it and a future to await its outcome.
+
+    Cancelling that future (as the awaiting caller's cancellation does) leaves the
+    work running: ``asyncio.shield``, with the outcome handed over as the work ends
+    instead of by done callbacks, which cost the caller an extra loop iteration.
+    """
+    loop = asyncio.get_running_loop()
+    outcome: asyncio.Future[_T] = loop.create_future()
+    task = loop.create_task(_relay(work, outcome))
+    task.add_done_callback(_consume_exception)
+    return task, outcome
+
+
+async def _relay(work: Coroutine[Any, Any, _T], outcome: asyncio.Future[_T]) -> _T:
+    try:
+        result = await work
+    except asyncio.CancelledError:
+        outcome.cancel()
+        raise
+    except BaseException as exc:
+        if not outcome.done():
+            outcome.set_exception(exc)
+        del outcome  # the error's traceback holds this frame: no cycle through the future
+        raise
+    if not outcome.done():
+        outcome.set_result(result)
+    return result
 
 
 class _Heartbeat:
