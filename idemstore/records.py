@@ -367,6 +367,11 @@ def _number(
     if attr not in item and not required:
         return None
     raw = _required(item, attr, "N", key)
+    if type(raw) is str:
+        try:
+            return int(raw)  # integer text, as written: what Decimal would give, sooner
+        except ValueError:
+            pass
     try:
         number = Decimal(raw)
     except (InvalidOperation, TypeError):
