@@ -432,7 +432,10 @@ class _PreparedRequests:
 
 def _prepared(schema: TableSchema) -> _PreparedRequests:
     """The schema's prepared requests, made on first use and kept on the schema itself."""
-    prepared = schema._prepared_requests
+    # Read from pydantic's documented store of private attributes: reaching a private
+    # attribute by name goes through BaseModel.__getattr__, slower than the rest of this.
+    private = schema.__pydantic_private__ or {}
+    prepared: _PreparedRequests | None = private.get("_prepared_requests")
     # A copy of a schema carries its original's requests along: make its own.
     if prepared is None or prepared.schema is not schema:
         prepared = schema._prepared_requests = _PreparedRequests(schema)
