@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-TARGETS = ["idemstore", "tests", "examples", "noxfile.py"]
+TARGETS = ["idemstore", "tests", "examples", "benchmarks", "noxfile.py"]
 
 
 def _run(*args: str) -> subprocess.CompletedProcess[str]:
