@@ -27,8 +27,8 @@ from typing import Any, Protocol, cast
 from aiobotocore.session import AioSession
 from botocore.exceptions import ClientError
 
-from benchmarks.sessions import DUMMY_ACCESS_KEY, DUMMY_REGION, DUMMY_SECRET_KEY, isolated_session
 from idemstore import AsyncDynamoStore, IdempotencyConfig, idempotent_function
+from idemstore.loopback import DUMMY_ACCESS_KEY, DUMMY_REGION, DUMMY_SECRET_KEY, isolated_session
 
 TABLE_NAME = "idemstore-bench"
 WAIT_SECONDS = 30.0

@@ -105,7 +105,7 @@ async def run_paths(plan: Plan, tag: str) -> dict[str, Any]:
 
 
 async def create_table(endpoint_url: str) -> None:
-    from benchmarks.sessions import DUMMY_REGION, isolated_session
+    from idemstore.loopback import DUMMY_REGION, isolated_session
     from idemstore.tables import create_table as create
 
     async with isolated_session().create_client(

@@ -43,7 +43,7 @@ def dynamodb_endpoint() -> Iterator[Endpoint]:
         yield Endpoint(configured)
         return
     # Imported here: the local server needs the test extra, a configured endpoint does not.
-    from idemstore.testing import start_moto_server
+    from idemstore.loopback import start_moto_server
 
     server, local = start_moto_server()
     try:

@@ -22,7 +22,7 @@ from idemstore import (
     create_table,
     idempotent_function,
 )
-from idemstore.testing import RequestLog
+from idemstore.loopback import RequestLog
 
 
 class Order(BaseModel):
