@@ -354,10 +354,8 @@ class IdempotencyEngine:
 
         Returns the record found instead when the lock was no longer ours to release.
         """
-        release = asyncio.ensure_future(self.store.delete_record(lock))
-        release.add_done_callback(_consume_exception)
         try:
-            await asyncio.shield(release)
+            await _shielded(self.store.delete_record(lock))[1]
         except IdempotencyLeaseLostError as lost:
             return lost.current_record  # no longer an INPROGRESS lock of ours
         except IdempotencyError as release_error:
