@@ -18,11 +18,16 @@ class Decision(Enum):
     """Same key, different validated payload."""
 
 
+def payload_mismatch(record: DataRecord, payload_hash: str | None) -> bool:
+    """Whether a record was made for another payload; never when validation is off (None)."""
+    return payload_hash is not None and record.payload_hash != payload_hash
+
+
 def decide(record: DataRecord, *, now: float, payload_hash: str | None) -> Decision:
     """Decide from a found record; ``payload_hash`` is None when validation is off."""
     if record.lock_available(now):
         return Decision.RETRY_ACQUIRE
-    if payload_hash is not None and record.payload_hash != payload_hash:
+    if payload_mismatch(record, payload_hash):
         return Decision.PAYLOAD_MISMATCH
     if record.status is RecordStatus.COMPLETED:
         return Decision.REPLAY

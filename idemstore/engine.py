@@ -1,18 +1,21 @@
-"""The idempotency engine: one state machine behind the decorators and HTTP middleware.
+"""The idempotency engine: one state machine behind every integration.
 
 Per call::
 
-    derive key + payload hash (pure)
+    derive key + payload hash (identity: decorators, HTTP and batch alike)
+      -> kill switch set?                                  run unprotected
       -> local cache hit?                                  replay, 0 requests
       -> same key already running here, waiting enabled?   attach, 0 requests
       -> conditional put of an INPROGRESS lock             1 request
            won:  run, then fenced completion               +1 request
-                 (raises/cancelled: fenced release)        +1 request
+                 (raises/cancelled/Unstored: fenced release)  +1 request
            lost: decide on the returned record (decisions.decide)
                  replay / validation error / in progress (raise or wait) / retry
 
-One engine serves one decorated function; it holds that function's local
-cache and in-flight calls, and nothing about it is shared or global.
+Every call ends in an ``Outcome`` (idemstore.outcome) saying how its value was
+obtained. One engine serves one decorated function or one middleware; it holds
+that function's local cache and in-flight calls, and nothing about it is
+shared or global.
 """
 
 from __future__ import annotations
@@ -25,17 +28,14 @@ import math
 import os
 import uuid
 import warnings
-import zlib
-from collections.abc import Awaitable, Callable, Coroutine
-from dataclasses import dataclass
-from typing import Any, NoReturn, TypeVar
+from collections.abc import Awaitable, Callable
+from typing import Any
 
-import jmespath.exceptions
 import pydantic
 
 from idemstore.cache import LocalCache
 from idemstore.config import IdempotencyConfig
-from idemstore.decisions import Decision, decide
+from idemstore.decisions import Decision, decide, payload_mismatch
 from idemstore.errors import (
     IdempotencyAlreadyInProgressError,
     IdempotencyCorruptRecordError,
@@ -47,43 +47,75 @@ from idemstore.errors import (
     IdempotencyKeyError,
     IdempotencyLeaseLostError,
     IdempotencyPersistenceLayerError,
-    IdempotencyResponseTooLargeError,
     IdempotencySerializationError,
     IdempotencyTableNotFoundError,
     IdempotencyValidationError,
 )
 from idemstore.keys import PayloadEncoder, hash_data, is_missing_key, make_key, to_json_data
-from idemstore.persistence import RecordStore
-from idemstore.records import DataRecord, RecordStatus
+from idemstore.outcome import CallIdentity, Outcome, OutcomeKind, Unstored
+from idemstore.persistence import RecordStore, is_own_completion
+from idemstore.records import DataRecord, RecordStatus, result_size_error
 from idemstore.serialization import BaseIdempotencySerializer, NoOpSerializer
+from idemstore.speedups import Heartbeat, consume_exception, shielded
+
+__all__ = [
+    "DISABLED_ENV",
+    "CallIdentity",
+    "IdempotencyEngine",
+    "IdempotencyWarning",
+    "UnstorablePolicy",
+    "disabled_by_environment",
+]
 
 logger = logging.getLogger("idemstore")
-_T = TypeVar("_T")
 
 DISABLED_ENV = "IDEMSTORE_DISABLED"
 MAX_ACQUIRE_ATTEMPTS = 4
 """Acquires retried after finding an expired record or stale lock (races, clock skew)."""
-MAX_ITEM_BYTES = 400 * 1024
-RESULT_LIMIT_BYTES = MAX_ITEM_BYTES - 8 * 1024
-"""Room for the stored result, leaving the rest of the item (key, hashes, numbers)."""
 FIRST_POLL_SECONDS = 0.05
 MAX_POLL_SECONDS = 1.0
+
+Call = Callable[[], Awaitable[Any]]
+"""The function's call; it may return ``Unstored`` to keep its result out of the store."""
+
+UnstorablePolicy = Callable[[Any, IdempotencyError], "Unstored[Any] | None"]
+"""Called with a result that cannot be stored (too large, not JSON) and why: an
+``Unstored`` to record in its place, or None to release the lock and raise."""
 
 
 class IdempotencyWarning(UserWarning):
     """A call ran without idempotency protection."""
 
 
-@dataclass(frozen=True, slots=True)
-class CallIdentity:
-    """What a call is known by: its idempotency key and (with validation) payload hash."""
-
-    key: str
-    payload_hash: str | None
-
-
 def disabled_by_environment() -> bool:
     return os.environ.get(DISABLED_ENV, "").strip().lower() in ("1", "true", "yes", "on")
+
+
+class _DisabledNotice:
+    """Warns once per process that the kill switch is on, whichever integration meets it first.
+
+    Process-wide on purpose: the switch is a process's environment. ``reset``
+    exists for tests that switch it on and off.
+    """
+
+    def __init__(self) -> None:
+        self.given = False
+
+    def warn(self) -> None:
+        if self.given:
+            return
+        self.given = True
+        warnings.warn(
+            f"{DISABLED_ENV} is set: idempotent calls run without idempotency",
+            IdempotencyWarning,
+            stacklevel=4,
+        )
+
+    def reset(self) -> None:
+        self.given = False
+
+
+DISABLED_NOTICE = _DisabledNotice()
 
 
 class IdempotencyEngine:
@@ -96,11 +128,13 @@ class IdempotencyEngine:
         *,
         key_prefix: str,
         serializer: BaseIdempotencySerializer | None = None,
+        unstorable: UnstorablePolicy | None = None,
     ) -> None:
         self.store = store
         self.config = config
         self.key_prefix = key_prefix
         self.serializer = serializer or NoOpSerializer()
+        self._unstorable = unstorable
         self._clock = config.clock
         self._lease_millis = int(config.in_progress_lease_seconds * 1000)
         # Read once: the config is frozen, and its private attributes are slow to reach.
@@ -114,14 +148,23 @@ class IdempotencyEngine:
     # --- identity (pure) --------------------------------------------------------
 
     def identify(self, payload: Any) -> CallIdentity | None:
-        """The call's key and payload hash, or None when the payload has no key."""
+        """A payload's key and hash, by the config's JMESPaths; None when it has no key."""
         config = self.config
         data = to_json_data(payload)
         try:
             key_data = config.extract_key_data(data) if self._key_by_path else data
             validation_data = config.extract_validation_data(data) if self._validating else None
-        except (jmespath.exceptions.JMESPathError, ValueError) as exc:
+        except ValueError as exc:  # JMESPath errors are ValueErrors too
             raise IdempotencyKeyError(f"cannot extract the idempotency key: {exc}") from exc
+        return self.identity_of(key_data, validation_data)
+
+    def identity_of(self, key_data: Any, validation_data: Any = None) -> CallIdentity | None:
+        """The identity of explicit key data and (when given) the data its payload hash covers.
+
+        For integrations whose key is not in a payload (the HTTP header and
+        request fingerprint); None when the key data is empty.
+        """
+        config = self.config
         if is_missing_key(key_data):
             if config.raise_on_no_idempotency_key:
                 raise IdempotencyKeyError("No data found to create a hashed idempotency_key")
@@ -129,13 +172,15 @@ class IdempotencyEngine:
                 "No idempotency key value found. Skipping persistence layer and validation "
                 f"operations. jmespath: {config.event_key_jmespath}",
                 IdempotencyWarning,
-                stacklevel=4,
+                stacklevel=5,
             )
             return None
         try:
             key = make_key(self.key_prefix, key_data, config.hash_function)
             payload_hash = (
-                hash_data(validation_data, config.hash_function) if self._validating else None
+                hash_data(validation_data, config.hash_function)
+                if validation_data is not None
+                else None
             )
         except (TypeError, ValueError) as exc:
             raise IdempotencyKeyError(f"the payload cannot be hashed: {exc}") from exc
@@ -143,89 +188,58 @@ class IdempotencyEngine:
 
     # --- the call -----------------------------------------------------------------
 
-    async def run(
-        self,
-        payload: Any,
-        call: Callable[[], Awaitable[Any]],
-        *,
-        lambda_context: Any = None,
-    ) -> Any:
+    async def process(
+        self, payload: Any, call: Call, *, lambda_context: Any = None
+    ) -> Outcome[Any]:
         """Run ``call`` once for the payload's key; duplicates get the stored result."""
         if disabled_by_environment():
-            warnings.warn(
-                f"{DISABLED_ENV} is set: running without idempotency", IdempotencyWarning, 2
-            )
-            return await call()
+            return await self._unprotected(OutcomeKind.DISABLED, call)
         identity = self.identify(payload)
-        if identity is None:
-            return await call()
-        return await self.run_identified(identity, call, lambda_context=lambda_context)
+        return await self.execute(identity, call, lambda_context=lambda_context)
 
-    async def run_identified(
-        self,
-        identity: CallIdentity,
-        call: Callable[[], Awaitable[Any]],
-        *,
-        lambda_context: Any = None,
-    ) -> Any:
-        """Run ``call`` once for an already derived identity (the HTTP layer derives its own)."""
+    async def process_keyed(
+        self, key_data: Any, validation_data: Any, call: Call, *, lambda_context: Any = None
+    ) -> Outcome[Any]:
+        """``process`` for integrations that name the key data themselves (see ``identity_of``)."""
+        if disabled_by_environment():
+            return await self._unprotected(OutcomeKind.DISABLED, call)
+        identity = self.identity_of(key_data, validation_data)
+        return await self.execute(identity, call, lambda_context=lambda_context)
+
+    async def run(self, payload: Any, call: Call, *, lambda_context: Any = None) -> Any:
+        """``process``, giving only the value: what a decorated function returns."""
+        outcome = await self.process(payload, call, lambda_context=lambda_context)
+        return outcome.value
+
+    async def execute(
+        self, identity: CallIdentity | None, call: Call, *, lambda_context: Any = None
+    ) -> Outcome[Any]:
+        """Run ``call`` once for an identity; None runs it unprotected."""
+        if identity is None:
+            return await self._unprotected(OutcomeKind.UNPROTECTED, call)
         # One deadline for the whole call: time spent attached counts against it.
         wait_deadline = self._clock() + self.config.wait_for_in_progress_seconds
         if self._cache is not None:
             cached = self._cache.get(identity.key, now=self._clock())
             if cached is not None:
-                return self.replay(self._validated(cached, identity))
+                return self._replayed(OutcomeKind.CACHED, cached, identity)
         if self.config.wait_for_in_progress_seconds <= 0:
-            result, _ = await self._acquire(identity, call, lambda_context, wait_deadline)
-            return result
+            return await self._acquire(identity, call, lambda_context, wait_deadline)
         attached = await self._attach(identity.key)
         if attached is not None:
-            return self.replay(self._validated(attached, identity))
+            return self._replayed(OutcomeKind.ATTACHED, attached, identity)
         # This call leads for its key in this process: later duplicates attach to it.
         future: asyncio.Future[DataRecord | None] = asyncio.get_running_loop().create_future()
         self._in_flight[identity.key] = future
         completed: DataRecord | None = None
         try:
-            result, completed = await self._acquire(identity, call, lambda_context, wait_deadline)
-            return result
+            outcome = await self._acquire(identity, call, lambda_context, wait_deadline)
+            completed = outcome.record
+            return outcome
         finally:
             if self._in_flight.get(identity.key) is future:
                 del self._in_flight[identity.key]
             future.set_result(completed)
-
-    async def _acquire(
-        self,
-        identity: CallIdentity,
-        call: Callable[[], Awaitable[Any]],
-        lambda_context: Any,
-        wait_deadline: float,
-    ) -> tuple[Any, DataRecord]:
-        """Take the lock and run, or replay what is stored: the result and its record."""
-        deadline_ms = _remaining_millis(lambda_context)
-        lock_ms = deadline_ms if deadline_ms is not None else self._lease_millis
-        for _ in range(MAX_ACQUIRE_ATTEMPTS):
-            lock = self._new_lock(identity, lock_ms)
-            try:
-                await self._put_lock(lock)
-            except IdempotencyItemAlreadyExistsError as exc:
-                found = exc.old_data_record or await self._fetch(identity.key)
-                # Our own token in the fallback read: a retried put whose first attempt
-                # was applied, on a server that returned no old item. The lock is ours.
-                if found is None or not found.owned_by(lock.owner_token):
-                    completed = await self._resolve(found, identity, wait_deadline)
-                    if completed is not None:
-                        return self.replay(completed), completed
-                    continue
-            except _NOTHING_WRITTEN:
-                raise
-            except IdempotencyPersistenceLayerError:
-                await self._drop_uncertain_lock(lock)
-                raise
-            return await self._execute(lock, call, heartbeat=deadline_ms is None)
-        raise IdempotencyInconsistentStateError(
-            f"the record for {identity.key!r} kept changing; gave up after "
-            f"{MAX_ACQUIRE_ATTEMPTS} attempts"
-        )
 
     def replay(self, record: DataRecord) -> Any:
         """The stored result, typed by the output serializer, through the response hook."""
@@ -242,6 +256,46 @@ class IdempotencyEngine:
 
     # --- steps ----------------------------------------------------------------------
 
+    async def _unprotected(self, kind: OutcomeKind, call: Call) -> Outcome[Any]:
+        if kind is OutcomeKind.DISABLED:
+            DISABLED_NOTICE.warn()
+        result = await call()
+        if isinstance(result, Unstored):
+            return Outcome(kind, result.value, unstored_reason=result.reason)
+        return Outcome(kind, result)
+
+    def _replayed(
+        self, kind: OutcomeKind, record: DataRecord, identity: CallIdentity
+    ) -> Outcome[Any]:
+        self._validated(record, identity)
+        return Outcome(kind, self.replay(record), identity, record)
+
+    async def _acquire(
+        self, identity: CallIdentity, call: Call, lambda_context: Any, wait_deadline: float
+    ) -> Outcome[Any]:
+        """Take the lock and run, or replay what is stored."""
+        deadline_ms = _remaining_millis(lambda_context)
+        lock_ms = deadline_ms if deadline_ms is not None else self._lease_millis
+        for _ in range(MAX_ACQUIRE_ATTEMPTS):
+            lock = self._new_lock(identity, lock_ms)
+            try:
+                await self._put_lock(lock)
+            except IdempotencyItemAlreadyExistsError as exc:
+                completed = await self._resolve(exc.old_data_record, identity, wait_deadline)
+                if completed is not None:
+                    return self._replayed(OutcomeKind.REPLAYED, completed, identity)
+                continue
+            except _NOTHING_WRITTEN:
+                raise
+            except IdempotencyPersistenceLayerError:
+                await self._release_best_effort(lock)
+                raise
+            return await self._execute(lock, identity, call, heartbeat=deadline_ms is None)
+        raise IdempotencyInconsistentStateError(
+            f"the record for {identity.key!r} kept changing; gave up after "
+            f"{MAX_ACQUIRE_ATTEMPTS} attempts"
+        )
+
     def _new_lock(self, identity: CallIdentity, lock_ms: int) -> DataRecord:
         now = self._clock()
         return DataRecord(
@@ -254,14 +308,13 @@ class IdempotencyEngine:
         )
 
     async def _fetch(self, key: str) -> DataRecord | None:
-        """The one consistent read, for servers that return no old item on conflict."""
         try:
             return await self.store.get_record(key)
         except IdempotencyItemNotFoundError:
             return None
 
     def _validated(self, record: DataRecord, identity: CallIdentity) -> DataRecord:
-        if identity.payload_hash is not None and record.payload_hash != identity.payload_hash:
+        if payload_mismatch(record, identity.payload_hash):
             raise IdempotencyValidationError(
                 "Payload does not match stored record for this event key",
                 idempotency_key=identity.key,
@@ -312,18 +365,16 @@ class IdempotencyEngine:
         return None
 
     async def _execute(
-        self, lock: DataRecord, call: Callable[[], Awaitable[Any]], *, heartbeat: bool
-    ) -> tuple[Any, DataRecord]:
+        self, lock: DataRecord, identity: CallIdentity, call: Call, *, heartbeat: bool
+    ) -> Outcome[Any]:
         result = await self._call_with_heartbeat(lock, call, heartbeat)
         # The function has run: record its result even if the caller is cancelled meanwhile,
         # rather than leave the lock to block duplicates until it lapses.
-        return result, await _shielded(self._complete(lock, result))[1]
+        return await shielded(self._finish(lock, identity, result))[1]
 
-    async def _call_with_heartbeat(
-        self, lock: DataRecord, call: Callable[[], Awaitable[Any]], heartbeat: bool
-    ) -> Any:
+    async def _call_with_heartbeat(self, lock: DataRecord, call: Call, heartbeat: bool) -> Any:
         lease = self.config.in_progress_lease_seconds
-        renewer = _Heartbeat(lambda: self._heartbeat(lock), lease / 3) if heartbeat else None
+        renewer = Heartbeat(lambda: self._heartbeat(lock), lease / 3) if heartbeat else None
         try:
             result = await call()
         except BaseException as exc:  # cancellation must release the lock too
@@ -349,13 +400,49 @@ class IdempotencyEngine:
                 logger.warning("renewing the lease on %s failed; retrying", lock.idempotency_key)
             await asyncio.sleep(lease / 3)
 
+    async def _finish(self, lock: DataRecord, identity: CallIdentity, result: Any) -> Outcome[Any]:
+        """Record what the call returned, or release the lock; the call's outcome."""
+        if not isinstance(result, Unstored):
+            unstorable, response_data = self._storable(lock, result)
+            if unstorable is None:
+                record = await self._complete(lock, response_data, result)
+                return Outcome(OutcomeKind.EXECUTED, result, identity, record, stored=True)
+            result = self._unstorable(result, unstorable) if self._unstorable else None
+            if result is None:
+                await self._release(lock, unstorable)
+                raise unstorable
+        if result.releases:
+            await self._release_best_effort(lock)
+            return Outcome(
+                OutcomeKind.EXECUTED, result.value, identity, unstored_reason=result.reason
+            )
+        response_data = json.dumps(result.record_as, sort_keys=True)
+        record = await self._complete(lock, response_data, result.value)
+        return Outcome(
+            OutcomeKind.EXECUTED, result.value, identity, record, unstored_reason=result.reason
+        )
+
+    def _storable(self, lock: DataRecord, result: Any) -> tuple[IdempotencyError | None, str]:
+        """The result as stored JSON text, or why it cannot be stored."""
+        key = lock.idempotency_key
+        try:
+            data = self.serializer.to_dict(result)
+            response_data = json.dumps(data, cls=PayloadEncoder, sort_keys=True)
+        except (TypeError, ValueError) as exc:
+            error = IdempotencySerializationError(
+                f"the result of {key!r} cannot be stored as JSON: {exc}"
+            )
+            error.__cause__ = exc
+            return error, ""
+        return result_size_error(self.store.schema, key, response_data), response_data
+
     async def _release(self, lock: DataRecord, cause: BaseException) -> DataRecord | None:
         """Release the lock after the call failed; shielded from cancellation.
 
         Returns the record found instead when the lock was no longer ours to release.
         """
         try:
-            await _shielded(self.store.delete_record(lock))[1]
+            await shielded(self.store.delete_record(lock))[1]
         except IdempotencyLeaseLostError as lost:
             return lost.current_record  # no longer an INPROGRESS lock of ours
         except IdempotencyError as release_error:
@@ -369,6 +456,20 @@ class IdempotencyEngine:
             ) from release_error
         return None
 
+    async def _release_best_effort(self, lock: DataRecord) -> None:
+        """Release a lock when nothing waits on the answer: a put that failed without one
+        (an attempt may have been applied), or a result the caller chose not to store.
+
+        Fenced on the lock's own token, so it deletes nothing but our write; a
+        failure is logged, since the lease bounds the lock anyway.
+        """
+        try:
+            await shielded(self.store.delete_record(lock))[1]
+        except IdempotencyLeaseLostError:
+            return  # not ours any more: nothing of ours to release
+        except IdempotencyError as exc:
+            logger.warning("releasing the lock on %s failed: %s", lock.idempotency_key, exc)
+
     async def _put_lock(self, lock: DataRecord) -> None:
         """The lock's conditional put, shielded from the caller's cancellation.
 
@@ -376,14 +477,14 @@ class IdempotencyEngine:
         took the lock: the put settles in the background, and a lock it took is
         released there, instead of blocking duplicates until its lease lapses.
         """
-        put, settled = _shielded(self.store.put_record(lock, now=self._clock()))
+        put, settled = shielded(self.store.put_record(lock, now=self._clock()))
         try:
             await settled
         except asyncio.CancelledError:
             undo = asyncio.ensure_future(self._undo_abandoned_put(put, lock))
             self._background.add(undo)  # a strong reference until it is done
             undo.add_done_callback(self._background.discard)
-            undo.add_done_callback(_consume_exception)
+            undo.add_done_callback(consume_exception)
             raise
         except BaseException:
             # The task holds the error, whose traceback holds this frame and so the task:
@@ -398,43 +499,9 @@ class IdempotencyEngine:
             return  # the lock was not taken
         except IdempotencyError:
             pass  # unknown whether it was: the fenced release deletes only our own write
-        await self._drop_uncertain_lock(lock)
+        await self._release_best_effort(lock)
 
-    async def _drop_uncertain_lock(self, lock: DataRecord) -> None:
-        """Release a lock whose put failed without an answer: an attempt may have been applied.
-
-        Fenced on the lock's own token, so it deletes nothing but our write; best
-        effort, since the lease bounds the lock anyway.
-        """
-        try:
-            await self.store.delete_record(lock)
-        except IdempotencyError as exc:
-            logger.warning(
-                "releasing the uncertain lock on %s failed: %s", lock.idempotency_key, exc
-            )
-
-    async def _abandon(self, lock: DataRecord, error: IdempotencyError) -> NoReturn:
-        """Release the lock because the result cannot be stored, and say why."""
-        await self._release(lock, error)
-        raise error
-
-    def _serialize(self, result: Any) -> str:
-        data = self.serializer.to_dict(result)
-        return json.dumps(data, cls=PayloadEncoder, sort_keys=True)
-
-    async def _complete(self, lock: DataRecord, result: Any) -> DataRecord:
-        key = lock.idempotency_key
-        try:
-            response_data = self._serialize(result)
-        except (TypeError, ValueError) as exc:
-            unstorable = IdempotencySerializationError(
-                f"the result of {key!r} cannot be stored as JSON: {exc}"
-            )
-            unstorable.__cause__ = exc
-            await self._abandon(lock, unstorable)
-        too_large = _size_error(key, response_data)
-        if too_large is not None:
-            await self._abandon(lock, too_large)
+    async def _complete(self, lock: DataRecord, response_data: str, result: Any) -> DataRecord:
         completed = lock.model_copy(
             update={
                 "status": RecordStatus.COMPLETED,
@@ -449,11 +516,7 @@ class IdempotencyEngine:
             raise
         except IdempotencyPersistenceLayerError as exc:
             holder = await self._release(lock, exc)
-            if (
-                holder is None
-                or not holder.owned_by(lock.owner_token)
-                or holder.status is not RecordStatus.COMPLETED
-            ):
+            if not is_own_completion(holder, lock):
                 raise
             # An attempt of the completion was applied; only its answers were lost.
             completed = holder
@@ -474,81 +537,3 @@ def _remaining_millis(lambda_context: Any) -> int | None:
     """Time left in the Lambda invocation; None outside Lambda (the lease applies)."""
     remaining = getattr(lambda_context, "get_remaining_time_in_millis", None)
     return int(remaining()) if callable(remaining) else None
-
-
-def _size_error(key: str, response_data: str) -> IdempotencyResponseTooLargeError | None:
-    """An error when the result cannot fit in an item, even compressed."""
-    encoded = response_data.encode()
-    if len(encoded) <= RESULT_LIMIT_BYTES:
-        return None
-    compressed = len(zlib.compress(encoded, 6))
-    if compressed <= RESULT_LIMIT_BYTES:
-        return None
-    return IdempotencyResponseTooLargeError(
-        f"the result of {key!r} is {len(encoded)} bytes, {compressed} compressed; "
-        f"an item holds at most {RESULT_LIMIT_BYTES} bytes of result",
-        size_bytes=compressed,
-        limit_bytes=RESULT_LIMIT_BYTES,
-    )
-
-
-def _shielded(work: Coroutine[Any, Any, _T]) -> tuple[asyncio.Task[_T], asyncio.Future[_T]]:
-    """Run ``work`` in a task of its own; return it and a future to await its outcome.
-
-    Cancelling that future (as the awaiting caller's cancellation does) leaves the
-    work running: ``asyncio.shield``, with the outcome handed over as the work ends
-    instead of by done callbacks, which cost the caller an extra loop iteration.
-    """
-    loop = asyncio.get_running_loop()
-    outcome: asyncio.Future[_T] = loop.create_future()
-    task = loop.create_task(_relay(work, outcome))
-    task.add_done_callback(_consume_exception)
-    return task, outcome
-
-
-async def _relay(work: Coroutine[Any, Any, _T], outcome: asyncio.Future[_T]) -> _T:
-    try:
-        result = await work
-    except asyncio.CancelledError:
-        outcome.cancel()
-        raise
-    except BaseException as exc:
-        if not outcome.done():
-            outcome.set_exception(exc)
-        del outcome  # the error's traceback holds this frame: no cycle through the future
-        raise
-    if not outcome.done():
-        outcome.set_result(result)
-    return result
-
-
-class _Heartbeat:
-    """Runs ``renew`` once its first renewal is due, until stopped.
-
-    Most calls end before then: until it is due, it is a timer, not a task.
-    """
-
-    def __init__(self, renew: Callable[[], Coroutine[Any, Any, None]], due_in: float) -> None:
-        self._renew = renew
-        self._task: asyncio.Task[None] | None = None
-        self._timer = asyncio.get_running_loop().call_later(due_in, self._start)
-
-    def _start(self) -> None:
-        self._task = asyncio.get_running_loop().create_task(self._renew())
-
-    async def stop(self) -> None:
-        self._timer.cancel()
-        await _stop(self._task)
-
-
-async def _stop(task: asyncio.Task[None] | None) -> None:
-    if task is not None:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
-
-
-def _consume_exception(task: asyncio.Future[Any]) -> None:
-    # A release or completion left running after a cancellation must not warn as unretrieved.
-    if not task.cancelled():
-        task.exception()

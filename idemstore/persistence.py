@@ -20,7 +20,7 @@ Every operation is one request to the backing table. Semantics both stores keep:
 from __future__ import annotations
 
 from enum import Enum
-from typing import Protocol, TypeAlias, runtime_checkable
+from typing import Protocol, TypeAlias, TypeGuard, runtime_checkable
 
 from idemstore.errors import IdempotencyItemAlreadyExistsError, IdempotencyLeaseLostError
 from idemstore.records import DataRecord, RecordStatus, TableSchema
@@ -76,15 +76,24 @@ def settle_put(record: DataRecord, outcome: WriteOutcome) -> None:
     )
 
 
+def is_own_completion(found: DataRecord | None, lock: DataRecord) -> TypeGuard[DataRecord]:
+    """Whether ``found`` is the completed record of ``lock``'s owner: a completion of
+    ours whose answers were lost, as a retry or a release finds it."""
+    return (
+        found is not None
+        and found.owned_by(lock.owner_token)
+        and found.status is RecordStatus.COMPLETED
+    )
+
+
 def settle_fenced(record: DataRecord, outcome: WriteOutcome, action: str) -> None:
     """Interpret a fenced write; our own completed record counts as a retried completion."""
     if outcome is APPLIED:
         return
     if (
         isinstance(outcome, DataRecord)
-        and outcome.owned_by(record.owner_token)
-        and outcome.status is RecordStatus.COMPLETED
         and record.status is RecordStatus.COMPLETED
+        and is_own_completion(outcome, record)
     ):
         return
     if outcome is None:

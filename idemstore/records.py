@@ -18,7 +18,11 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, model_validator
 
-from idemstore.errors import IdempotencyConfigurationError, IdempotencyCorruptRecordError
+from idemstore.errors import (
+    IdempotencyConfigurationError,
+    IdempotencyCorruptRecordError,
+    IdempotencyResponseTooLargeError,
+)
 from idemstore.expressions import (
     Action,
     Attr,
@@ -37,6 +41,10 @@ from idemstore.expressions import (
 
 DEFAULT_COMPRESS_THRESHOLD_BYTES = 32 * 1024
 """Results whose JSON text is longer than this are stored compressed."""
+MAX_ITEM_BYTES = 400 * 1024
+"""DynamoDB's limit for one item."""
+RESULT_LIMIT_BYTES = MAX_ITEM_BYTES - 8 * 1024
+"""Room for the stored result, leaving the rest of the item (key, hashes, numbers)."""
 
 
 class RecordStatus(StrEnum):
@@ -328,6 +336,24 @@ class TableSchema(BaseModel):
             payload_hash=_optional_string(item, self.validation_key_attr, key),
             owner_token=_optional_string(item, self.owner_token_attr, key),
         )
+
+
+def result_size_error(
+    schema: TableSchema, key: str, response_data: str
+) -> IdempotencyResponseTooLargeError | None:
+    """An error when a result cannot fit in an item, even compressed."""
+    encoded = response_data.encode()
+    if len(encoded) <= RESULT_LIMIT_BYTES:
+        return None
+    compressed = len(zlib.compress(encoded, 6))
+    if compressed <= RESULT_LIMIT_BYTES:
+        return None
+    return IdempotencyResponseTooLargeError(
+        f"the result of {key!r} is {len(encoded)} bytes, {compressed} compressed; "
+        f"an item holds at most {RESULT_LIMIT_BYTES} bytes of result",
+        size_bytes=compressed,
+        limit_bytes=RESULT_LIMIT_BYTES,
+    )
 
 
 def _required(item: Mapping[str, AttributeValue], attr: str, kind: str, key: str) -> Any:

@@ -198,7 +198,7 @@ class AsyncDynamoStore:
         return self._schema.from_item(item)
 
     async def put_record(self, record: DataRecord, *, now: float) -> None:
-        outcome = await self._write(
+        outcome = await self._write_with_old(
             "PutItem",
             record.idempotency_key,
             self._schema.acquire_request(now),
@@ -207,7 +207,7 @@ class AsyncDynamoStore:
         settle_put(record, outcome)
 
     async def update_record(self, record: DataRecord) -> None:
-        outcome = await self._fenced_write(
+        outcome = await self._write_with_old(
             "UpdateItem",
             record.idempotency_key,
             self._schema.completion_request(record, fence_token(record)),
@@ -215,7 +215,7 @@ class AsyncDynamoStore:
         settle_fenced(record, outcome, "complete")
 
     async def renew_lease(self, record: DataRecord, *, in_progress_expiry_timestamp: int) -> None:
-        outcome = await self._fenced_write(
+        outcome = await self._write_with_old(
             "UpdateItem",
             record.idempotency_key,
             compile_request(
@@ -226,7 +226,7 @@ class AsyncDynamoStore:
         settle_fenced(record, outcome, "renew the lease of")
 
     async def delete_record(self, record: DataRecord) -> None:
-        outcome = await self._fenced_write(
+        outcome = await self._write_with_old(
             "DeleteItem",
             record.idempotency_key,
             compile_request(
@@ -286,16 +286,22 @@ class AsyncDynamoStore:
             raise self._translate(exc, operation, idempotency_key) from exc
         return APPLIED
 
-    async def _fenced_write(
-        self, operation: str, idempotency_key: str, request: CompiledRequest
+    async def _write_with_old(
+        self,
+        operation: str,
+        idempotency_key: str,
+        request: CompiledRequest,
+        *,
+        item: dict[str, AttributeValue] | None = None,
     ) -> WriteOutcome:
-        """A fenced write whose failed condition always comes with the record now stored.
+        """A conditional write whose failed condition always comes with the record now stored.
 
         A server that ignores ``ReturnValuesOnConditionCheckFailure`` answers
         without the old item; one consistent read then tells a record that is
-        gone from our own completion whose first answer was lost.
+        gone from our own write whose first answer was lost (a retried put or
+        completion), so every caller judges the same record.
         """
-        outcome = await self._write(operation, idempotency_key, request)
+        outcome = await self._write(operation, idempotency_key, request, item=item)
         if outcome is not None:
             return outcome
         try:

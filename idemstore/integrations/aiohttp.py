@@ -39,7 +39,6 @@ from idemstore.integrations._http import (
     HttpIdempotencyConfig,
     InvalidIdempotencyKeyError,
     Problem,
-    ResponseNotStored,
     build_engine,
     call_identity,
     invalid_key_problem,
@@ -52,6 +51,7 @@ from idemstore.integrations._http import (
     storable_headers,
     store_unavailable_problem,
 )
+from idemstore.outcome import Unstored
 from idemstore.persistence import RecordStore
 
 if TYPE_CHECKING:
@@ -127,13 +127,8 @@ class _Exchange:
 
     async def settle(self, engine: IdempotencyEngine, identity: CallIdentity) -> web.StreamResponse:
         try:
-            result = await engine.run_identified(identity, self.call)
-        except ResponseNotStored:
-            return self.deliver()
+            outcome = await engine.execute(identity, self.call)
         except IdempotencyPersistenceLayerError as exc:
-            if isinstance(exc.function_error, ResponseNotStored):
-                logger.warning("releasing an idempotency key failed: %s", exc)
-                return self.deliver()
             if self.ran:
                 return self.deliver_despite(exc)
             if self.config.fail_open:
@@ -153,12 +148,12 @@ class _Exchange:
             if problem is None:
                 raise
             return _problem_response(problem)
-        if self.ran:
+        if outcome.executed:
             return self.deliver()
-        return self.replay(CapturedResponse.from_stored(result))
+        return self.replay(CapturedResponse.from_stored(outcome.value))
 
-    async def call(self) -> dict[str, Any]:
-        """Run the handler; its response's stored form, or ``ResponseNotStored``."""
+    async def call(self) -> dict[str, Any] | Unstored[None]:
+        """Run the handler; its response's stored form, or ``Unstored``."""
         self.ran = True
         try:
             response = await self.handler(self.request)
@@ -174,9 +169,9 @@ class _Exchange:
                 self.request.path,
                 captured,
             )
-            raise ResponseNotStored(response, captured)
+            return Unstored(None, captured)
         if not self.config.stores(captured.status):
-            raise ResponseNotStored(response, f"status {captured.status} is not stored")
+            return Unstored(None, f"status {captured.status} is not stored")
         return captured.to_stored()
 
     def capture(self, response: web.StreamResponse) -> CapturedResponse | str:

@@ -48,6 +48,7 @@ from idemstore.integrations._http import (
     storable_headers,
     store_unavailable_problem,
 )
+from idemstore.outcome import Unstored
 from idemstore.persistence import RecordStore
 
 if TYPE_CHECKING:
@@ -212,14 +213,9 @@ class _Exchange:
 
     async def settle(self, engine: IdempotencyEngine, identity: CallIdentity) -> None:
         try:
-            result = await engine.run_identified(identity, self.call)
-        except ResponseNotStored as signal:
-            await self.deliver_unstored(signal)
+            outcome = await engine.execute(identity, self.call)
         except IdempotencyPersistenceLayerError as exc:
-            if isinstance(exc.function_error, ResponseNotStored):
-                logger.warning("releasing an idempotency key failed: %s", exc)
-                await self.deliver_unstored(exc.function_error)
-            elif self.ran:
+            if self.ran:
                 await self.deliver_despite(exc)
             elif self.config.fail_open:
                 logger.warning(
@@ -241,22 +237,24 @@ class _Exchange:
                 raise
             await _send_problem(self.to_client, problem)
         else:
-            if self.ran:
+            if isinstance(outcome.value, ResponseNotStored):
+                await self.deliver_unstored(outcome.value)
+            elif outcome.executed:
                 await self.send_captured()
             else:
-                await self.send_replay(CapturedResponse.from_stored(result))
+                await self.send_replay(CapturedResponse.from_stored(outcome.value))
 
     # --- the engine's call --------------------------------------------------------
 
-    async def call(self) -> dict[str, Any]:
+    async def call(self) -> dict[str, Any] | Unstored[ResponseNotStored]:
         """Run the app until its response is made; the response's stored form.
 
-        Raises ``ResponseNotStored`` (so the engine releases the key) when the
-        response is streamed, missing or of a status not stored.
+        ``Unstored`` (so the engine releases the key) when the response is
+        streamed, missing or of a status not stored.
         """
         self.ran = True
         if self.client_gone:
-            raise ResponseNotStored(None, "the client disconnected before the request ran")
+            return _unstored(None, "the client disconnected before the request ran")
         app_task = self.app_task = asyncio.ensure_future(
             self.app(self.scope, self.receive, self.capture)
         )
@@ -273,12 +271,12 @@ class _Exchange:
             app_task.result()  # the app's exception, raised before its response was made
         if self.streaming:
             limit = self.config.max_capture_bytes
-            raise ResponseNotStored(None, f"the response body exceeded {limit} bytes")
+            return _unstored(None, f"the response body exceeded {limit} bytes")
         if self.start is None:
-            raise ResponseNotStored(None, "the application sent no response")
+            return _unstored(None, "the application sent no response")
         status = int(self.start["status"])
         if not self.config.stores(status):
-            raise ResponseNotStored(self.start, f"status {status} is not stored")
+            return _unstored(self.start, f"status {status} is not stored")
         headers = [
             (name.decode("latin-1"), value.decode("latin-1"))
             for name, value in self.start.get("headers", [])
@@ -378,6 +376,10 @@ class _Exchange:
 
 
 # --- plumbing --------------------------------------------------------------------------
+
+
+def _unstored(response: Any, reason: str) -> Unstored[ResponseNotStored]:
+    return Unstored(ResponseNotStored(response, reason), reason)
 
 
 def _header_values(scope: Scope, name: bytes) -> list[str]:

@@ -1,5 +1,6 @@
 """A server that ignores ``ReturnValuesOnConditionCheckFailure``: failed conditions come
-back without the old item, and the engine must fall back to one consistent read.
+back without the old item, and the store falls back to one consistent read, so every
+caller (the engine included) judges the record now stored.
 """
 
 from __future__ import annotations

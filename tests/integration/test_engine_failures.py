@@ -31,7 +31,6 @@ from idemstore import (
     idempotent_function,
 )
 from idemstore.engine import MAX_ACQUIRE_ATTEMPTS
-from idemstore.persistence import settle_put
 from idemstore.testing import RequestLog
 
 
@@ -273,37 +272,6 @@ async def test_retried_release_after_a_failure_keeps_the_original_error(
         await process(order={"id": 1})
     assert log.operations == ["PutItem", "PutItem", "DeleteItem", "DeleteItem"]
     assert await record_or_none(dynamo_store, key_of(process, {"id": 1})) is None
-
-
-class RetriedPutWithoutOldItem(DelegatingStore):
-    """A retried acquire on a server that ignores ALL_OLD: the first attempt is applied, the
-    retry fails its condition and the store learns nothing about the item that exists."""
-
-    async def put_record(self, record: DataRecord, *, now: float) -> None:
-        await self.inner.put_record(record, now=now)
-        settle_put(record, None)  # what the store concludes from a bare condition failure
-
-
-@pytest.mark.asyncio
-async def test_retried_acquire_is_recognised_through_the_fallback_read(
-    dynamo_store: AsyncDynamoStore,
-) -> None:
-    log = RequestLog().attach(await dynamo_store.client())
-    runs: list[Any] = []
-
-    @idempotent_function(
-        data_keyword_argument="order", persistence_store=RetriedPutWithoutOldItem(dynamo_store)
-    )
-    async def process(order: dict[str, Any]) -> str:
-        runs.append(order)
-        return "done"
-
-    assert await process(order={"id": 1}) == "done"
-    assert runs == [{"id": 1}]
-    assert log.operations == ["PutItem", "GetItem", "UpdateItem"]
-    assert (await dynamo_store.get_record(key_of(process, {"id": 1}))).status is (
-        RecordStatus.COMPLETED
-    )
 
 
 # --- the function raises -----------------------------------------------------------------
