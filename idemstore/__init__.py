@@ -1,6 +1,6 @@
 """idemstore: async idempotency for Lambda handlers, async functions and HTTP endpoints."""
 
-from idemstore.config import IdempotencyConfig, register_lambda_context
+from idemstore.config import IdempotencyConfig
 from idemstore.engine import IdempotencyEngine, IdempotencyWarning
 from idemstore.errors import (
     IdempotencyAlreadyInProgressError,
@@ -20,17 +20,18 @@ from idemstore.errors import (
     IdempotencyValidationError,
 )
 from idemstore.idempotency import idempotent, idempotent_function
-from idemstore.lambda_runtime import LambdaEntryPoint, lambda_entry_point
-from idemstore.memory import InMemoryStore
-from idemstore.persistence import RecordStore
-from idemstore.records import DataRecord, RecordStatus, TableSchema
+from idemstore.lambda_runtime import LambdaEntryPoint, lambda_entry_point, register_lambda_context
+from idemstore.records import DataRecord, RecordStatus
 from idemstore.serialization import (
     BaseIdempotencySerializer,
     DataclassSerializer,
     NoOpSerializer,
     PydanticSerializer,
 )
-from idemstore.store import AsyncDynamoStore
+from idemstore.stores.contract import RecordStore
+from idemstore.stores.dynamo import AsyncDynamoStore
+from idemstore.stores.memory import InMemoryStore
+from idemstore.table import TableSchema
 from idemstore.tables import create_table
 
 __version__ = "0.1.0"

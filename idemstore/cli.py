@@ -35,8 +35,9 @@ from idemstore.errors import (
     IdempotencyError,
     IdempotencyItemNotFoundError,
 )
+from idemstore.lock_rules import lock_available
 from idemstore.records import DataRecord, RecordStatus
-from idemstore.store import AsyncDynamoStore
+from idemstore.stores.dynamo import AsyncDynamoStore
 from idemstore.tables import create_table
 
 PROG = "idemstore"
@@ -332,7 +333,7 @@ def describe_record(record: DataRecord, now: float) -> dict[str, Any]:
         "in_progress_expiry_timestamp": in_progress_ms,
         "in_progress_expiry": _maybe(in_progress_s, lambda s: iso_utc(s, milliseconds=True)),
         "in_progress_expiry_relative": _maybe(in_progress_s, lambda s: relative_time(s - now)),
-        "lock_available": record.lock_available(now),
+        "lock_available": lock_available(record, now),
         "payload_hash": record.payload_hash,
         "owner_token": record.owner_token,
         "result_size_bytes": _maybe(result, lambda text: len(text.encode())),

@@ -8,11 +8,9 @@ nothing is ever written into it after construction.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import time
-from collections.abc import Callable, Iterator
-from contextvars import ContextVar
+from collections.abc import Callable
 from typing import Any
 
 import jmespath
@@ -28,31 +26,6 @@ Clock = Callable[[], float]
 
 ResponseHook = Callable[[Any, DataRecord], Any]
 """Called with a replayed response and its record; returns the response to give."""
-
-_lambda_context: ContextVar[Any] = ContextVar("idemstore_lambda_context", default=None)
-
-
-def register_lambda_context(lambda_context: Any) -> None:
-    """Make the Lambda context known to idempotent functions in this task.
-
-    Sets a task-local variable: concurrent invocations never see each other's
-    context, and no shared object is modified.
-    """
-    _lambda_context.set(lambda_context)
-
-
-@contextlib.contextmanager
-def lambda_context_scope(lambda_context: Any) -> Iterator[None]:
-    """The context registered for the duration of one handler call, then the previous one."""
-    token = _lambda_context.set(lambda_context)
-    try:
-        yield
-    finally:
-        _lambda_context.reset(token)
-
-
-def current_lambda_context() -> Any:
-    return _lambda_context.get()
 
 
 class IdempotencyConfig(BaseModel):
@@ -128,5 +101,8 @@ class IdempotencyConfig(BaseModel):
         return self._validation_key.search(data, options=self._jmespath_options)
 
     def register_lambda_context(self, lambda_context: Any) -> None:
-        """Same as the module function; kept for code written against Powertools."""
+        """Same as ``idemstore.register_lambda_context``; kept for code written against
+        Powertools. Registers for the current task only: nothing is written into the config."""
+        from idemstore.lambda_runtime import register_lambda_context
+
         register_lambda_context(lambda_context)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from enum import Enum
 
+from idemstore.lock_rules import lock_available
 from idemstore.records import DataRecord, RecordStatus
 
 
@@ -25,7 +26,7 @@ def payload_mismatch(record: DataRecord, payload_hash: str | None) -> bool:
 
 def decide(record: DataRecord, *, now: float, payload_hash: str | None) -> Decision:
     """Decide from a found record; ``payload_hash`` is None when validation is off."""
-    if record.lock_available(now):
+    if lock_available(record, now):
         return Decision.RETRY_ACQUIRE
     if payload_mismatch(record, payload_hash):
         return Decision.PAYLOAD_MISMATCH

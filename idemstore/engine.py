@@ -34,6 +34,7 @@ from typing import Any
 import pydantic
 
 from idemstore.cache import LocalCache
+from idemstore.codec import result_size_error
 from idemstore.config import IdempotencyConfig
 from idemstore.decisions import Decision, decide, payload_mismatch
 from idemstore.errors import (
@@ -53,10 +54,10 @@ from idemstore.errors import (
 )
 from idemstore.keys import PayloadEncoder, hash_data, is_missing_key, make_key, to_json_data
 from idemstore.outcome import CallIdentity, Outcome, OutcomeKind, Unstored
-from idemstore.persistence import RecordStore, is_own_completion
-from idemstore.records import DataRecord, RecordStatus, result_size_error
+from idemstore.records import DataRecord, RecordStatus
 from idemstore.serialization import BaseIdempotencySerializer, NoOpSerializer
 from idemstore.speedups import Heartbeat, consume_exception, shielded
+from idemstore.stores.contract import RecordStore, is_own_completion
 
 __all__ = [
     "DISABLED_ENV",

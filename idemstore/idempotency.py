@@ -12,12 +12,16 @@ import inspect
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, ParamSpec, TypeVar, overload
 
-from idemstore.config import IdempotencyConfig, current_lambda_context, lambda_context_scope
+from idemstore.config import IdempotencyConfig
 from idemstore.engine import IdempotencyEngine
 from idemstore.keys import key_prefix as default_key_prefix
-from idemstore.persistence import RecordStore
+from idemstore.lambda_runtime import (
+    current_lambda_context,
+    lambda_context_scope,
+    lambda_function_name,
+)
 from idemstore.serialization import BaseIdempotencySerializer, resolve_serializer
-from idemstore.store import lambda_function_name
+from idemstore.stores.contract import RecordStore
 
 P = ParamSpec("P")
 R = TypeVar("R")

@@ -1,4 +1,6 @@
-"""The Lambda entry point: a sync ``handler(event, context)`` around an async handler.
+"""The Lambda runtime: the entry point, the invocation's context, the function's name.
+
+The entry point is a sync ``handler(event, context)`` around an async handler.
 
 Lambda calls handlers synchronously. ``asyncio.run`` per invocation would make
 a new event loop each time, and with it a new DynamoDB client and new
@@ -9,10 +11,44 @@ execution environment, so warm invocations reuse the store's client.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+import contextlib
+import os
+from collections.abc import Awaitable, Callable, Iterator
+from contextvars import ContextVar
 from typing import Any, Generic, TypeVar
 
 R = TypeVar("R")
+
+
+def lambda_function_name() -> str | None:
+    """``AWS_LAMBDA_FUNCTION_NAME`` as set: None when unset, possibly empty."""
+    return os.environ.get("AWS_LAMBDA_FUNCTION_NAME")
+
+
+_lambda_context: ContextVar[Any] = ContextVar("idemstore_lambda_context", default=None)
+
+
+def register_lambda_context(lambda_context: Any) -> None:
+    """Make the Lambda context known to idempotent functions in this task.
+
+    Sets a task-local variable: concurrent invocations never see each other's
+    context, and no shared object is modified.
+    """
+    _lambda_context.set(lambda_context)
+
+
+@contextlib.contextmanager
+def lambda_context_scope(lambda_context: Any) -> Iterator[None]:
+    """The context registered for the duration of one handler call, then the previous one."""
+    token = _lambda_context.set(lambda_context)
+    try:
+        yield
+    finally:
+        _lambda_context.reset(token)
+
+
+def current_lambda_context() -> Any:
+    return _lambda_context.get()
 
 
 class LambdaEntryPoint(Generic[R]):

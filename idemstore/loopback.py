@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from aiobotocore.session import AioSession
 
-from idemstore.store import AsyncDynamoStore
+from idemstore.stores.dynamo import AsyncDynamoStore
 
 if TYPE_CHECKING:
     from types_aiobotocore_dynamodb import DynamoDBClient

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 from botocore.exceptions import BotoCoreError, ClientError
 
 from idemstore.errors import IdempotencyPersistenceLayerError
-from idemstore.store import AsyncDynamoStore
+from idemstore.stores.dynamo import AsyncDynamoStore
 
 if TYPE_CHECKING:
     from types_aiobotocore_dynamodb import DynamoDBClient

@@ -30,8 +30,8 @@ from idemstore.loopback import (
     isolated_session,
     start_moto_server,
 )
-from idemstore.memory import InMemoryStore
-from idemstore.store import AsyncDynamoStore
+from idemstore.stores.dynamo import AsyncDynamoStore
+from idemstore.stores.memory import InMemoryStore
 from idemstore.tables import create_table
 
 __all__ = [

@@ -36,8 +36,8 @@ from idemstore.errors import (
     IdempotencyValidationError,
 )
 from idemstore.keys import hash_data, make_key
-from idemstore.persistence import RecordStore
 from idemstore.serialization import NoOpSerializer
+from idemstore.stores.contract import RecordStore
 
 HEADER_NAME = "Idempotency-Key"
 REPLAYED_HEADER = "Idempotent-Replayed"

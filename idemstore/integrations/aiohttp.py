@@ -52,7 +52,7 @@ from idemstore.integrations._http import (
     store_unavailable_problem,
 )
 from idemstore.outcome import Unstored
-from idemstore.persistence import RecordStore
+from idemstore.stores.contract import RecordStore
 
 if TYPE_CHECKING:
     from aiohttp.typedefs import Handler, Middleware

@@ -16,7 +16,7 @@ from botocore.retries.standard import ExponentialBackoff
 
 from faults.helpers import new_table_name, proxied_store
 from faults.proxy import FaultProxy, running_proxy
-from idemstore.store import AsyncDynamoStore
+from idemstore.stores.dynamo import AsyncDynamoStore
 from idemstore.tables import create_table
 from idemstore.testing import MotoEndpoint
 

@@ -19,7 +19,7 @@ from idemstore.engine import IdempotencyEngine
 from idemstore.errors import IdempotencyItemNotFoundError
 from idemstore.idempotency import idempotent_function
 from idemstore.records import DataRecord
-from idemstore.store import AsyncDynamoStore
+from idemstore.stores.dynamo import AsyncDynamoStore
 from idemstore.testing import MotoEndpoint
 
 RETRIES = 3

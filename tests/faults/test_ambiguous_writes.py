@@ -16,7 +16,7 @@ from idemstore import (
     IdempotencyPersistenceLayerError,
     RecordStatus,
 )
-from idemstore.store import AsyncDynamoStore
+from idemstore.stores.dynamo import AsyncDynamoStore
 
 AMBIGUOUS = [
     pytest.param(FaultKind.DROP_RESPONSE, id="response-dropped"),

@@ -18,7 +18,7 @@ import pytest
 from faults.helpers import BodyRuns, eventually, key_of, stored
 from faults.proxy import FaultKind, FaultProxy
 from idemstore import IdempotencyConfig, RecordStatus, idempotent_function
-from idemstore.store import AsyncDynamoStore
+from idemstore.stores.dynamo import AsyncDynamoStore
 
 Job = Callable[..., Coroutine[Any, Any, str]]
 

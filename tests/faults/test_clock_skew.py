@@ -25,9 +25,10 @@ from idemstore import (
     RecordStatus,
     idempotent_function,
 )
+from idemstore.codec import to_item
 from idemstore.config import Clock
 from idemstore.records import DataRecord
-from idemstore.store import AsyncDynamoStore
+from idemstore.stores.dynamo import AsyncDynamoStore
 
 SKEW = 30.0
 Job = Callable[..., Coroutine[Any, Any, str]]
@@ -187,7 +188,7 @@ async def test_an_expired_record_the_ttl_has_not_deleted_yet_is_replaced(
     )
     client = await direct_store.client()
     await client.put_item(
-        TableName=direct_store.table_name, Item=direct_store.schema.to_item(expired)
+        TableName=direct_store.table_name, Item=to_item(direct_store.schema, expired)
     )
 
     assert await fresh(job="t") == "t by fresh"

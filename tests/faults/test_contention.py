@@ -22,7 +22,7 @@ from faults.proxy import FaultKind, FaultProxy
 from idemstore import IdempotencyConfig
 from idemstore.keys import make_key
 from idemstore.records import RecordStatus
-from idemstore.store import AsyncDynamoStore
+from idemstore.stores.dynamo import AsyncDynamoStore
 from idemstore.testing import MotoEndpoint
 
 PROCESSES = 4

@@ -27,7 +27,7 @@ from idemstore import (
 from idemstore.config import Clock
 from idemstore.keys import make_key
 from idemstore.records import DataRecord
-from idemstore.store import AsyncDynamoStore
+from idemstore.stores.dynamo import AsyncDynamoStore
 from idemstore.testing import MotoEndpoint
 
 LEASE = "1"

@@ -22,7 +22,7 @@ from idemstore import (
     idempotent_function,
 )
 from idemstore.records import DataRecord
-from idemstore.store import AsyncDynamoStore
+from idemstore.stores.dynamo import AsyncDynamoStore
 
 LEASE = 1.5
 

@@ -10,7 +10,7 @@ import pytest
 from faults.helpers import BodyRuns, key_of, order_function, stored
 from faults.proxy import FaultKind, FaultProxy
 from idemstore import IdempotencyAlreadyInProgressError, RecordStatus
-from idemstore.store import AsyncDynamoStore
+from idemstore.stores.dynamo import AsyncDynamoStore
 
 
 @pytest.mark.asyncio

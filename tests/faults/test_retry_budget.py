@@ -21,7 +21,7 @@ from idemstore import (
     IdempotencyPersistenceLayerError,
     RecordStatus,
 )
-from idemstore.store import AsyncDynamoStore
+from idemstore.stores.dynamo import AsyncDynamoStore
 
 SERVER_ERRORS = [
     pytest.param(FaultKind.THROUGHPUT_EXCEEDED, "ProvisionedThroughputExceededException", id="pte"),

@@ -30,6 +30,7 @@ from idemstore import (
     cli,
     create_table,
 )
+from idemstore.codec import to_item
 from idemstore.testing import DUMMY_ACCESS_KEY, DUMMY_REGION, DUMMY_SECRET_KEY, MotoEndpoint
 
 # --- helpers ------------------------------------------------------------------
@@ -468,7 +469,7 @@ def test_release_does_not_delete_a_record_taken_over_meanwhile(
         record = await read(store, wanted)
         async with moto_server.store(table) as other:
             client = await other.client()
-            await client.put_item(TableName=table, Item=other.schema.to_item(successor))
+            await client.put_item(TableName=table, Item=to_item(other.schema, successor))
         return record
 
     monkeypatch.setattr(AsyncDynamoStore, "get_record", read_then_lose_the_race)

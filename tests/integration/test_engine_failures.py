@@ -30,6 +30,7 @@ from idemstore import (
     TableSchema,
     idempotent_function,
 )
+from idemstore.codec import to_item
 from idemstore.engine import MAX_ACQUIRE_ATTEMPTS
 from idemstore.testing import RequestLog
 
@@ -78,7 +79,7 @@ class DelegatingStore:
 async def overwrite(store: AsyncDynamoStore, record: DataRecord) -> None:
     """Write an item unconditionally, as another caller taking the lock over would."""
     client = await store.client()
-    await client.put_item(TableName=store.table_name, Item=store.schema.to_item(record))
+    await client.put_item(TableName=store.table_name, Item=to_item(store.schema, record))
 
 
 async def record_or_none(store: AsyncDynamoStore, key: str) -> DataRecord | None:

@@ -330,7 +330,7 @@ def test_entry_point_propagates_errors_and_keeps_serving() -> None:
 async def test_the_handler_context_does_not_outlive_the_handler(
     memory_store: InMemoryStore,
 ) -> None:
-    from idemstore.config import current_lambda_context
+    from idemstore.lambda_runtime import current_lambda_context
 
     seen: list[Any] = []
 

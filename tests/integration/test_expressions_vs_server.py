@@ -13,9 +13,11 @@ from typing import Any
 import pytest
 from botocore.exceptions import ClientError
 
+from idemstore.codec import to_item
 from idemstore.expressions import Attr, AttributeValue, Condition, compile_request, evaluate
+from idemstore.lock_rules import acquire_condition, owned_in_progress, owned_or_gone
 from idemstore.records import DataRecord, RecordStatus
-from idemstore.store import AsyncDynamoStore
+from idemstore.stores.dynamo import AsyncDynamoStore
 
 T = 1_700_000_000  # epoch seconds
 T_MS = T * 1000
@@ -78,8 +80,8 @@ async def test_acquire_condition_agrees_with_the_server(dynamo_store: AsyncDynam
     disagreements: list[tuple[Any, ...]] = []
     cases = itertools.product(existing_records(), (T + 0.0, T + 0.5, T + 0.9995, T + 1.0))
     for number, (existing, now) in enumerate(cases):
-        planted = schema.to_item(existing) if existing is not None else None
-        condition = schema.acquire_condition(now)
+        planted = to_item(schema, existing) if existing is not None else None
+        condition = acquire_condition(schema, now)
         expected = evaluate(condition, planted)
         accepted = await server_accepts(dynamo_store, f"case-{number}", planted, condition)
         verdicts.append(accepted)
@@ -107,13 +109,13 @@ async def test_fences_agree_with_the_server(dynamo_store: AsyncDynamoStore) -> N
         base.model_copy(update={"status": RecordStatus.COMPLETED, "response_data": "1"}),
     ]
     fences = [
-        schema.owned_in_progress("mine"),
-        schema.owned_or_gone("mine", RecordStatus.INPROGRESS),
-        schema.owned_or_gone("mine", RecordStatus.COMPLETED),
+        owned_in_progress(schema, "mine"),
+        owned_or_gone(schema, "mine", RecordStatus.INPROGRESS),
+        owned_or_gone(schema, "mine", RecordStatus.COMPLETED),
     ]
     disagreements: list[tuple[Any, ...]] = []
     for number, (record, fence) in enumerate(itertools.product(existing, fences)):
-        planted = schema.to_item(record) if record is not None else None
+        planted = to_item(schema, record) if record is not None else None
         accepted = await server_accepts(dynamo_store, f"fence-{number}", planted, fence)
         if accepted != evaluate(fence, planted):
             disagreements.append((record, compile_request(condition=fence), accepted))

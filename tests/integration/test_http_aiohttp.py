@@ -30,7 +30,7 @@ from idemstore.integrations.aiohttp import (
     idempotency_middleware,
     setup,
 )
-from idemstore.persistence import RecordStore
+from idemstore.stores.contract import RecordStore
 from idemstore.testing import RequestLog, isolated_session
 
 KEY = "order-7f3a"

@@ -35,7 +35,7 @@ from idemstore.integrations.asgi import (
     IdempotencyMiddleware,
     idempotent_route_class,
 )
-from idemstore.persistence import RecordStore
+from idemstore.stores.contract import RecordStore
 from idemstore.testing import RequestLog, isolated_session
 
 KEY = "order-7f3a"

@@ -19,10 +19,11 @@ from idemstore.errors import (
     IdempotencyItemNotFoundError,
     IdempotencyLeaseLostError,
 )
-from idemstore.memory import InMemoryStore
-from idemstore.persistence import RecordStore
-from idemstore.records import DataRecord, RecordStatus, TableSchema
-from idemstore.store import AsyncDynamoStore
+from idemstore.records import DataRecord, RecordStatus
+from idemstore.stores.contract import RecordStore
+from idemstore.stores.dynamo import AsyncDynamoStore
+from idemstore.stores.memory import InMemoryStore
+from idemstore.table import TableSchema
 from idemstore.tables import create_table
 from idemstore.testing import MotoEndpoint
 

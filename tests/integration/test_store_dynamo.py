@@ -15,6 +15,7 @@ from aiobotocore.config import AioConfig
 from aiobotocore.session import AioSession
 from botocore.exceptions import BotoCoreError, ClientError
 
+from idemstore.codec import to_item
 from idemstore.errors import (
     IdempotencyConfigurationError,
     IdempotencyCorruptRecordError,
@@ -27,7 +28,7 @@ from idemstore.errors import (
     IdempotencyTableNotFoundError,
 )
 from idemstore.records import DataRecord, RecordStatus
-from idemstore.store import AsyncDynamoStore
+from idemstore.stores.dynamo import AsyncDynamoStore
 from idemstore.tables import create_table
 from idemstore.testing import DUMMY_REGION, MotoEndpoint, RequestLog, isolated_session
 
@@ -235,7 +236,7 @@ async def test_a_corrupt_item_is_reported_by_get(
 ) -> None:
     key = "fn.mod.f#corrupt"
     client = await dynamo_store.client()
-    item = {**dynamo_store.schema.to_item(completed(lock("t1", key=key))), **changes}
+    item = {**to_item(dynamo_store.schema, completed(lock("t1", key=key))), **changes}
     await client.put_item(TableName=dynamo_store.table_name, Item=item)
     with pytest.raises(IdempotencyCorruptRecordError) as caught:
         await dynamo_store.get_record(key)
@@ -253,7 +254,7 @@ async def test_a_corrupt_item_is_reported_by_a_refused_put(
 ) -> None:
     key = "fn.mod.f#corrupt"
     client = await dynamo_store.client()
-    item = {**dynamo_store.schema.to_item(completed(lock("t1", key=key))), **changes}
+    item = {**to_item(dynamo_store.schema, completed(lock("t1", key=key))), **changes}
     await client.put_item(TableName=dynamo_store.table_name, Item=item)
     log = RequestLog().attach(client)
     with pytest.raises(IdempotencyCorruptRecordError) as caught:
@@ -370,7 +371,7 @@ async def test_sort_key_mode_item_layout(moto_server: MotoEndpoint) -> None:
             TableName=store.table_name,
             Key={"id": {"S": "idempotency#orders"}, "sk": {"S": held.idempotency_key}},
         )
-        assert raw["Item"] == store.schema.to_item(held)
+        assert raw["Item"] == to_item(store.schema, held)
         assert raw["Item"]["id"] == {"S": "idempotency#orders"}
 
 

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from idemstore import idempotent_function
-from idemstore.memory import InMemoryStore
+from idemstore.stores.memory import InMemoryStore
 
 
 @pytest.fixture

@@ -8,6 +8,7 @@ import pytest
 from hypothesis import assume, given
 from hypothesis import strategies as st
 
+from idemstore.codec import to_item
 from idemstore.expressions import (
     Attr,
     Condition,
@@ -20,7 +21,16 @@ from idemstore.expressions import (
     prepare,
     update,
 )
-from idemstore.records import DataRecord, RecordStatus, TableSchema
+from idemstore.lock_rules import (
+    acquire_condition,
+    acquire_request,
+    completion_request,
+    completion_update,
+    lock_available,
+    owned_in_progress,
+)
+from idemstore.records import DataRecord, RecordStatus
+from idemstore.table import TableSchema
 
 NOW_S, NOW_MS, TOKEN = Param("now_s"), Param("now_ms"), Param("token")
 
@@ -187,7 +197,7 @@ def test_the_acquire_request_is_the_compiled_acquire_condition(
 ) -> None:
     assume(int(now) != int(now * 1000))
 
-    assert schema.acquire_request(now) == compile_request(condition=schema.acquire_condition(now))
+    assert acquire_request(schema, now) == compile_request(condition=acquire_condition(schema, now))
 
 
 @pytest.mark.parametrize("schema", SCHEMAS)
@@ -205,8 +215,8 @@ def test_the_completion_request_is_the_compiled_fence_and_update(
         owner_token="tok",
     )
 
-    assert schema.completion_request(done, "tok") == compile_request(
-        condition=schema.owned_in_progress("tok"), update=schema.completion_update(done)
+    assert completion_request(schema, done, "tok") == compile_request(
+        condition=owned_in_progress(schema, "tok"), update=completion_update(schema, done)
     )
 
 
@@ -227,6 +237,6 @@ def test_lock_available_follows_the_acquire_condition(
     )
     schema = TableSchema()
 
-    assert found.lock_available(now) == evaluate(
-        schema.acquire_condition(now), schema.to_item(found)
+    assert lock_available(found, now) == evaluate(
+        acquire_condition(schema, now), to_item(schema, found)
     )

@@ -19,9 +19,19 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
+from idemstore.codec import from_item, to_item
 from idemstore.errors import IdempotencyConfigurationError, IdempotencyCorruptRecordError
 from idemstore.expressions import AttributeValue, apply_update, compile_request, evaluate
-from idemstore.records import DataRecord, RecordStatus, TableSchema
+from idemstore.lock_rules import (
+    acquire_condition,
+    completion_update,
+    lock_available,
+    owned_in_progress,
+    owned_or_gone,
+    renewal_update,
+)
+from idemstore.records import DataRecord, RecordStatus
+from idemstore.table import TableSchema
 
 FAR_FUTURE = 4_000_000_000  # epoch seconds in 2096: never expired while these tests run
 
@@ -93,7 +103,7 @@ def test_expiry_is_in_whole_seconds() -> None:
     ],
 )
 def test_lock_available(changes: dict[str, Any], now: float, available: bool) -> None:
-    assert record(**changes).lock_available(now) is available
+    assert lock_available(record(**changes), now) is available
 
 
 def test_owned_by() -> None:
@@ -140,7 +150,7 @@ def test_schema_defaults_are_the_powertools_names() -> None:
 
 
 def test_acquire_condition_compiles_to_the_powertools_rule() -> None:
-    compiled = compile_request(condition=TableSchema().acquire_condition(1_700_000_000.5))
+    compiled = compile_request(condition=acquire_condition(TableSchema(), 1_700_000_000.5))
     assert compiled.condition == (
         "attribute_not_exists(#n0) OR #n1 < :v0 OR "
         "#n2 = :v1 AND attribute_exists(#n3) AND #n3 < :v2"
@@ -160,19 +170,19 @@ def test_acquire_condition_compiles_to_the_powertools_rule() -> None:
 
 def test_fences() -> None:
     schema = TableSchema()
-    ours = schema.to_item(record(owner_token="mine"))
-    theirs = schema.to_item(record(owner_token="theirs"))
-    done = schema.to_item(record(owner_token="mine", status=RecordStatus.COMPLETED))
-    assert evaluate(schema.owned_in_progress("mine"), ours)
-    assert not evaluate(schema.owned_in_progress("mine"), theirs)
-    assert not evaluate(schema.owned_in_progress("mine"), done)
-    assert not evaluate(schema.owned_in_progress("mine"), None)
-    release = schema.owned_or_gone("mine", RecordStatus.INPROGRESS)
+    ours = to_item(schema, record(owner_token="mine"))
+    theirs = to_item(schema, record(owner_token="theirs"))
+    done = to_item(schema, record(owner_token="mine", status=RecordStatus.COMPLETED))
+    assert evaluate(owned_in_progress(schema, "mine"), ours)
+    assert not evaluate(owned_in_progress(schema, "mine"), theirs)
+    assert not evaluate(owned_in_progress(schema, "mine"), done)
+    assert not evaluate(owned_in_progress(schema, "mine"), None)
+    release = owned_or_gone(schema, "mine", RecordStatus.INPROGRESS)
     assert evaluate(release, ours)
     assert not evaluate(release, done)  # releasing a lock never deletes a completed result
     assert evaluate(release, None)
     assert not evaluate(release, theirs)
-    assert evaluate(schema.owned_or_gone("mine", RecordStatus.COMPLETED), done)
+    assert evaluate(owned_or_gone(schema, "mine", RecordStatus.COMPLETED), done)
 
 
 # --- the item codec -----------------------------------------------------------
@@ -180,7 +190,7 @@ def test_fences() -> None:
 
 def test_item_layout() -> None:
     stored = record(payload_hash="h", response_data='{"a": 1}')
-    assert TableSchema().to_item(stored) == {
+    assert to_item(TableSchema(), stored) == {
         "id": {"S": "fn.mod.f#abc"},
         "expiration": {"N": "1000"},
         "in_progress_expiration": {"N": "1000000"},
@@ -190,7 +200,7 @@ def test_item_layout() -> None:
         "owner_token": {"S": "token-1"},
     }
     minimal = record(in_progress_expiry_timestamp=None, owner_token=None, payload_hash="")
-    assert TableSchema().to_item(minimal) == {
+    assert to_item(TableSchema(), minimal) == {
         "id": {"S": "fn.mod.f#abc"},
         "expiration": {"N": "1000"},
         "status": {"S": "INPROGRESS"},
@@ -200,7 +210,7 @@ def test_item_layout() -> None:
 def test_sort_key_mode_keeps_the_key_in_the_sort_key() -> None:
     schema = TableSchema(sort_key_attr="sk", static_pk_value="idempotency#orders")
     stored = record()
-    item = schema.to_item(stored)
+    item = to_item(schema, stored)
     assert schema.key(stored.idempotency_key) == {
         "id": {"S": "idempotency#orders"},
         "sk": {"S": "fn.mod.f#abc"},
@@ -208,39 +218,39 @@ def test_sort_key_mode_keeps_the_key_in_the_sort_key() -> None:
     assert item["id"] == {"S": "idempotency#orders"}
     assert item["sk"] == {"S": "fn.mod.f#abc"}
     assert schema.record_key_attr == "sk"
-    assert schema.from_item(item) == stored
+    assert from_item(schema, item) == stored
 
 
 def test_large_results_are_stored_compressed() -> None:
     schema = TableSchema(compress_threshold_bytes=8)
     small = record(status=RecordStatus.COMPLETED, response_data="é" * 4)  # 8 bytes: not above
     large = record(status=RecordStatus.COMPLETED, response_data="é" * 5)  # 10 bytes
-    assert schema.to_item(small)["data"] == {"S": "é" * 4}
-    assert "data_zlib" not in schema.to_item(small)
-    item = schema.to_item(large)
+    assert to_item(schema, small)["data"] == {"S": "é" * 4}
+    assert "data_zlib" not in to_item(schema, small)
+    item = to_item(schema, large)
     assert "data" not in item
     assert zlib.decompress(item["data_zlib"]["B"]).decode() == "é" * 5
-    assert schema.from_item(item) == large
-    assert schema.from_item(schema.to_item(small)) == small
+    assert from_item(schema, item) == large
+    assert from_item(schema, to_item(schema, small)) == small
 
 
 def test_default_threshold_compresses_a_large_json_result() -> None:
     schema = TableSchema()
     result = json.dumps({"rows": [{"id": i, "name": "row"} for i in range(3000)]})
     assert len(result) > schema.compress_threshold_bytes
-    item = schema.to_item(record(status=RecordStatus.COMPLETED, response_data=result))
+    item = to_item(schema, record(status=RecordStatus.COMPLETED, response_data=result))
     assert len(item["data_zlib"]["B"]) < len(result) // 4
-    assert schema.from_item(item).response_data == result
+    assert from_item(schema, item).response_data == result
 
 
 def test_completion_update_turns_the_lock_into_the_result() -> None:
     schema = TableSchema(compress_threshold_bytes=16)
-    lock_item = schema.to_item(record())
+    lock_item = to_item(schema, record())
     small = record(status=RecordStatus.COMPLETED, response_data="1", payload_hash="h")
     large = small.model_copy(update={"response_data": json.dumps(["x"] * 10)})
     for done in (small, large, small):
-        lock_item = apply_update(schema.completion_update(done), lock_item)
-        assert schema.from_item(lock_item) == done
+        lock_item = apply_update(completion_update(schema, done), lock_item)
+        assert from_item(schema, lock_item) == done
         assert ("data_zlib" in lock_item) is (done is large)
         assert ("data" in lock_item) is (done is small)
 
@@ -248,24 +258,24 @@ def test_completion_update_turns_the_lock_into_the_result() -> None:
 def test_renewal_update_moves_the_lock_deadline_and_keeps_the_record_alive() -> None:
     schema = TableSchema()
     held = record(expiry_timestamp=5_000, in_progress_expiry_timestamp=1_000_000)
-    within = apply_update(schema.renewal_update(held, 2_000_000), schema.to_item(held))
-    assert schema.from_item(within) == record(
+    within = apply_update(renewal_update(schema, held, 2_000_000), to_item(schema, held))
+    assert from_item(schema, within) == record(
         expiry_timestamp=5_000, in_progress_expiry_timestamp=2_000_000
     )
     # A lease outliving the record's expiry drags the expiry along, so the record
     # cannot be taken over as expired while its lock is still held.
-    beyond = apply_update(schema.renewal_update(held, 9_000_500), schema.to_item(held))
-    assert schema.from_item(beyond) == record(
+    beyond = apply_update(renewal_update(schema, held, 9_000_500), to_item(schema, held))
+    assert from_item(schema, beyond) == record(
         expiry_timestamp=9_001, in_progress_expiry_timestamp=9_000_500
     )
-    assert not schema.from_item(beyond).lock_available(9_000.0)
+    assert not lock_available(from_item(schema, beyond), 9_000.0)
 
 
 def test_an_empty_payload_hash_is_not_stored() -> None:
     # Powertools writes no validation attribute for an empty hash; neither do we.
-    item = TableSchema().to_item(record(payload_hash=""))
+    item = to_item(TableSchema(), record(payload_hash=""))
     assert "validation" not in item
-    assert TableSchema().from_item(item).payload_hash is None
+    assert from_item(TableSchema(), item).payload_hash is None
 
 
 texts = st.text(st.characters(codec="utf-8"), max_size=60)
@@ -304,7 +314,7 @@ schemas = st.sampled_from(
 @settings(deadline=None, max_examples=300)
 @given(stored=records, schema=schemas)
 def test_item_codec_round_trip(stored: DataRecord, schema: TableSchema) -> None:
-    assert schema.from_item(schema.to_item(stored)) == stored
+    assert from_item(schema, to_item(schema, stored)) == stored
 
 
 # --- byte compatibility with Powertools ------------------------------------------
@@ -403,14 +413,14 @@ def test_reads_the_items_powertools_writes(
     assert (put_op, update_op) == ("put_item", "update_item")
     assert upd["Key"] == schema.key(key)
     in_progress = put["Item"]
-    assert schema.from_item(in_progress) == DataRecord(
+    assert from_item(schema, in_progress) == DataRecord(
         idempotency_key=key,
         status=RecordStatus.INPROGRESS,
         expiry_timestamp=FAR_FUTURE,
         in_progress_expiry_timestamp=FAR_FUTURE * 1000,
         payload_hash="hash-1",
     )
-    assert schema.from_item(apply_set_expression(in_progress, upd)) == DataRecord(
+    assert from_item(schema, apply_set_expression(in_progress, upd)) == DataRecord(
         idempotency_key=key,
         status=RecordStatus.COMPLETED,
         expiry_timestamp=FAR_FUTURE + 60,
@@ -432,7 +442,7 @@ def test_powertools_reads_the_items_we_write(
         response_data='{"ok": true}',
         payload_hash="hash-1",
     )
-    theirs = layer._item_to_data_record(schema.to_item(ours))
+    theirs = layer._item_to_data_record(to_item(schema, ours))
     # In sort-key mode Powertools reads the partition value as the key, the key as sort_key.
     if schema.sort_key_attr is None:
         assert theirs.idempotency_key == ours.idempotency_key
@@ -507,7 +517,7 @@ def test_corrupt_items_name_key_and_attribute(
     item = {**GOOD_ITEM, **changes}
     item = {name: value for name, value in item.items() if value is not None}
     with pytest.raises(IdempotencyCorruptRecordError) as caught:
-        TableSchema().from_item(item)
+        from_item(TableSchema(), item)
     assert caught.value.attribute == attribute
     assert caught.value.idempotency_key == key
     assert repr(attribute) in str(caught.value)
@@ -515,13 +525,13 @@ def test_corrupt_items_name_key_and_attribute(
 
 def test_the_good_item_is_good() -> None:
     # The corrupt-item cases above each change one attribute of this item.
-    assert TableSchema().from_item(GOOD_ITEM).response_data == "{}"
+    assert from_item(TableSchema(), GOOD_ITEM).response_data == "{}"
 
 
 def test_a_corrupt_sort_key_item_names_the_sort_key() -> None:
     schema = TableSchema(sort_key_attr="sk")
     with pytest.raises(IdempotencyCorruptRecordError) as caught:
-        schema.from_item({**GOOD_ITEM, "id": {"S": "idempotency#"}})
+        from_item(schema, {**GOOD_ITEM, "id": {"S": "idempotency#"}})
     assert caught.value.attribute == "sk"
 
 
@@ -560,7 +570,7 @@ ATTRIBUTE_NAMES = [
 def test_any_item_reads_as_a_record_or_a_corrupt_record_error(item: dict[str, Any]) -> None:
     outcome: DataRecord | IdempotencyCorruptRecordError
     try:
-        outcome = TableSchema().from_item(item)
+        outcome = from_item(TableSchema(), item)
     except IdempotencyCorruptRecordError as exc:
         outcome = exc
     if isinstance(outcome, IdempotencyCorruptRecordError):

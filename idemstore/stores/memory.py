@@ -10,16 +10,25 @@ from __future__ import annotations
 
 import threading
 
+from idemstore.codec import from_item, to_item
 from idemstore.errors import IdempotencyItemNotFoundError
 from idemstore.expressions import AttributeValue, Condition, Update, apply_update, evaluate
-from idemstore.persistence import (
+from idemstore.lock_rules import (
+    acquire_condition,
+    completion_update,
+    owned_in_progress,
+    owned_or_gone,
+    renewal_update,
+)
+from idemstore.records import DataRecord
+from idemstore.stores.contract import (
     APPLIED,
     WriteOutcome,
     fence_token,
     settle_fenced,
     settle_put,
 )
-from idemstore.records import DataRecord, TableSchema
+from idemstore.table import TableSchema
 
 
 class InMemoryStore:
@@ -57,36 +66,36 @@ class InMemoryStore:
             item = self._items.get(idempotency_key)
         if item is None:
             raise IdempotencyItemNotFoundError(idempotency_key)
-        return self._schema.from_item(item)
+        return from_item(self._schema, item)
 
     async def put_record(self, record: DataRecord, *, now: float) -> None:
         outcome = self._write(
             record.idempotency_key,
-            self._schema.acquire_condition(now),
-            new_item=self._schema.to_item(record),
+            acquire_condition(self._schema, now),
+            new_item=to_item(self._schema, record),
         )
         settle_put(record, outcome)
 
     async def update_record(self, record: DataRecord) -> None:
         outcome = self._write(
             record.idempotency_key,
-            self._schema.owned_in_progress(fence_token(record)),
-            update=self._schema.completion_update(record),
+            owned_in_progress(self._schema, fence_token(record)),
+            update=completion_update(self._schema, record),
         )
         settle_fenced(record, outcome, "complete")
 
     async def renew_lease(self, record: DataRecord, *, in_progress_expiry_timestamp: int) -> None:
         outcome = self._write(
             record.idempotency_key,
-            self._schema.owned_in_progress(fence_token(record)),
-            update=self._schema.renewal_update(record, in_progress_expiry_timestamp),
+            owned_in_progress(self._schema, fence_token(record)),
+            update=renewal_update(self._schema, record, in_progress_expiry_timestamp),
         )
         settle_fenced(record, outcome, "renew the lease of")
 
     async def delete_record(self, record: DataRecord) -> None:
         outcome = self._write(
             record.idempotency_key,
-            self._schema.owned_or_gone(fence_token(record), record.status),
+            owned_or_gone(self._schema, fence_token(record), record.status),
             delete=True,
         )
         settle_fenced(record, outcome, "release")
@@ -105,7 +114,7 @@ class InMemoryStore:
             self.requests += 1
             current = self._items.get(key)
             if not evaluate(condition, current):
-                return self._schema.from_item(current) if current is not None else None
+                return from_item(self._schema, current) if current is not None else None
             if delete:
                 self._items.pop(key, None)
             elif new_item is not None:

@@ -25,6 +25,7 @@ from aiobotocore.config import AioConfig
 from aiobotocore.session import AioSession, get_session
 from botocore.exceptions import BotoCoreError, ClientError, NoRegionError
 
+from idemstore.codec import from_item, to_item
 from idemstore.errors import (
     IdempotencyConfigurationError,
     IdempotencyItemNotFoundError,
@@ -33,14 +34,22 @@ from idemstore.errors import (
     IdempotencyTableNotFoundError,
 )
 from idemstore.expressions import AttributeValue, CompiledRequest, compile_request
-from idemstore.persistence import (
+from idemstore.lock_rules import (
+    acquire_request,
+    completion_request,
+    owned_in_progress,
+    owned_or_gone,
+    renewal_update,
+)
+from idemstore.records import DataRecord
+from idemstore.stores.contract import (
     APPLIED,
     WriteOutcome,
     fence_token,
     settle_fenced,
     settle_put,
 )
-from idemstore.records import DEFAULT_COMPRESS_THRESHOLD_BYTES, DataRecord, TableSchema
+from idemstore.table import TableSchema
 
 if TYPE_CHECKING:
     from types_aiobotocore_dynamodb import DynamoDBClient
@@ -65,32 +74,30 @@ DEFAULT_CLIENT_CONFIG = AioConfig(
 )
 
 
-def lambda_function_name() -> str | None:
-    """``AWS_LAMBDA_FUNCTION_NAME`` as set: None when unset, possibly empty."""
-    return os.environ.get("AWS_LAMBDA_FUNCTION_NAME")
-
-
 class AsyncDynamoStore:
     """Idempotency records in one DynamoDB table.
 
-    The constructor does no I/O and builds no client.
+    The constructor does no I/O and builds no client. Attribute options left
+    at None take ``TableSchema``'s defaults, which are Powertools' (``id``,
+    ``expiration``, ...; ``static_pk_value`` is ``idempotency#`` plus the Lambda
+    function's name).
     """
 
     def __init__(
         self,
         table_name: str,
         *,
-        key_attr: str = "id",
+        key_attr: str | None = None,
         static_pk_value: str | None = None,
         sort_key_attr: str | None = None,
-        expiry_attr: str = "expiration",
-        in_progress_expiry_attr: str = "in_progress_expiration",
-        status_attr: str = "status",
-        data_attr: str = "data",
-        validation_key_attr: str = "validation",
-        owner_token_attr: str = "owner_token",
-        compressed_data_attr: str = "data_zlib",
-        compress_threshold_bytes: int = DEFAULT_COMPRESS_THRESHOLD_BYTES,
+        expiry_attr: str | None = None,
+        in_progress_expiry_attr: str | None = None,
+        status_attr: str | None = None,
+        data_attr: str | None = None,
+        validation_key_attr: str | None = None,
+        owner_token_attr: str | None = None,
+        compressed_data_attr: str | None = None,
+        compress_threshold_bytes: int | None = None,
         client: DynamoDBClient | None = None,
         session: AioSession | None = None,
         endpoint_url: str | None = None,
@@ -99,8 +106,6 @@ class AsyncDynamoStore:
     ) -> None:
         if not table_name:
             raise IdempotencyConfigurationError("table_name must be a non-empty string")
-        if static_pk_value is None:
-            static_pk_value = f"idempotency#{lambda_function_name() or ''}"
         self.table_name = table_name
         self._schema = TableSchema.build(
             key_attr=key_attr,
@@ -195,14 +200,14 @@ class AsyncDynamoStore:
         item = response.get("Item")
         if item is None:
             raise IdempotencyItemNotFoundError(idempotency_key)
-        return self._schema.from_item(item)
+        return from_item(self._schema, item)
 
     async def put_record(self, record: DataRecord, *, now: float) -> None:
         outcome = await self._write_with_old(
             "PutItem",
             record.idempotency_key,
-            self._schema.acquire_request(now),
-            item=self._schema.to_item(record),
+            acquire_request(self._schema, now),
+            item=to_item(self._schema, record),
         )
         settle_put(record, outcome)
 
@@ -210,7 +215,7 @@ class AsyncDynamoStore:
         outcome = await self._write_with_old(
             "UpdateItem",
             record.idempotency_key,
-            self._schema.completion_request(record, fence_token(record)),
+            completion_request(self._schema, record, fence_token(record)),
         )
         settle_fenced(record, outcome, "complete")
 
@@ -219,8 +224,8 @@ class AsyncDynamoStore:
             "UpdateItem",
             record.idempotency_key,
             compile_request(
-                condition=self._schema.owned_in_progress(fence_token(record)),
-                update=self._schema.renewal_update(record, in_progress_expiry_timestamp),
+                condition=owned_in_progress(self._schema, fence_token(record)),
+                update=renewal_update(self._schema, record, in_progress_expiry_timestamp),
             ),
         )
         settle_fenced(record, outcome, "renew the lease of")
@@ -230,7 +235,7 @@ class AsyncDynamoStore:
             "DeleteItem",
             record.idempotency_key,
             compile_request(
-                condition=self._schema.owned_or_gone(fence_token(record), record.status)
+                condition=owned_or_gone(self._schema, fence_token(record), record.status)
             ),
         )
         settle_fenced(record, outcome, "release")
@@ -281,7 +286,7 @@ class AsyncDynamoStore:
                 raise self._translate(exc, operation, idempotency_key) from exc
             # The typed response omits "Item", which ALL_OLD adds to this error.
             old_item: Mapping[str, Any] | None = exc.response.get("Item")  # type: ignore[assignment]
-            return self._schema.from_item(old_item) if old_item else None
+            return from_item(self._schema, old_item) if old_item else None
         except BotoCoreError as exc:
             raise self._translate(exc, operation, idempotency_key) from exc
         return APPLIED

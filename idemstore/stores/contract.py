@@ -23,7 +23,8 @@ from enum import Enum
 from typing import Protocol, TypeAlias, TypeGuard, runtime_checkable
 
 from idemstore.errors import IdempotencyItemAlreadyExistsError, IdempotencyLeaseLostError
-from idemstore.records import DataRecord, RecordStatus, TableSchema
+from idemstore.records import DataRecord, RecordStatus
+from idemstore.table import TableSchema
 
 
 @runtime_checkable

@@ -1,0 +1,181 @@
+"""The item codec: a record to its DynamoDB item and back. Pure.
+
+The item layout is the one the Powertools idempotency utility reads and writes
+(see DESIGN.md): the same attribute names, types and units. idemstore adds two
+attributes of its own, ignored by Powertools: the lock owner's token, and a
+zlib-compressed copy of large results in binary form. The compression policy
+and the size limit of a stored result live here.
+"""
+
+from __future__ import annotations
+
+import zlib
+from collections.abc import Mapping
+from decimal import Decimal, InvalidOperation
+from typing import TYPE_CHECKING, Any
+
+from idemstore.errors import IdempotencyCorruptRecordError, IdempotencyResponseTooLargeError
+from idemstore.expressions import AttributeValue
+from idemstore.records import DataRecord, RecordStatus
+
+if TYPE_CHECKING:
+    from idemstore.table import TableSchema
+
+DEFAULT_COMPRESS_THRESHOLD_BYTES = 32 * 1024
+"""Results whose JSON text is longer than this are stored compressed."""
+MAX_ITEM_BYTES = 400 * 1024
+"""DynamoDB's limit for one item."""
+RESULT_LIMIT_BYTES = MAX_ITEM_BYTES - 8 * 1024
+"""Room for the stored result, leaving the rest of the item (key, hashes, numbers)."""
+
+
+def to_item(schema: TableSchema, record: DataRecord) -> dict[str, AttributeValue]:
+    """The DynamoDB item for a record, as Powertools would write it."""
+    item = lock_attributes(schema, record)
+    item.update(data_attributes(schema, record.response_data))
+    if record.payload_hash:
+        item[schema.validation_key_attr] = {"S": record.payload_hash}
+    if record.owner_token is not None:
+        item[schema.owner_token_attr] = {"S": record.owner_token}
+    return item
+
+
+def lock_attributes(schema: TableSchema, record: DataRecord) -> dict[str, AttributeValue]:
+    """The part of the item the take-over rule reads: key, expiry, status, lock end."""
+    item: dict[str, AttributeValue] = {
+        **schema.key(record.idempotency_key),
+        schema.expiry_attr: {"N": str(record.expiry_timestamp)},
+        schema.status_attr: {"S": record.status.value},
+    }
+    if record.in_progress_expiry_timestamp is not None:
+        item[schema.in_progress_expiry_attr] = {"N": str(record.in_progress_expiry_timestamp)}
+    return item
+
+
+def data_attributes(schema: TableSchema, response_data: str | None) -> dict[str, AttributeValue]:
+    """The attribute holding a result: plain text, or compressed when large."""
+    if response_data is None:
+        return {}
+    encoded = response_data.encode()
+    if len(encoded) > schema.compress_threshold_bytes:
+        return {schema.compressed_data_attr: {"B": zlib.compress(encoded, 6)}}
+    return {schema.data_attr: {"S": response_data}}
+
+
+def result_size_error(
+    schema: TableSchema, key: str, response_data: str
+) -> IdempotencyResponseTooLargeError | None:
+    """An error when a result cannot fit in an item, even compressed."""
+    encoded = response_data.encode()
+    if len(encoded) <= RESULT_LIMIT_BYTES:
+        return None
+    compressed = len(zlib.compress(encoded, 6))
+    if compressed <= RESULT_LIMIT_BYTES:
+        return None
+    return IdempotencyResponseTooLargeError(
+        f"the result of {key!r} is {len(encoded)} bytes, {compressed} compressed; "
+        f"an item holds at most {RESULT_LIMIT_BYTES} bytes of result",
+        size_bytes=compressed,
+        limit_bytes=RESULT_LIMIT_BYTES,
+    )
+
+
+def from_item(schema: TableSchema, item: Mapping[str, Any]) -> DataRecord:
+    """Read an item; a corrupt one raises ``IdempotencyCorruptRecordError``."""
+    key = _optional_string(item, schema.record_key_attr, None)
+    if not key:  # an empty key would fail DataRecord's validation with a bare error
+        raise IdempotencyCorruptRecordError(
+            "missing key attribute", idempotency_key=None, attribute=schema.record_key_attr
+        )
+    status_text = _required(item, schema.status_attr, "S", key)
+    try:
+        status = RecordStatus(status_text)
+    except ValueError:
+        status = RecordStatus.EXPIRED  # rejected below with the same message
+    if status is RecordStatus.EXPIRED:
+        raise IdempotencyCorruptRecordError(
+            f"unknown status {status_text!r}", idempotency_key=key, attribute=schema.status_attr
+        )
+    response_data = _optional_string(item, schema.data_attr, key)
+    compressed = item.get(schema.compressed_data_attr)
+    if compressed is not None:
+        response_data = _decompress(compressed, key, schema.compressed_data_attr)
+    return DataRecord(
+        idempotency_key=key,
+        status=status,
+        expiry_timestamp=_number(item, schema.expiry_attr, key, required=True),
+        in_progress_expiry_timestamp=_number(
+            item, schema.in_progress_expiry_attr, key, required=False
+        ),
+        response_data=response_data,
+        payload_hash=_optional_string(item, schema.validation_key_attr, key),
+        owner_token=_optional_string(item, schema.owner_token_attr, key),
+    )
+
+
+def _required(item: Mapping[str, AttributeValue], attr: str, kind: str, key: str) -> Any:
+    value = item.get(attr)
+    if value is None:
+        raise IdempotencyCorruptRecordError(
+            "missing attribute", idempotency_key=key, attribute=attr
+        )
+    if not isinstance(value, Mapping) or kind not in value:
+        raise IdempotencyCorruptRecordError(
+            f"expected type {kind}, got {_kind(value)}", idempotency_key=key, attribute=attr
+        )
+    return value[kind]
+
+
+def _kind(value: Any) -> str:
+    if isinstance(value, Mapping) and len(value) == 1:
+        return str(next(iter(value)))
+    return type(value).__name__
+
+
+def _optional_string(item: Mapping[str, AttributeValue], attr: str, key: str | None) -> str | None:
+    value = item.get(attr)
+    if value is None or (isinstance(value, Mapping) and value.get("NULL") is True):
+        return None
+    if not isinstance(value, Mapping) or not isinstance(value.get("S"), str):
+        raise IdempotencyCorruptRecordError(
+            f"expected type S, got {_kind(value)}", idempotency_key=key, attribute=attr
+        )
+    text: str = value["S"]
+    return text
+
+
+def _number(
+    item: Mapping[str, AttributeValue], attr: str, key: str, *, required: bool
+) -> int | None:
+    if attr not in item and not required:
+        return None
+    raw = _required(item, attr, "N", key)
+    if type(raw) is str:
+        try:
+            return int(raw)  # integer text, as written: what Decimal would give, sooner
+        except ValueError:
+            pass
+    try:
+        number = Decimal(raw)
+    except (InvalidOperation, TypeError):
+        raise IdempotencyCorruptRecordError(
+            f"not a number: {raw!r}", idempotency_key=key, attribute=attr
+        ) from None
+    if not number.is_finite():
+        raise IdempotencyCorruptRecordError(
+            f"not a finite number: {raw!r}", idempotency_key=key, attribute=attr
+        )
+    return int(number)
+
+
+def _decompress(value: Any, key: str, attr: str) -> str:
+    if not isinstance(value, Mapping) or not isinstance(value.get("B"), bytes | bytearray):
+        raise IdempotencyCorruptRecordError(
+            f"expected type B, got {_kind(value)}", idempotency_key=key, attribute=attr
+        )
+    try:
+        return zlib.decompress(value["B"]).decode()
+    except (zlib.error, UnicodeDecodeError) as exc:
+        raise IdempotencyCorruptRecordError(
+            f"compressed result unreadable: {exc}", idempotency_key=key, attribute=attr
+        ) from exc
