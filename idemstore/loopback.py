@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 from aiobotocore.session import AioSession
 
 from idemstore.stores.dynamo import AsyncDynamoStore
+from idemstore.stores.memory import InMemoryStore
 
 if TYPE_CHECKING:
     from types_aiobotocore_dynamodb import DynamoDBClient
@@ -64,6 +65,11 @@ class RequestLog:
 
     def attach(self, client: DynamoDBClient) -> RequestLog:
         client.meta.events.register("before-send.dynamodb", self._on_send)
+        return self
+
+    def watch(self, store: InMemoryStore) -> RequestLog:
+        """Count an ``InMemoryStore``'s operations under the same names."""
+        store.observe(self.operations.append)
         return self
 
     def detach(self, client: DynamoDBClient) -> None:

@@ -9,6 +9,7 @@ process-local and holds nothing across restarts.
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 
 from idemstore.codec import from_item, to_item
 from idemstore.errors import IdempotencyItemNotFoundError
@@ -40,6 +41,18 @@ class InMemoryStore:
         self._lock = threading.Lock()
         self.requests = 0
         """Operations served, for tests that count round trips."""
+        self._observers: list[Callable[[str], None]] = []
+
+    def observe(self, observer: Callable[[str], None]) -> None:
+        """Call ``observer`` with the DynamoDB name of each operation served
+        (``PutItem``, ``UpdateItem``, ``DeleteItem``, ``GetItem``), as
+        ``idemstore.loopback.RequestLog`` does for a DynamoDB client."""
+        self._observers.append(observer)
+
+    def _served(self, operation: str) -> None:
+        self.requests += 1
+        for observer in self._observers:
+            observer(operation)
 
     @property
     def schema(self) -> TableSchema:
@@ -53,6 +66,20 @@ class InMemoryStore:
         with self._lock:
             return {key: dict(item) for key, item in self._items.items()}
 
+    def connection(self) -> InMemoryStore:
+        """Another store over the same records, as another process's client reaches the
+        same table: it shares the records, and counts and reports only its own operations."""
+        other = InMemoryStore(self._schema)
+        other._items = self._items
+        other._lock = self._lock
+        return other
+
+    def overwrite(self, record: DataRecord) -> None:
+        """Write a record unconditionally, as another caller taking a lock over would
+        (for tests of take-overs and fencing; the engine never does this)."""
+        with self._lock:
+            self._items[record.idempotency_key] = to_item(self._schema, record)
+
     def clear(self) -> None:
         with self._lock:
             self._items.clear()
@@ -62,7 +89,7 @@ class InMemoryStore:
 
     async def get_record(self, idempotency_key: str) -> DataRecord:
         with self._lock:
-            self.requests += 1
+            self._served("GetItem")
             item = self._items.get(idempotency_key)
         if item is None:
             raise IdempotencyItemNotFoundError(idempotency_key)
@@ -70,6 +97,7 @@ class InMemoryStore:
 
     async def put_record(self, record: DataRecord, *, now: float) -> None:
         outcome = self._write(
+            "PutItem",
             record.idempotency_key,
             acquire_condition(self._schema, now),
             new_item=to_item(self._schema, record),
@@ -78,6 +106,7 @@ class InMemoryStore:
 
     async def update_record(self, record: DataRecord) -> None:
         outcome = self._write(
+            "UpdateItem",
             record.idempotency_key,
             owned_in_progress(self._schema, fence_token(record)),
             update=completion_update(self._schema, record),
@@ -86,6 +115,7 @@ class InMemoryStore:
 
     async def renew_lease(self, record: DataRecord, *, in_progress_expiry_timestamp: int) -> None:
         outcome = self._write(
+            "UpdateItem",
             record.idempotency_key,
             owned_in_progress(self._schema, fence_token(record)),
             update=renewal_update(self._schema, record, in_progress_expiry_timestamp),
@@ -94,6 +124,7 @@ class InMemoryStore:
 
     async def delete_record(self, record: DataRecord) -> None:
         outcome = self._write(
+            "DeleteItem",
             record.idempotency_key,
             owned_or_gone(self._schema, fence_token(record), record.status),
             delete=True,
@@ -102,6 +133,7 @@ class InMemoryStore:
 
     def _write(
         self,
+        operation: str,
         key: str,
         condition: Condition,
         *,
@@ -111,7 +143,7 @@ class InMemoryStore:
     ) -> WriteOutcome:
         """Apply one conditional write atomically, as DynamoDB does."""
         with self._lock:
-            self.requests += 1
+            self._served(operation)
             current = self._items.get(key)
             if not evaluate(condition, current):
                 return from_item(self._schema, current) if current is not None else None

@@ -9,14 +9,17 @@ import pydantic
 import pytest
 import pytest_asyncio
 
+from engine.conftest import request_log
 from idemstore import (
     AsyncDynamoStore,
     IdempotencyAlreadyInProgressError,
     IdempotencyConfig,
     IdempotencyValidationError,
+    InMemoryStore,
+    RecordStore,
     idempotent_function,
 )
-from idemstore.testing import MotoEndpoint, RequestLog
+from idemstore.testing import MotoEndpoint
 
 
 class Receipt(pydantic.BaseModel):
@@ -34,24 +37,29 @@ async def until(condition: Any) -> None:
 
 @pytest_asyncio.fixture
 async def other_process_store(
-    moto_server: MotoEndpoint, dynamo_store: AsyncDynamoStore
-) -> AsyncIterator[AsyncDynamoStore]:
-    """The same table through a client of its own, as another process would reach it."""
-    async with moto_server.store(dynamo_store.table_name) as store:
-        yield store
+    moto_server: MotoEndpoint, store: RecordStore
+) -> AsyncIterator[RecordStore]:
+    """The same records reached as another process would: the same table through a
+    client of its own, or the same in-memory records through a connection of its own."""
+    if isinstance(store, InMemoryStore):
+        yield store.connection()
+        return
+    assert isinstance(store, AsyncDynamoStore)
+    async with moto_server.store(store.table_name) as other:
+        yield other
 
 
 @pytest.mark.asyncio
 async def test_same_process_duplicates_attach_with_no_requests(
-    dynamo_store: AsyncDynamoStore,
+    store: RecordStore,
 ) -> None:
-    log = RequestLog().attach(await dynamo_store.client())
+    log = await request_log(store)
     release = asyncio.Event()
     runs: list[int] = []
 
     @idempotent_function(
         data_keyword_argument="order",
-        persistence_store=dynamo_store,
+        persistence_store=store,
         config=IdempotencyConfig(wait_for_in_progress_seconds=5),
     )
     async def process(order: dict[str, Any]) -> Receipt:
@@ -75,13 +83,14 @@ async def test_same_process_duplicates_attach_with_no_requests(
 
 
 @pytest.mark.asyncio
-async def test_simultaneous_calls_take_one_lock(dynamo_store: AsyncDynamoStore) -> None:
-    log = RequestLog().attach(await dynamo_store.client())
+@pytest.mark.server
+async def test_simultaneous_calls_take_one_lock(store: RecordStore) -> None:
+    log = await request_log(store)
     runs: list[int] = []
 
     @idempotent_function(
         data_keyword_argument="order",
-        persistence_store=dynamo_store,
+        persistence_store=store,
         config=IdempotencyConfig(wait_for_in_progress_seconds=5),
     )
     async def process(order: dict[str, Any]) -> int:
@@ -95,13 +104,13 @@ async def test_simultaneous_calls_take_one_lock(dynamo_store: AsyncDynamoStore) 
 
 
 @pytest.mark.asyncio
-async def test_attached_duplicate_is_validated(dynamo_store: AsyncDynamoStore) -> None:
+async def test_attached_duplicate_is_validated(store: RecordStore) -> None:
     release = asyncio.Event()
     runs: list[int] = []
 
     @idempotent_function(
         data_keyword_argument="order",
-        persistence_store=dynamo_store,
+        persistence_store=store,
         config=IdempotencyConfig(
             wait_for_in_progress_seconds=5,
             event_key_jmespath="id",
@@ -128,14 +137,14 @@ async def test_attached_duplicate_is_validated(dynamo_store: AsyncDynamoStore) -
 
 @pytest.mark.asyncio
 async def test_duplicates_of_a_failed_call_run_it_again_once(
-    dynamo_store: AsyncDynamoStore,
+    store: RecordStore,
 ) -> None:
     release = asyncio.Event()
     runs: list[str] = []
 
     @idempotent_function(
         data_keyword_argument="order",
-        persistence_store=dynamo_store,
+        persistence_store=store,
         config=IdempotencyConfig(wait_for_in_progress_seconds=5),
     )
     async def process(order: dict[str, Any]) -> str:
@@ -158,16 +167,15 @@ async def test_duplicates_of_a_failed_call_run_it_again_once(
 
 
 @pytest.mark.asyncio
+@pytest.mark.server
 async def test_duplicate_in_another_process_polls_then_replays(
-    dynamo_store: AsyncDynamoStore, other_process_store: AsyncDynamoStore
+    store: RecordStore, other_process_store: AsyncDynamoStore
 ) -> None:
     release = asyncio.Event()
     runs: list[str] = []
     config = IdempotencyConfig(wait_for_in_progress_seconds=5)
 
-    @idempotent_function(
-        data_keyword_argument="order", persistence_store=dynamo_store, config=config
-    )
+    @idempotent_function(data_keyword_argument="order", persistence_store=store, config=config)
     async def process(order: dict[str, Any]) -> Receipt:
         runs.append("here")
         await release.wait()
@@ -184,7 +192,7 @@ async def test_duplicate_in_another_process_polls_then_replays(
         runs.append("elsewhere")
         return Receipt(order_id=-1)
 
-    elsewhere_log = RequestLog().attach(await other_process_store.client())
+    elsewhere_log = await request_log(other_process_store)
     leader = asyncio.create_task(process(order={"id": 3}))
     await until(lambda: runs)
     duplicate = asyncio.create_task(process_elsewhere(order={"id": 3}))
@@ -200,16 +208,15 @@ async def test_duplicate_in_another_process_polls_then_replays(
 
 
 @pytest.mark.asyncio
+@pytest.mark.server
 async def test_duplicate_in_another_process_runs_when_the_first_call_fails(
-    dynamo_store: AsyncDynamoStore, other_process_store: AsyncDynamoStore
+    store: RecordStore, other_process_store: AsyncDynamoStore
 ) -> None:
     release = asyncio.Event()
     runs: list[str] = []
     config = IdempotencyConfig(wait_for_in_progress_seconds=5)
 
-    @idempotent_function(
-        data_keyword_argument="order", persistence_store=dynamo_store, config=config
-    )
+    @idempotent_function(data_keyword_argument="order", persistence_store=store, config=config)
     async def process(order: dict[str, Any]) -> str:
         runs.append("here")
         await release.wait()
@@ -225,7 +232,7 @@ async def test_duplicate_in_another_process_runs_when_the_first_call_fails(
         runs.append("elsewhere")
         return "done elsewhere"
 
-    elsewhere_log = RequestLog().attach(await other_process_store.client())
+    elsewhere_log = await request_log(other_process_store)
     leader = asyncio.create_task(process(order={"id": 8}))
     await until(lambda: runs)
     duplicate = asyncio.create_task(process_elsewhere(order={"id": 8}))
@@ -241,7 +248,7 @@ async def test_duplicate_in_another_process_runs_when_the_first_call_fails(
 
 @pytest.mark.asyncio
 async def test_duplicate_in_another_process_gives_up_at_the_deadline(
-    dynamo_store: AsyncDynamoStore, other_process_store: AsyncDynamoStore
+    store: RecordStore, other_process_store: AsyncDynamoStore
 ) -> None:
     release = asyncio.Event()
     runs: list[str] = []
@@ -249,7 +256,7 @@ async def test_duplicate_in_another_process_gives_up_at_the_deadline(
 
     @idempotent_function(
         data_keyword_argument="order",
-        persistence_store=dynamo_store,
+        persistence_store=store,
         config=IdempotencyConfig(wait_for_in_progress_seconds=wait),
     )
     async def process(order: dict[str, Any]) -> str:
@@ -267,7 +274,7 @@ async def test_duplicate_in_another_process_gives_up_at_the_deadline(
         runs.append("elsewhere")
         return "elsewhere"
 
-    elsewhere_log = RequestLog().attach(await other_process_store.client())
+    elsewhere_log = await request_log(other_process_store)
     leader = asyncio.create_task(process(order={"id": 4}))
     await until(lambda: runs)
     try:
@@ -286,14 +293,14 @@ async def test_duplicate_in_another_process_gives_up_at_the_deadline(
 
 @pytest.mark.asyncio
 async def test_same_process_duplicate_gives_up_at_the_deadline(
-    dynamo_store: AsyncDynamoStore,
+    store: RecordStore,
 ) -> None:
     release = asyncio.Event()
     runs: list[str] = []
 
     @idempotent_function(
         data_keyword_argument="order",
-        persistence_store=dynamo_store,
+        persistence_store=store,
         config=IdempotencyConfig(wait_for_in_progress_seconds=0.3),
     )
     async def process(order: dict[str, Any]) -> str:
@@ -303,7 +310,7 @@ async def test_same_process_duplicate_gives_up_at_the_deadline(
 
     leader = asyncio.create_task(process(order={"id": 5}))
     await until(lambda: runs)
-    log = RequestLog().attach(await dynamo_store.client())
+    log = await request_log(store)
     try:
         with pytest.raises(IdempotencyAlreadyInProgressError):
             await process(order={"id": 5})
@@ -317,11 +324,11 @@ async def test_same_process_duplicate_gives_up_at_the_deadline(
 
 
 @pytest.mark.asyncio
-async def test_without_waiting_a_duplicate_raises_at_once(dynamo_store: AsyncDynamoStore) -> None:
+async def test_without_waiting_a_duplicate_raises_at_once(store: RecordStore) -> None:
     release = asyncio.Event()
     runs: list[str] = []
 
-    @idempotent_function(data_keyword_argument="order", persistence_store=dynamo_store)
+    @idempotent_function(data_keyword_argument="order", persistence_store=store)
     async def process(order: dict[str, Any]) -> str:
         runs.append("run")
         await release.wait()
@@ -329,7 +336,7 @@ async def test_without_waiting_a_duplicate_raises_at_once(dynamo_store: AsyncDyn
 
     leader = asyncio.create_task(process(order={"id": 6}))
     await until(lambda: runs)
-    log = RequestLog().attach(await dynamo_store.client())
+    log = await request_log(store)
     try:
         with pytest.raises(IdempotencyAlreadyInProgressError, match="already in progress"):
             await process(order={"id": 6})

@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from engine.conftest import request_log
 from idemstore import (
     AsyncDynamoStore,
     DataRecord,
@@ -26,13 +27,14 @@ from idemstore import (
     IdempotencyResponseTooLargeError,
     IdempotencySerializationError,
     IdempotencyTableNotFoundError,
+    InMemoryStore,
     RecordStatus,
+    RecordStore,
     TableSchema,
     idempotent_function,
 )
 from idemstore.codec import to_item
 from idemstore.engine import MAX_ACQUIRE_ATTEMPTS
-from idemstore.testing import RequestLog
 
 
 class FakeClock:
@@ -51,7 +53,7 @@ class FakeClock:
 class DelegatingStore:
     """Forwards every operation to a real store; subclasses change what the engine hears."""
 
-    def __init__(self, inner: AsyncDynamoStore) -> None:
+    def __init__(self, inner: RecordStore) -> None:
         self.inner = inner
 
     @property
@@ -76,13 +78,17 @@ class DelegatingStore:
         await self.inner.delete_record(record)
 
 
-async def overwrite(store: AsyncDynamoStore, record: DataRecord) -> None:
+async def overwrite(store: RecordStore, record: DataRecord) -> None:
     """Write an item unconditionally, as another caller taking the lock over would."""
+    if isinstance(store, InMemoryStore):
+        store.overwrite(record)
+        return
+    assert isinstance(store, AsyncDynamoStore)
     client = await store.client()
     await client.put_item(TableName=store.table_name, Item=to_item(store.schema, record))
 
 
-async def record_or_none(store: AsyncDynamoStore, key: str) -> DataRecord | None:
+async def record_or_none(store: RecordStore, key: str) -> DataRecord | None:
     try:
         return await store.get_record(key)
     except IdempotencyItemNotFoundError:
@@ -98,14 +104,15 @@ def key_of(function: Any, payload: Any) -> str:
 
 
 @pytest.mark.asyncio
+@pytest.mark.server
 async def test_finisher_whose_lock_was_taken_over_gets_its_result_back(
-    dynamo_store: AsyncDynamoStore,
+    store: RecordStore,
 ) -> None:
     usurper: list[DataRecord] = []
 
-    @idempotent_function(data_keyword_argument="order", persistence_store=dynamo_store)
+    @idempotent_function(data_keyword_argument="order", persistence_store=store)
     async def process(order: dict[str, Any]) -> dict[str, Any]:
-        ours = await dynamo_store.get_record(key_of(process, order))
+        ours = await store.get_record(key_of(process, order))
         assert ours.status is RecordStatus.INPROGRESS
         assert ours.in_progress_expiry_timestamp is not None
         theirs = ours.model_copy(
@@ -114,7 +121,7 @@ async def test_finisher_whose_lock_was_taken_over_gets_its_result_back(
                 "in_progress_expiry_timestamp": ours.in_progress_expiry_timestamp + 60_000,
             }
         )
-        await overwrite(dynamo_store, theirs)
+        await overwrite(store, theirs)
         usurper.append(theirs)
         return {"computed": order["id"]}
 
@@ -122,18 +129,18 @@ async def test_finisher_whose_lock_was_taken_over_gets_its_result_back(
         await process(order={"id": 1})
     assert caught.value.result == {"computed": 1}
     assert caught.value.current_record == usurper[0]
-    assert await dynamo_store.get_record(key_of(process, {"id": 1})) == usurper[0]
+    assert await store.get_record(key_of(process, {"id": 1})) == usurper[0]
 
 
 @pytest.mark.asyncio
 async def test_finisher_cannot_overwrite_a_record_completed_by_another(
-    dynamo_store: AsyncDynamoStore,
+    store: RecordStore,
 ) -> None:
-    @idempotent_function(data_keyword_argument="order", persistence_store=dynamo_store)
+    @idempotent_function(data_keyword_argument="order", persistence_store=store)
     async def process(order: dict[str, Any]) -> str:
-        ours = await dynamo_store.get_record(key_of(process, order))
+        ours = await store.get_record(key_of(process, order))
         await overwrite(
-            dynamo_store,
+            store,
             ours.model_copy(
                 update={
                     "owner_token": "another-caller",
@@ -151,40 +158,41 @@ async def test_finisher_cannot_overwrite_a_record_completed_by_another(
 
 
 @pytest.mark.asyncio
+@pytest.mark.server
 async def test_failing_finisher_does_not_release_the_new_owners_lock(
-    dynamo_store: AsyncDynamoStore,
+    store: RecordStore,
 ) -> None:
     usurper: list[DataRecord] = []
 
-    @idempotent_function(data_keyword_argument="order", persistence_store=dynamo_store)
+    @idempotent_function(data_keyword_argument="order", persistence_store=store)
     async def process(order: dict[str, Any]) -> None:
-        ours = await dynamo_store.get_record(key_of(process, order))
+        ours = await store.get_record(key_of(process, order))
         theirs = ours.model_copy(update={"owner_token": "another-caller"})
-        await overwrite(dynamo_store, theirs)
+        await overwrite(store, theirs)
         usurper.append(theirs)
         raise RuntimeError("boom")
 
     with pytest.raises(RuntimeError, match="boom"):
         await process(order={"id": 1})
-    assert await dynamo_store.get_record(key_of(process, {"id": 1})) == usurper[0]
+    assert await store.get_record(key_of(process, {"id": 1})) == usurper[0]
 
 
 @pytest.mark.asyncio
-async def test_heartbeat_stops_renewing_a_lock_taken_over(dynamo_store: AsyncDynamoStore) -> None:
+async def test_heartbeat_stops_renewing_a_lock_taken_over(store: RecordStore) -> None:
     lease = 0.3
     usurper: list[DataRecord] = []
     renewed_before_loss: list[int] = []
-    log = RequestLog().attach(await dynamo_store.client())
+    log = await request_log(store)
 
     @idempotent_function(
         data_keyword_argument="order",
-        persistence_store=dynamo_store,
+        persistence_store=store,
         config=IdempotencyConfig(in_progress_lease_seconds=lease),
     )
     async def process(order: dict[str, Any]) -> str:
-        ours = await dynamo_store.get_record(key_of(process, order))
+        ours = await store.get_record(key_of(process, order))
         theirs = ours.model_copy(update={"owner_token": "another-caller"})
-        await overwrite(dynamo_store, theirs)
+        await overwrite(store, theirs)
         usurper.append(theirs)
         renewals = log.operations.count("UpdateItem")
         renewed_before_loss.append(renewals)
@@ -198,7 +206,7 @@ async def test_heartbeat_stops_renewing_a_lock_taken_over(dynamo_store: AsyncDyn
 
     with pytest.raises(IdempotencyLeaseLostError):
         await process(order={"id": 1})
-    assert await dynamo_store.get_record(key_of(process, {"id": 1})) == usurper[0]
+    assert await store.get_record(key_of(process, {"id": 1})) == usurper[0]
     # One refused renewal, then the refused completion: renewal stopped after the loss.
     assert log.operations.count("UpdateItem") == renewed_before_loss[0] + 2
 
@@ -232,14 +240,14 @@ class RetriedWrites(DelegatingStore):
 
 @pytest.mark.asyncio
 async def test_retried_acquire_and_completion_are_recognised_as_ours(
-    dynamo_store: AsyncDynamoStore,
+    store: RecordStore,
 ) -> None:
-    log = RequestLog().attach(await dynamo_store.client())
+    log = await request_log(store)
     runs: list[Any] = []
 
     @idempotent_function(
         data_keyword_argument="order",
-        persistence_store=RetriedWrites(dynamo_store),
+        persistence_store=RetriedWrites(store),
         config=IdempotencyConfig(in_progress_lease_seconds=0.15),
     )
     async def process(order: dict[str, Any]) -> dict[str, Any]:
@@ -251,7 +259,7 @@ async def test_retried_acquire_and_completion_are_recognised_as_ours(
     assert runs == [{"id": 1}]
     assert log.operations[:2] == ["PutItem", "PutItem"]
     assert log.operations[-2:] == ["UpdateItem", "UpdateItem"]
-    record = await dynamo_store.get_record(key_of(process, {"id": 1}))
+    record = await store.get_record(key_of(process, {"id": 1}))
     assert record.status is RecordStatus.COMPLETED
     assert await process(order={"id": 1}) == {"done": 1}
     assert len(runs) == 1
@@ -259,20 +267,18 @@ async def test_retried_acquire_and_completion_are_recognised_as_ours(
 
 @pytest.mark.asyncio
 async def test_retried_release_after_a_failure_keeps_the_original_error(
-    dynamo_store: AsyncDynamoStore,
+    store: RecordStore,
 ) -> None:
-    log = RequestLog().attach(await dynamo_store.client())
+    log = await request_log(store)
 
-    @idempotent_function(
-        data_keyword_argument="order", persistence_store=RetriedWrites(dynamo_store)
-    )
+    @idempotent_function(data_keyword_argument="order", persistence_store=RetriedWrites(store))
     async def process(order: dict[str, Any]) -> None:
         raise KeyError("missing")
 
     with pytest.raises(KeyError, match="missing"):
         await process(order={"id": 1})
     assert log.operations == ["PutItem", "PutItem", "DeleteItem", "DeleteItem"]
-    assert await record_or_none(dynamo_store, key_of(process, {"id": 1})) is None
+    assert await record_or_none(store, key_of(process, {"id": 1})) is None
 
 
 # --- the function raises -----------------------------------------------------------------
@@ -280,11 +286,11 @@ async def test_retried_release_after_a_failure_keeps_the_original_error(
 
 @pytest.mark.asyncio
 async def test_function_error_releases_the_record_and_propagates(
-    dynamo_store: AsyncDynamoStore,
+    store: RecordStore,
 ) -> None:
     attempts: list[int] = []
 
-    @idempotent_function(data_keyword_argument="order", persistence_store=dynamo_store)
+    @idempotent_function(data_keyword_argument="order", persistence_store=store)
     async def process(order: dict[str, Any]) -> str:
         attempts.append(1)
         if len(attempts) == 1:
@@ -294,17 +300,19 @@ async def test_function_error_releases_the_record_and_propagates(
     with pytest.raises(ConnectionError, match="downstream failed") as caught:
         await process(order={"id": 1})
     assert type(caught.value) is ConnectionError
-    assert await record_or_none(dynamo_store, key_of(process, {"id": 1})) is None
+    assert await record_or_none(store, key_of(process, {"id": 1})) is None
     assert await process(order={"id": 1}) == "second time lucky"
     assert len(attempts) == 2
 
 
 @pytest.mark.asyncio
 async def test_release_failing_too_carries_both_errors(dynamo_store: AsyncDynamoStore) -> None:
-    @idempotent_function(data_keyword_argument="order", persistence_store=dynamo_store)
+    store = dynamo_store
+
+    @idempotent_function(data_keyword_argument="order", persistence_store=store)
     async def process(order: dict[str, Any]) -> None:
-        client = await dynamo_store.client()
-        await client.delete_table(TableName=dynamo_store.table_name)
+        client = await store.client()
+        await client.delete_table(TableName=store.table_name)
         raise ValueError("bad order")
 
     with pytest.raises(
@@ -322,25 +330,26 @@ async def test_release_failing_too_carries_both_errors(dynamo_store: AsyncDynamo
 
 
 @pytest.mark.asyncio
-async def test_timeout_releases_the_record(dynamo_store: AsyncDynamoStore) -> None:
-    log = RequestLog().attach(await dynamo_store.client())
+async def test_timeout_releases_the_record(store: RecordStore) -> None:
+    log = await request_log(store)
 
-    @idempotent_function(data_keyword_argument="order", persistence_store=dynamo_store)
+    @idempotent_function(data_keyword_argument="order", persistence_store=store)
     async def process(order: dict[str, Any]) -> None:
         await asyncio.sleep(30)
 
     with pytest.raises(TimeoutError):
         await asyncio.wait_for(process(order={"id": 1}), timeout=1.0)
     assert log.operations == ["PutItem", "DeleteItem"]
-    assert await record_or_none(dynamo_store, key_of(process, {"id": 1})) is None
+    assert await record_or_none(store, key_of(process, {"id": 1})) is None
 
 
 @pytest.mark.asyncio
-async def test_task_cancel_releases_the_record(dynamo_store: AsyncDynamoStore) -> None:
-    log = RequestLog().attach(await dynamo_store.client())
+@pytest.mark.server
+async def test_task_cancel_releases_the_record(store: RecordStore) -> None:
+    log = await request_log(store)
     started = asyncio.Event()
 
-    @idempotent_function(data_keyword_argument="order", persistence_store=dynamo_store)
+    @idempotent_function(data_keyword_argument="order", persistence_store=store)
     async def process(order: dict[str, Any]) -> None:
         started.set()
         await asyncio.sleep(30)
@@ -352,7 +361,7 @@ async def test_task_cancel_releases_the_record(dynamo_store: AsyncDynamoStore) -
         await task
     assert task.cancelled()
     assert log.operations == ["PutItem", "DeleteItem"]
-    assert await record_or_none(dynamo_store, key_of(process, {"id": 1})) is None
+    assert await record_or_none(store, key_of(process, {"id": 1})) is None
 
 
 class SlowCompletion(DelegatingStore):
@@ -364,14 +373,13 @@ class SlowCompletion(DelegatingStore):
 
 
 @pytest.mark.asyncio
+@pytest.mark.server
 async def test_timeout_during_completion_still_records_the_result(
-    dynamo_store: AsyncDynamoStore,
+    store: RecordStore,
 ) -> None:
     runs: list[int] = []
 
-    @idempotent_function(
-        data_keyword_argument="order", persistence_store=SlowCompletion(dynamo_store)
-    )
+    @idempotent_function(data_keyword_argument="order", persistence_store=SlowCompletion(store))
     async def process(order: dict[str, Any]) -> str:
         runs.append(1)
         # The caller's timeout fires while the (slow) completion is on its way.
@@ -383,12 +391,12 @@ async def test_timeout_during_completion_still_records_the_result(
             await process(order={"id": 1})
     key = key_of(process, {"id": 1})
     # The function ran: its result is recorded, not left behind an orphaned lock.
-    record = await record_or_none(dynamo_store, key)
+    record = await record_or_none(store, key)
     for _ in range(100):  # the completion finishes in the background; bounded wait
         if record is None or record.status is not RecordStatus.INPROGRESS:
             break
         await asyncio.sleep(0.02)
-        record = await record_or_none(dynamo_store, key)
+        record = await record_or_none(store, key)
     assert record is not None
     assert record.status is RecordStatus.COMPLETED
     assert await process(order={"id": 1}) == "charged"
@@ -398,7 +406,7 @@ async def test_timeout_during_completion_still_records_the_result(
 class SlowRelease(DelegatingStore):
     """A release that takes a while to reach the table; says when it has begun."""
 
-    def __init__(self, inner: AsyncDynamoStore) -> None:
+    def __init__(self, inner: RecordStore) -> None:
         super().__init__(inner)
         self.releasing = asyncio.Event()
 
@@ -410,12 +418,12 @@ class SlowRelease(DelegatingStore):
 
 @pytest.mark.asyncio
 async def test_release_is_shielded_from_a_second_cancellation(
-    dynamo_store: AsyncDynamoStore,
+    store: RecordStore,
 ) -> None:
-    store = SlowRelease(dynamo_store)
+    slow = SlowRelease(store)
     started = asyncio.Event()
 
-    @idempotent_function(data_keyword_argument="order", persistence_store=store)
+    @idempotent_function(data_keyword_argument="order", persistence_store=slow)
     async def process(order: dict[str, Any]) -> None:
         started.set()
         await asyncio.sleep(30)
@@ -423,17 +431,17 @@ async def test_release_is_shielded_from_a_second_cancellation(
     task = asyncio.create_task(process(order={"id": 1}))
     await started.wait()
     task.cancel()
-    await store.releasing.wait()
+    await slow.releasing.wait()
     task.cancel()  # impatient caller: cancel again while the release is on its way
     with pytest.raises(asyncio.CancelledError):
         await task
     key = key_of(process, {"id": 1})
-    record = await record_or_none(dynamo_store, key)
+    record = await record_or_none(store, key)
     for _ in range(100):  # the release finishes in the background; bounded wait
         if record is None:
             break
         await asyncio.sleep(0.02)
-        record = await record_or_none(dynamo_store, key)
+        record = await record_or_none(store, key)
     assert record is None
 
 
@@ -442,11 +450,11 @@ async def test_release_is_shielded_from_a_second_cancellation(
 
 @pytest.mark.asyncio
 async def test_unserializable_result_is_an_error_and_releases(
-    dynamo_store: AsyncDynamoStore,
+    store: RecordStore,
 ) -> None:
-    log = RequestLog().attach(await dynamo_store.client())
+    log = await request_log(store)
 
-    @idempotent_function(data_keyword_argument="order", persistence_store=dynamo_store)
+    @idempotent_function(data_keyword_argument="order", persistence_store=store)
     async def process(order: dict[str, Any]) -> Any:
         return {"handle": object()}
 
@@ -454,17 +462,17 @@ async def test_unserializable_result_is_an_error_and_releases(
         await process(order={"id": 1})
     assert isinstance(caught.value.__cause__, TypeError)
     assert log.operations == ["PutItem", "DeleteItem"]
-    assert await record_or_none(dynamo_store, key_of(process, {"id": 1})) is None
+    assert await record_or_none(store, key_of(process, {"id": 1})) is None
 
 
 @pytest.mark.asyncio
 async def test_result_too_large_even_compressed_is_an_error_and_releases(
-    dynamo_store: AsyncDynamoStore,
+    store: RecordStore,
 ) -> None:
-    log = RequestLog().attach(await dynamo_store.client())
+    log = await request_log(store)
     incompressible = base64.b64encode(os.urandom(600_000)).decode()
 
-    @idempotent_function(data_keyword_argument="order", persistence_store=dynamo_store)
+    @idempotent_function(data_keyword_argument="order", persistence_store=store)
     async def process(order: dict[str, Any]) -> str:
         return incompressible
 
@@ -472,7 +480,7 @@ async def test_result_too_large_even_compressed_is_an_error_and_releases(
         await process(order={"id": 1})
     assert caught.value.size_bytes > caught.value.limit_bytes
     assert log.operations == ["PutItem", "DeleteItem"]
-    assert await record_or_none(dynamo_store, key_of(process, {"id": 1})) is None
+    assert await record_or_none(store, key_of(process, {"id": 1})) is None
 
 
 @pytest.mark.asyncio
@@ -480,21 +488,22 @@ async def test_result_too_large_even_compressed_is_an_error_and_releases(
 async def test_large_compressible_results_are_stored_compressed(
     dynamo_store: AsyncDynamoStore, size: int
 ) -> None:
-    log = RequestLog().attach(await dynamo_store.client())
+    store = dynamo_store
+    log = await request_log(store)
     text = ("order line, " * (size // 12 + 1))[:size]
     runs: list[int] = []
 
-    @idempotent_function(data_keyword_argument="order", persistence_store=dynamo_store)
+    @idempotent_function(data_keyword_argument="order", persistence_store=store)
     async def process(order: dict[str, Any]) -> dict[str, str]:
         runs.append(1)
         return {"text": text}
 
     assert await process(order={"id": 1}) == {"text": text}
-    client = await dynamo_store.client()
+    client = await store.client()
     item = (
         await client.get_item(
-            TableName=dynamo_store.table_name,
-            Key=dynamo_store.schema.key(key_of(process, {"id": 1})),
+            TableName=store.table_name,
+            Key=store.schema.key(key_of(process, {"id": 1})),
         )
     )["Item"]
     assert "data" not in item
@@ -509,14 +518,15 @@ async def test_large_compressible_results_are_stored_compressed(
 
 
 @pytest.mark.asyncio
-async def test_expired_record_is_taken_over(dynamo_store: AsyncDynamoStore) -> None:
+@pytest.mark.server
+async def test_expired_record_is_taken_over(store: RecordStore) -> None:
     clock = FakeClock(time.time())
-    log = RequestLog().attach(await dynamo_store.client())
+    log = await request_log(store)
     runs: list[float] = []
 
     @idempotent_function(
         data_keyword_argument="order",
-        persistence_store=dynamo_store,
+        persistence_store=store,
         config=IdempotencyConfig(expires_after_seconds=60, clock=clock),
     )
     async def process(order: dict[str, Any]) -> int:
@@ -530,7 +540,7 @@ async def test_expired_record_is_taken_over(dynamo_store: AsyncDynamoStore) -> N
     log.clear()
     assert await process(order={"id": 1}) == 2
     assert log.operations == ["PutItem", "UpdateItem"]
-    record = await dynamo_store.get_record(key_of(process, {"id": 1}))
+    record = await store.get_record(key_of(process, {"id": 1}))
     assert record.expiry_timestamp == int(clock()) + 60
 
 
@@ -545,20 +555,21 @@ def foreign_lock(key: str, clock: FakeClock, *, lock_ms_left: int) -> DataRecord
 
 
 @pytest.mark.asyncio
-async def test_live_lock_of_another_caller_is_in_progress(dynamo_store: AsyncDynamoStore) -> None:
+@pytest.mark.server
+async def test_live_lock_of_another_caller_is_in_progress(store: RecordStore) -> None:
     clock = FakeClock(time.time())
 
     @idempotent_function(
         data_keyword_argument="order",
-        persistence_store=dynamo_store,
+        persistence_store=store,
         config=IdempotencyConfig(clock=clock),
     )
     async def process(order: dict[str, Any]) -> None:
         raise AssertionError("must not run")
 
     lock = foreign_lock(key_of(process, {"id": 1}), clock, lock_ms_left=10_000)
-    await dynamo_store.put_record(lock, now=clock())
-    log = RequestLog().attach(await dynamo_store.client())
+    await store.put_record(lock, now=clock())
+    log = await request_log(store)
     with pytest.raises(IdempotencyAlreadyInProgressError) as caught:
         await process(order={"id": 1})
     assert caught.value.old_data_record == lock
@@ -566,13 +577,14 @@ async def test_live_lock_of_another_caller_is_in_progress(dynamo_store: AsyncDyn
 
 
 @pytest.mark.asyncio
-async def test_stale_lock_is_taken_over(dynamo_store: AsyncDynamoStore) -> None:
+@pytest.mark.server
+async def test_stale_lock_is_taken_over(store: RecordStore) -> None:
     clock = FakeClock(time.time())
     runs: list[int] = []
 
     @idempotent_function(
         data_keyword_argument="order",
-        persistence_store=dynamo_store,
+        persistence_store=store,
         config=IdempotencyConfig(clock=clock),
     )
     async def process(order: dict[str, Any]) -> str:
@@ -580,12 +592,12 @@ async def test_stale_lock_is_taken_over(dynamo_store: AsyncDynamoStore) -> None:
         return "recovered"
 
     lock = foreign_lock(key_of(process, {"id": 1}), clock, lock_ms_left=10_000)
-    await dynamo_store.put_record(lock, now=clock())
+    await store.put_record(lock, now=clock())
     clock.advance(11)  # the other caller died; its lock lapsed
-    log = RequestLog().attach(await dynamo_store.client())
+    log = await request_log(store)
     assert await process(order={"id": 1}) == "recovered"
     assert log.operations == ["PutItem", "UpdateItem"]
-    record = await dynamo_store.get_record(key_of(process, {"id": 1}))
+    record = await store.get_record(key_of(process, {"id": 1}))
     assert record.status is RecordStatus.COMPLETED
     assert record.owner_token != "another-caller"
 
@@ -594,7 +606,7 @@ class AlwaysStale(DelegatingStore):
     """A record that looks stale each time it is returned but never is at the server:
     a permanent race, or a client clock far ahead of the other callers'."""
 
-    def __init__(self, inner: AsyncDynamoStore) -> None:
+    def __init__(self, inner: RecordStore) -> None:
         super().__init__(inner)
         self.put_attempts = 0
 
@@ -610,23 +622,23 @@ class AlwaysStale(DelegatingStore):
 
 
 @pytest.mark.asyncio
-async def test_retries_after_stale_records_are_bounded(dynamo_store: AsyncDynamoStore) -> None:
+async def test_retries_after_stale_records_are_bounded(store: RecordStore) -> None:
     clock = FakeClock(time.time())
-    store = AlwaysStale(dynamo_store)
+    stale = AlwaysStale(store)
 
     @idempotent_function(
         data_keyword_argument="order",
-        persistence_store=store,
+        persistence_store=stale,
         config=IdempotencyConfig(clock=clock, wait_for_in_progress_seconds=0.2),
     )
     async def process(order: dict[str, Any]) -> None:
         raise AssertionError("must not run")
 
     lock = foreign_lock(key_of(process, {"id": 1}), clock, lock_ms_left=10_000)
-    await dynamo_store.put_record(lock, now=clock())
-    log = RequestLog().attach(await dynamo_store.client())
+    await store.put_record(lock, now=clock())
+    log = await request_log(store)
     with pytest.raises(IdempotencyInconsistentStateError, match="gave up after"):
         await process(order={"id": 1})
-    assert store.put_attempts == MAX_ACQUIRE_ATTEMPTS
+    assert stale.put_attempts == MAX_ACQUIRE_ATTEMPTS
     assert log.operations == ["PutItem"] * MAX_ACQUIRE_ATTEMPTS
-    assert await dynamo_store.get_record(lock.idempotency_key) == lock
+    assert await store.get_record(lock.idempotency_key) == lock

@@ -9,13 +9,13 @@ from typing import Any
 import pydantic
 import pytest
 
+from engine.conftest import request_log
 from idemstore import (
-    AsyncDynamoStore,
     DataclassSerializer,
     IdempotencySerializationError,
+    RecordStore,
     idempotent_function,
 )
-from idemstore.testing import RequestLog
 
 
 class Receipt(pydantic.BaseModel):
@@ -42,10 +42,11 @@ PARCEL = Parcel(parcel_id="p-1", weight_grams=250, tracking=["t1"])
 
 
 @pytest.mark.asyncio
+@pytest.mark.server
 async def test_pydantic_result_is_inferred_from_the_annotation(
-    dynamo_store: AsyncDynamoStore,
+    store: RecordStore,
 ) -> None:
-    @idempotent_function(data_keyword_argument="order", persistence_store=dynamo_store)
+    @idempotent_function(data_keyword_argument="order", persistence_store=store)
     async def process(order: dict[str, Any]) -> Receipt:
         return RECEIPT
 
@@ -58,9 +59,9 @@ async def test_pydantic_result_is_inferred_from_the_annotation(
 
 @pytest.mark.asyncio
 async def test_dataclass_result_is_inferred_from_the_annotation(
-    dynamo_store: AsyncDynamoStore,
+    store: RecordStore,
 ) -> None:
-    @idempotent_function(data_keyword_argument="order", persistence_store=dynamo_store)
+    @idempotent_function(data_keyword_argument="order", persistence_store=store)
     async def process(order: dict[str, Any]) -> Parcel:
         return PARCEL
 
@@ -72,9 +73,9 @@ async def test_dataclass_result_is_inferred_from_the_annotation(
 
 @pytest.mark.asyncio
 async def test_optional_model_result_replays_none_and_models(
-    dynamo_store: AsyncDynamoStore,
+    store: RecordStore,
 ) -> None:
-    @idempotent_function(data_keyword_argument="order", persistence_store=dynamo_store)
+    @idempotent_function(data_keyword_argument="order", persistence_store=store)
     async def lookup(order: dict[str, Any]) -> Receipt | None:
         return RECEIPT if order["found"] else None
 
@@ -85,9 +86,9 @@ async def test_optional_model_result_replays_none_and_models(
 
 
 @pytest.mark.asyncio
-async def test_explicit_model_type_as_output_serializer(dynamo_store: AsyncDynamoStore) -> None:
+async def test_explicit_model_type_as_output_serializer(store: RecordStore) -> None:
     @idempotent_function(
-        data_keyword_argument="order", persistence_store=dynamo_store, output_serializer=Receipt
+        data_keyword_argument="order", persistence_store=store, output_serializer=Receipt
     )
     async def process(order: dict[str, Any]):  # type: ignore[no-untyped-def]  # unannotated on purpose
         return RECEIPT
@@ -99,9 +100,9 @@ async def test_explicit_model_type_as_output_serializer(dynamo_store: AsyncDynam
 
 
 @pytest.mark.asyncio
-async def test_explicit_dataclass_type_as_output_serializer(dynamo_store: AsyncDynamoStore) -> None:
+async def test_explicit_dataclass_type_as_output_serializer(store: RecordStore) -> None:
     @idempotent_function(
-        data_keyword_argument="order", persistence_store=dynamo_store, output_serializer=Parcel
+        data_keyword_argument="order", persistence_store=store, output_serializer=Parcel
     )
     async def process(order: dict[str, Any]) -> Any:
         return PARCEL
@@ -111,7 +112,7 @@ async def test_explicit_dataclass_type_as_output_serializer(dynamo_store: AsyncD
 
 
 @pytest.mark.asyncio
-async def test_explicit_serializer_object(dynamo_store: AsyncDynamoStore) -> None:
+async def test_explicit_serializer_object(store: RecordStore) -> None:
     class MoneySerializer:
         """Cents on the wire, Decimal in the program."""
 
@@ -123,7 +124,7 @@ async def test_explicit_serializer_object(dynamo_store: AsyncDynamoStore) -> Non
 
     @idempotent_function(
         data_keyword_argument="order",
-        persistence_store=dynamo_store,
+        persistence_store=store,
         output_serializer=MoneySerializer(),
     )
     async def total(order: dict[str, Any]) -> Decimal:
@@ -131,17 +132,17 @@ async def test_explicit_serializer_object(dynamo_store: AsyncDynamoStore) -> Non
 
     await total(order={"id": 1})
     identity = total.idempotency_engine.identify({"id": 1})  # type: ignore[attr-defined]  # set by the decorator
-    assert (await dynamo_store.get_record(identity.key)).response_data == '{"cents": 1234}'
+    assert (await store.get_record(identity.key)).response_data == '{"cents": 1234}'
     assert await total(order={"id": 1}) == Decimal("12.34")
 
 
 @pytest.mark.asyncio
 async def test_explicit_serializer_wins_over_the_annotation(
-    dynamo_store: AsyncDynamoStore,
+    store: RecordStore,
 ) -> None:
     @idempotent_function(
         data_keyword_argument="order",
-        persistence_store=dynamo_store,
+        persistence_store=store,
         output_serializer=DataclassSerializer(Parcel),
     )
     async def process(order: dict[str, Any]) -> Receipt:  # annotation deliberately wrong
@@ -153,8 +154,8 @@ async def test_explicit_serializer_wins_over_the_annotation(
 
 
 @pytest.mark.asyncio
-async def test_unannotated_result_replays_as_json_data(dynamo_store: AsyncDynamoStore) -> None:
-    @idempotent_function(data_keyword_argument="order", persistence_store=dynamo_store)
+async def test_unannotated_result_replays_as_json_data(store: RecordStore) -> None:
+    @idempotent_function(data_keyword_argument="order", persistence_store=store)
     async def process(order: dict[str, Any]) -> Any:
         return {"when": dt.date(2024, 1, 2), "id": uuid.UUID(int=7), "n": Decimal("1.5")}
 
@@ -168,13 +169,11 @@ async def test_unannotated_result_replays_as_json_data(dynamo_store: AsyncDynamo
 
 @pytest.mark.asyncio
 @pytest.mark.parametrize("result", [{}, [], 0, "", False, None, 0.0])
-async def test_falsy_results_replay_as_themselves(
-    dynamo_store: AsyncDynamoStore, result: Any
-) -> None:
-    log = RequestLog().attach(await dynamo_store.client())
+async def test_falsy_results_replay_as_themselves(store: RecordStore, result: Any) -> None:
+    log = await request_log(store)
     runs: list[int] = []
 
-    @idempotent_function(data_keyword_argument="order", persistence_store=dynamo_store)
+    @idempotent_function(data_keyword_argument="order", persistence_store=store)
     async def process(order: dict[str, Any]) -> Any:
         runs.append(1)
         return result
@@ -190,15 +189,15 @@ async def test_falsy_results_replay_as_themselves(
 
 @pytest.mark.asyncio
 async def test_stored_result_that_no_longer_fits_the_model_is_a_serialization_error(
-    dynamo_store: AsyncDynamoStore,
+    store: RecordStore,
 ) -> None:
-    @idempotent_function(data_keyword_argument="order", persistence_store=dynamo_store)
+    @idempotent_function(data_keyword_argument="order", persistence_store=store)
     async def before(order: dict[str, Any]) -> dict[str, Any]:
         return {"unexpected": True}
 
     @idempotent_function(
         data_keyword_argument="order",
-        persistence_store=dynamo_store,
+        persistence_store=store,
         key_prefix=before.idempotency_engine.key_prefix,  # type: ignore[attr-defined]  # set by the decorator
     )
     async def after(order: dict[str, Any]) -> Receipt:

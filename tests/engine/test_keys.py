@@ -18,17 +18,18 @@ from aws_lambda_powertools.utilities.idempotency import (
 )
 from aws_lambda_powertools.utilities.idempotency.base import _prepare_data
 
+from engine.conftest import request_log
 from idemstore import (
-    AsyncDynamoStore,
     IdempotencyConfig,
     IdempotencyItemNotFoundError,
     IdempotencyKeyError,
     IdempotencyWarning,
     InMemoryStore,
     RecordStatus,
+    RecordStore,
     idempotent_function,
 )
-from idemstore.testing import MotoEndpoint, RequestLog
+from idemstore.testing import MotoEndpoint
 
 
 class Colour(enum.Enum):
@@ -123,6 +124,7 @@ def powertools_key(
 
 
 @pytest.mark.asyncio
+@pytest.mark.server
 @pytest.mark.parametrize("payload", PAYLOADS.values(), ids=PAYLOADS.keys())
 async def test_record_is_stored_under_the_powertools_key(
     memory_store: InMemoryStore, powertools_client: Any, payload: Any
@@ -233,13 +235,13 @@ async def test_key_prefix_replaces_the_derived_prefix(
 
 @pytest.mark.asyncio
 async def test_a_function_mutating_its_payload_completes_the_original_record(
-    dynamo_store: AsyncDynamoStore,
+    store: RecordStore,
 ) -> None:
     runs: list[str] = []
 
     @idempotent_function(
         data_keyword_argument="order",
-        persistence_store=dynamo_store,
+        persistence_store=store,
         config=IdempotencyConfig(event_key_jmespath="order_id"),
     )
     async def process(order: dict[str, Any]) -> str:
@@ -253,9 +255,9 @@ async def test_a_function_mutating_its_payload_completes_the_original_record(
 
     assert await process(order={"order_id": "o-1"}) == "done"
 
-    assert (await dynamo_store.get_record(original_key)).status is RecordStatus.COMPLETED
+    assert (await store.get_record(original_key)).status is RecordStatus.COMPLETED
     with pytest.raises(IdempotencyItemNotFoundError):
-        await dynamo_store.get_record(rewritten_key)
+        await store.get_record(rewritten_key)
     assert await process(order={"order_id": "o-1"}) == "done"
     assert runs == ["o-1"]
 
@@ -272,14 +274,14 @@ MISSING_KEYS = [
 @pytest.mark.asyncio
 @pytest.mark.parametrize(("jmespath", "payload"), MISSING_KEYS)
 async def test_missing_key_raises_when_configured(
-    dynamo_store: AsyncDynamoStore, jmespath: str, payload: dict[str, Any]
+    store: RecordStore, jmespath: str, payload: dict[str, Any]
 ) -> None:
-    log = RequestLog().attach(await dynamo_store.client())
+    log = await request_log(store)
     runs: list[Any] = []
 
     @idempotent_function(
         data_keyword_argument="event",
-        persistence_store=dynamo_store,
+        persistence_store=store,
         config=IdempotencyConfig(event_key_jmespath=jmespath, raise_on_no_idempotency_key=True),
     )
     async def handle(event: Any) -> str:
@@ -295,14 +297,14 @@ async def test_missing_key_raises_when_configured(
 @pytest.mark.asyncio
 @pytest.mark.parametrize(("jmespath", "payload"), MISSING_KEYS)
 async def test_missing_key_warns_and_runs_unprotected(
-    dynamo_store: AsyncDynamoStore, jmespath: str, payload: dict[str, Any]
+    store: RecordStore, jmespath: str, payload: dict[str, Any]
 ) -> None:
-    log = RequestLog().attach(await dynamo_store.client())
+    log = await request_log(store)
     runs: list[Any] = []
 
     @idempotent_function(
         data_keyword_argument="event",
-        persistence_store=dynamo_store,
+        persistence_store=store,
         config=IdempotencyConfig(event_key_jmespath=jmespath),
     )
     async def handle(event: Any) -> str:
@@ -317,12 +319,12 @@ async def test_missing_key_warns_and_runs_unprotected(
 
 
 @pytest.mark.asyncio
-async def test_falsy_but_present_keys_are_keys(dynamo_store: AsyncDynamoStore) -> None:
+async def test_falsy_but_present_keys_are_keys(store: RecordStore) -> None:
     runs: list[Any] = []
 
     @idempotent_function(
         data_keyword_argument="event",
-        persistence_store=dynamo_store,
+        persistence_store=store,
         config=IdempotencyConfig(event_key_jmespath="n", raise_on_no_idempotency_key=True),
     )
     async def handle(event: Any) -> int:
@@ -336,10 +338,10 @@ async def test_falsy_but_present_keys_are_keys(dynamo_store: AsyncDynamoStore) -
 
 
 @pytest.mark.asyncio
-async def test_unhashable_payload_is_a_key_error(dynamo_store: AsyncDynamoStore) -> None:
-    log = RequestLog().attach(await dynamo_store.client())
+async def test_unhashable_payload_is_a_key_error(store: RecordStore) -> None:
+    log = await request_log(store)
 
-    @idempotent_function(data_keyword_argument="event", persistence_store=dynamo_store)
+    @idempotent_function(data_keyword_argument="event", persistence_store=store)
     async def handle(event: Any) -> None:
         raise AssertionError("must not run")
 

@@ -5,30 +5,31 @@ from typing import Any
 
 import pytest
 
+from engine.conftest import request_log
 from idemstore import (
-    AsyncDynamoStore,
     DataRecord,
     IdempotencyConfig,
     IdempotencyValidationError,
     IdempotencyWarning,
     InMemoryStore,
+    RecordStore,
     idempotent,
     idempotent_function,
 )
 from idemstore.engine import DISABLED_NOTICE
-from idemstore.testing import RequestLog
 
 # --- round trips (the DESIGN.md budget) ----------------------------------------------
 
 
 @pytest.mark.asyncio
+@pytest.mark.server
 async def test_first_call_takes_two_requests_and_a_duplicate_one(
-    dynamo_store: AsyncDynamoStore,
+    store: RecordStore,
 ) -> None:
-    log = RequestLog().attach(await dynamo_store.client())
+    log = await request_log(store)
     runs: list[dict[str, Any]] = []
 
-    @idempotent_function(data_keyword_argument="order", persistence_store=dynamo_store)
+    @idempotent_function(data_keyword_argument="order", persistence_store=store)
     async def process(order: dict[str, Any]) -> dict[str, Any]:
         runs.append(order)
         return {"receipt": order["order_id"].upper()}
@@ -43,13 +44,13 @@ async def test_first_call_takes_two_requests_and_a_duplicate_one(
 
 
 @pytest.mark.asyncio
-async def test_warm_local_cache_replays_with_no_request(dynamo_store: AsyncDynamoStore) -> None:
-    log = RequestLog().attach(await dynamo_store.client())
+async def test_warm_local_cache_replays_with_no_request(store: RecordStore) -> None:
+    log = await request_log(store)
     runs: list[dict[str, Any]] = []
 
     @idempotent_function(
         data_keyword_argument="order",
-        persistence_store=dynamo_store,
+        persistence_store=store,
         config=IdempotencyConfig(use_local_cache=True),
     )
     async def process(order: dict[str, Any]) -> int:
@@ -65,17 +66,17 @@ async def test_warm_local_cache_replays_with_no_request(dynamo_store: AsyncDynam
 
 
 @pytest.mark.asyncio
-async def test_duplicate_warms_the_local_cache(dynamo_store: AsyncDynamoStore) -> None:
-    log = RequestLog().attach(await dynamo_store.client())
+async def test_duplicate_warms_the_local_cache(store: RecordStore) -> None:
+    log = await request_log(store)
     config = IdempotencyConfig(use_local_cache=True)
 
-    @idempotent_function(data_keyword_argument="order", persistence_store=dynamo_store)
+    @idempotent_function(data_keyword_argument="order", persistence_store=store)
     async def first(order: dict[str, Any]) -> str:
         return "first"
 
     @idempotent_function(
         data_keyword_argument="order",
-        persistence_store=dynamo_store,
+        persistence_store=store,
         config=config,
         key_prefix=first.idempotency_engine.key_prefix,  # type: ignore[attr-defined]  # set by the decorator
     )
@@ -90,10 +91,11 @@ async def test_duplicate_warms_the_local_cache(dynamo_store: AsyncDynamoStore) -
 
 
 @pytest.mark.asyncio
-async def test_function_raising_takes_two_requests(dynamo_store: AsyncDynamoStore) -> None:
-    log = RequestLog().attach(await dynamo_store.client())
+@pytest.mark.server
+async def test_function_raising_takes_two_requests(store: RecordStore) -> None:
+    log = await request_log(store)
 
-    @idempotent_function(data_keyword_argument="order", persistence_store=dynamo_store)
+    @idempotent_function(data_keyword_argument="order", persistence_store=store)
     async def process(order: dict[str, Any]) -> None:
         raise LookupError("no such order")
 
@@ -103,12 +105,13 @@ async def test_function_raising_takes_two_requests(dynamo_store: AsyncDynamoStor
 
 
 @pytest.mark.asyncio
-async def test_lambda_handler_round_trips(dynamo_store: AsyncDynamoStore) -> None:
-    log = RequestLog().attach(await dynamo_store.client())
+@pytest.mark.server
+async def test_lambda_handler_round_trips(store: RecordStore) -> None:
+    log = await request_log(store)
     runs: list[Any] = []
 
     @idempotent(
-        persistence_store=dynamo_store,
+        persistence_store=store,
         config=IdempotencyConfig(event_key_jmespath="body.order_id"),
     )
     async def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
@@ -133,13 +136,14 @@ def validating_config(**extra: Any) -> IdempotencyConfig:
 
 
 @pytest.mark.asyncio
+@pytest.mark.server
 async def test_differing_validated_payload_fails_on_the_returned_old_item(
-    dynamo_store: AsyncDynamoStore,
+    store: RecordStore,
 ) -> None:
-    log = RequestLog().attach(await dynamo_store.client())
+    log = await request_log(store)
 
     @idempotent_function(
-        data_keyword_argument="order", persistence_store=dynamo_store, config=validating_config()
+        data_keyword_argument="order", persistence_store=store, config=validating_config()
     )
     async def charge(order: dict[str, Any]) -> str:
         return f"charged {order['amount']}"
@@ -157,13 +161,13 @@ async def test_differing_validated_payload_fails_on_the_returned_old_item(
 
 @pytest.mark.asyncio
 async def test_differing_validated_payload_fails_on_the_cache_path(
-    dynamo_store: AsyncDynamoStore,
+    store: RecordStore,
 ) -> None:
-    log = RequestLog().attach(await dynamo_store.client())
+    log = await request_log(store)
 
     @idempotent_function(
         data_keyword_argument="order",
-        persistence_store=dynamo_store,
+        persistence_store=store,
         config=validating_config(use_local_cache=True),
     )
     async def charge(order: dict[str, Any]) -> str:
@@ -178,9 +182,9 @@ async def test_differing_validated_payload_fails_on_the_cache_path(
 
 
 @pytest.mark.asyncio
-async def test_validation_stores_the_payload_hash(dynamo_store: AsyncDynamoStore) -> None:
+async def test_validation_stores_the_payload_hash(store: RecordStore) -> None:
     @idempotent_function(
-        data_keyword_argument="order", persistence_store=dynamo_store, config=validating_config()
+        data_keyword_argument="order", persistence_store=store, config=validating_config()
     )
     async def charge(order: dict[str, Any]) -> None:
         return None
@@ -188,7 +192,7 @@ async def test_validation_stores_the_payload_hash(dynamo_store: AsyncDynamoStore
     order = {"order_id": "o-1", "amount": 10}
     await charge(order=order)
     identity = charge.idempotency_engine.identify(order)  # type: ignore[attr-defined]  # set by the decorator
-    record = await dynamo_store.get_record(identity.key)
+    record = await store.get_record(identity.key)
     assert record.payload_hash is not None
     assert record.payload_hash == identity.payload_hash
 
@@ -197,7 +201,7 @@ async def test_validation_stores_the_payload_hash(dynamo_store: AsyncDynamoStore
 
 
 @pytest.mark.asyncio
-async def test_response_hook_sees_replays_only(dynamo_store: AsyncDynamoStore) -> None:
+async def test_response_hook_sees_replays_only(store: RecordStore) -> None:
     seen: list[tuple[Any, DataRecord]] = []
 
     def hook(response: Any, record: DataRecord) -> Any:
@@ -206,7 +210,7 @@ async def test_response_hook_sees_replays_only(dynamo_store: AsyncDynamoStore) -
 
     @idempotent_function(
         data_keyword_argument="order",
-        persistence_store=dynamo_store,
+        persistence_store=store,
         config=IdempotencyConfig(response_hook=hook),
     )
     async def process(order: dict[str, Any]) -> dict[str, Any]:
@@ -224,23 +228,23 @@ async def test_response_hook_sees_replays_only(dynamo_store: AsyncDynamoStore) -
 
 @pytest.mark.asyncio
 async def test_kill_switch_runs_directly_with_one_warning_per_process(
-    dynamo_store: AsyncDynamoStore, monkeypatch: pytest.MonkeyPatch
+    store: RecordStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("IDEMSTORE_DISABLED", "1")
     DISABLED_NOTICE.reset()
-    log = RequestLog().attach(await dynamo_store.client())
+    log = await request_log(store)
     runs: list[Any] = []
 
     @idempotent_function(
         data_keyword_argument="order",
-        persistence_store=dynamo_store,
+        persistence_store=store,
         config=IdempotencyConfig(raise_on_no_idempotency_key=True, use_local_cache=True),
     )
     async def process(order: dict[str, Any]) -> int:
         runs.append(order)
         return len(runs)
 
-    @idempotent(persistence_store=dynamo_store)
+    @idempotent(persistence_store=store)
     async def handler(event: dict[str, Any], context: Any) -> int:
         runs.append(event)
         return len(runs)
@@ -281,10 +285,10 @@ def test_unknown_data_keyword_argument_fails_at_decoration() -> None:
 
 
 @pytest.mark.asyncio
-async def test_payload_may_be_passed_positionally(dynamo_store: AsyncDynamoStore) -> None:
+async def test_payload_may_be_passed_positionally(store: RecordStore) -> None:
     runs: list[Any] = []
 
-    @idempotent_function(data_keyword_argument="order", persistence_store=dynamo_store)
+    @idempotent_function(data_keyword_argument="order", persistence_store=store)
     async def process(customer: str, order: dict[str, Any]) -> str:
         runs.append((customer, order))
         return customer
@@ -295,8 +299,8 @@ async def test_payload_may_be_passed_positionally(dynamo_store: AsyncDynamoStore
 
 
 @pytest.mark.asyncio
-async def test_decorated_function_keeps_its_identity(dynamo_store: AsyncDynamoStore) -> None:
-    @idempotent_function(data_keyword_argument="order", persistence_store=dynamo_store)
+async def test_decorated_function_keeps_its_identity(store: RecordStore) -> None:
+    @idempotent_function(data_keyword_argument="order", persistence_store=store)
     async def process(order: dict[str, Any]) -> None:
         """Process an order."""
 
@@ -309,21 +313,17 @@ async def test_decorated_function_keeps_its_identity(dynamo_store: AsyncDynamoSt
 
 
 @pytest.mark.asyncio
-async def test_shared_store_and_config_have_no_cross_talk(dynamo_store: AsyncDynamoStore) -> None:
+async def test_shared_store_and_config_have_no_cross_talk(store: RecordStore) -> None:
     config = IdempotencyConfig(event_key_jmespath="id", payload_validation_jmespath="amount")
     runs: list[tuple[str, int]] = []
 
-    @idempotent_function(
-        data_keyword_argument="order", persistence_store=dynamo_store, config=config
-    )
+    @idempotent_function(data_keyword_argument="order", persistence_store=store, config=config)
     async def bill(order: dict[str, Any]) -> dict[str, Any]:
         await asyncio.sleep(0.01)
         runs.append(("bill", order["id"]))
         return {"bill": order["id"], "amount": order["amount"]}
 
-    @idempotent_function(
-        data_keyword_argument="order", persistence_store=dynamo_store, config=config
-    )
+    @idempotent_function(data_keyword_argument="order", persistence_store=store, config=config)
     async def ship(order: dict[str, Any]) -> dict[str, Any]:
         await asyncio.sleep(0.01)
         runs.append(("ship", order["id"]))

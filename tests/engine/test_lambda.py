@@ -7,19 +7,21 @@ from typing import Any
 
 import pytest
 
+from engine.conftest import request_log
 from idemstore import (
     AsyncDynamoStore,
     DataRecord,
     IdempotencyAlreadyInProgressError,
     IdempotencyConfig,
     InMemoryStore,
+    RecordStore,
     create_table,
     idempotent,
     idempotent_function,
     lambda_entry_point,
     register_lambda_context,
 )
-from idemstore.testing import MotoEndpoint, RequestLog
+from idemstore.testing import MotoEndpoint
 
 
 class FakeClock:
@@ -50,18 +52,19 @@ def key_of(function: Any, payload: Any) -> str:
 
 
 @pytest.mark.asyncio
+@pytest.mark.server
 async def test_handler_lock_lasts_until_the_invocation_deadline(
-    dynamo_store: AsyncDynamoStore,
+    store: RecordStore,
 ) -> None:
     clock = FakeClock(time.time())
     locks: list[DataRecord] = []
 
-    @idempotent(persistence_store=dynamo_store, config=IdempotencyConfig(clock=clock))
+    @idempotent(persistence_store=store, config=IdempotencyConfig(clock=clock))
     async def handler(event: dict[str, Any], context: Any) -> str:
-        locks.append(await dynamo_store.get_record(key_of(handler, event)))
+        locks.append(await store.get_record(key_of(handler, event)))
         return "ok"
 
-    log = RequestLog().attach(await dynamo_store.client())
+    log = await request_log(store)
     assert await handler({"id": 1}, FakeLambdaContext(remaining_ms=7_250)) == "ok"
     assert locks[0].in_progress_expiry_timestamp == int(clock() * 1000) + 7_250
     assert log.operations == ["PutItem", "GetItem", "UpdateItem"]  # no lease renewals
@@ -69,20 +72,18 @@ async def test_handler_lock_lasts_until_the_invocation_deadline(
 
 @pytest.mark.asyncio
 async def test_handler_registers_its_context_for_the_functions_it_calls(
-    dynamo_store: AsyncDynamoStore,
+    store: RecordStore,
 ) -> None:
     clock = FakeClock(time.time())
     config = IdempotencyConfig(clock=clock, in_progress_lease_seconds=100)
     locks: list[DataRecord] = []
 
-    @idempotent_function(
-        data_keyword_argument="order", persistence_store=dynamo_store, config=config
-    )
+    @idempotent_function(data_keyword_argument="order", persistence_store=store, config=config)
     async def process(order: dict[str, Any]) -> str:
-        locks.append(await dynamo_store.get_record(key_of(process, order)))
+        locks.append(await store.get_record(key_of(process, order)))
         return "processed"
 
-    @idempotent(persistence_store=dynamo_store, config=config)
+    @idempotent(persistence_store=store, config=config)
     async def handler(event: dict[str, Any], context: Any) -> str:
         return await process(order=event["order"])
 
@@ -94,17 +95,15 @@ async def test_handler_registers_its_context_for_the_functions_it_calls(
 @pytest.mark.parametrize("register", ["module function", "config method"])
 @pytest.mark.asyncio
 async def test_function_reads_the_registered_lambda_context(
-    dynamo_store: AsyncDynamoStore, register: str
+    store: RecordStore, register: str
 ) -> None:
     clock = FakeClock(time.time())
     config = IdempotencyConfig(clock=clock, in_progress_lease_seconds=100)
     locks: list[DataRecord] = []
 
-    @idempotent_function(
-        data_keyword_argument="order", persistence_store=dynamo_store, config=config
-    )
+    @idempotent_function(data_keyword_argument="order", persistence_store=store, config=config)
     async def process(order: dict[str, Any]) -> str:
-        locks.append(await dynamo_store.get_record(key_of(process, order)))
+        locks.append(await store.get_record(key_of(process, order)))
         return "ok"
 
     async def lambda_handler(event: dict[str, Any], context: Any) -> str:
@@ -123,17 +122,15 @@ async def test_function_reads_the_registered_lambda_context(
 
 
 @pytest.mark.asyncio
-async def test_registered_contexts_are_task_local(dynamo_store: AsyncDynamoStore) -> None:
+async def test_registered_contexts_are_task_local(store: RecordStore) -> None:
     clock = FakeClock(time.time())
     config = IdempotencyConfig(clock=clock)
     both_registered = asyncio.Barrier(2)
     deadlines: dict[int, int | None] = {}
 
-    @idempotent_function(
-        data_keyword_argument="order", persistence_store=dynamo_store, config=config
-    )
+    @idempotent_function(data_keyword_argument="order", persistence_store=store, config=config)
     async def process(order: dict[str, Any]) -> int:
-        lock = await dynamo_store.get_record(key_of(process, order))
+        lock = await store.get_record(key_of(process, order))
         deadlines[order["id"]] = lock.in_progress_expiry_timestamp
         return int(order["id"])
 
@@ -149,21 +146,19 @@ async def test_registered_contexts_are_task_local(dynamo_store: AsyncDynamoStore
 
 @pytest.mark.asyncio
 async def test_handler_context_does_not_leak_into_the_callers_task(
-    dynamo_store: AsyncDynamoStore,
+    store: RecordStore,
 ) -> None:
     clock = FakeClock(time.time())
     config = IdempotencyConfig(clock=clock, in_progress_lease_seconds=50)
     locks: list[DataRecord] = []
 
-    @idempotent(persistence_store=dynamo_store, config=config)
+    @idempotent(persistence_store=store, config=config)
     async def handler(event: dict[str, Any], context: Any) -> str:
         return "handled"
 
-    @idempotent_function(
-        data_keyword_argument="order", persistence_store=dynamo_store, config=config
-    )
+    @idempotent_function(data_keyword_argument="order", persistence_store=store, config=config)
     async def process(order: dict[str, Any]) -> str:
-        locks.append(await dynamo_store.get_record(key_of(process, order)))
+        locks.append(await store.get_record(key_of(process, order)))
         return "processed"
 
     assert await asyncio.create_task(handler({"id": 1}, FakeLambdaContext(2_000))) == "handled"
@@ -175,17 +170,17 @@ async def test_handler_context_does_not_leak_into_the_callers_task(
 
 
 @pytest.mark.asyncio
-async def test_lock_outside_lambda_is_a_lease(dynamo_store: AsyncDynamoStore) -> None:
+async def test_lock_outside_lambda_is_a_lease(store: RecordStore) -> None:
     clock = FakeClock(time.time())
     locks: list[DataRecord] = []
 
     @idempotent_function(
         data_keyword_argument="order",
-        persistence_store=dynamo_store,
+        persistence_store=store,
         config=IdempotencyConfig(clock=clock, in_progress_lease_seconds=12.5),
     )
     async def process(order: dict[str, Any]) -> str:
-        locks.append(await dynamo_store.get_record(key_of(process, order)))
+        locks.append(await store.get_record(key_of(process, order)))
         return "ok"
 
     await process(order={"id": 1})
@@ -194,17 +189,17 @@ async def test_lock_outside_lambda_is_a_lease(dynamo_store: AsyncDynamoStore) ->
 
 @pytest.mark.asyncio
 async def test_context_without_a_deadline_falls_back_to_the_lease(
-    dynamo_store: AsyncDynamoStore,
+    store: RecordStore,
 ) -> None:
     clock = FakeClock(time.time())
     locks: list[DataRecord] = []
 
     @idempotent(
-        persistence_store=dynamo_store,
+        persistence_store=store,
         config=IdempotencyConfig(clock=clock, in_progress_lease_seconds=20),
     )
     async def handler(event: dict[str, Any], context: Any) -> str:
-        locks.append(await dynamo_store.get_record(key_of(handler, event)))
+        locks.append(await store.get_record(key_of(handler, event)))
         return "ok"
 
     await handler({"id": 1}, object())
@@ -212,14 +207,15 @@ async def test_context_without_a_deadline_falls_back_to_the_lease(
 
 
 @pytest.mark.asyncio
-async def test_heartbeat_keeps_a_long_call_locked(dynamo_store: AsyncDynamoStore) -> None:
+@pytest.mark.server
+async def test_heartbeat_keeps_a_long_call_locked(store: RecordStore) -> None:
     lease = 0.9  # renewed every 0.3 s: room for a slow request on a busy machine
     runs: list[int] = []
     observed: dict[str, Any] = {}
 
     @idempotent_function(
         data_keyword_argument="order",
-        persistence_store=dynamo_store,
+        persistence_store=store,
         config=IdempotencyConfig(in_progress_lease_seconds=lease),
     )
     async def process(order: dict[str, Any]) -> str:
@@ -227,7 +223,7 @@ async def test_heartbeat_keeps_a_long_call_locked(dynamo_store: AsyncDynamoStore
         if len(runs) > 1:
             return "the duplicate ran"  # the lock was lost: fail below, do not recurse
         key = key_of(process, order)
-        first = (await dynamo_store.get_record(key)).in_progress_expiry_timestamp
+        first = (await store.get_record(key)).in_progress_expiry_timestamp
         assert first is not None
         # Run until the first lease has certainly lapsed (bounded: a stuck clock fails).
         for _ in range(100):
@@ -239,7 +235,7 @@ async def test_heartbeat_keeps_a_long_call_locked(dynamo_store: AsyncDynamoStore
         except IdempotencyAlreadyInProgressError as exc:
             observed["duplicate"] = exc
         observed["first"] = first
-        observed["later"] = (await dynamo_store.get_record(key)).in_progress_expiry_timestamp
+        observed["later"] = (await store.get_record(key)).in_progress_expiry_timestamp
         return "done"
 
     assert await process(order={"id": 1}) == "done"

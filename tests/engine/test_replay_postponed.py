@@ -8,7 +8,7 @@ from typing import Any
 import pydantic
 import pytest
 
-from idemstore import AsyncDynamoStore, idempotent_function
+from idemstore import RecordStore, idempotent_function
 
 
 class Invoice(pydantic.BaseModel):
@@ -23,9 +23,9 @@ class Label:
 
 @pytest.mark.asyncio
 async def test_pydantic_model_inferred_from_a_string_annotation(
-    dynamo_store: AsyncDynamoStore,
+    store: RecordStore,
 ) -> None:
-    @idempotent_function(data_keyword_argument="order", persistence_store=dynamo_store)
+    @idempotent_function(data_keyword_argument="order", persistence_store=store)
     async def invoice(order: dict[str, Any]) -> Invoice:
         return Invoice(invoice_id=order["id"], paid=True)
 
@@ -38,9 +38,9 @@ async def test_pydantic_model_inferred_from_a_string_annotation(
 
 @pytest.mark.asyncio
 async def test_optional_dataclass_inferred_from_a_string_annotation(
-    dynamo_store: AsyncDynamoStore,
+    store: RecordStore,
 ) -> None:
-    @idempotent_function(data_keyword_argument="order", persistence_store=dynamo_store)
+    @idempotent_function(data_keyword_argument="order", persistence_store=store)
     async def label(order: dict[str, Any]) -> Label | None:
         return Label(text=order["id"])
 
