@@ -9,6 +9,7 @@ process-local and holds nothing across restarts.
 from __future__ import annotations
 
 import threading
+from collections.abc import Sequence
 
 from idemstore.errors import IdempotencyItemNotFoundError
 from idemstore.expressions import AttributeValue, Condition, Update, apply_update, evaluate
@@ -58,6 +59,13 @@ class InMemoryStore:
         if item is None:
             raise IdempotencyItemNotFoundError(idempotency_key)
         return self._schema.from_item(item)
+
+    async def get_records(self, idempotency_keys: Sequence[str]) -> dict[str, DataRecord]:
+        """The records found, by key; missing keys are absent. One operation."""
+        with self._lock:
+            self.requests += 1
+            found = {key: self._items[key] for key in idempotency_keys if key in self._items}
+        return {key: self._schema.from_item(item) for key, item in found.items()}
 
     async def put_record(self, record: DataRecord, *, now: float) -> None:
         outcome = self._write(
