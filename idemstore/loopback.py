@@ -17,6 +17,7 @@ import socket
 import subprocess
 import tempfile
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -113,6 +114,8 @@ class RedisServer:
     directory: str
     process: subprocess.Popen[bytes] | None = None
     host: str = "127.0.0.1"
+    extra_options: Mapping[str, str] = field(default_factory=dict)
+    """More ``--name value`` options, e.g. ``{"cluster-enabled": "yes"}``."""
 
     @property
     def url(self) -> str:
@@ -129,6 +132,7 @@ class RedisServer:
             "dir": self.directory,
             "daemonize": "no",
             "loglevel": "warning",
+            **self.extra_options,
         }
         arguments = [part for name, value in options.items() for part in (f"--{name}", value)]
         self.process = subprocess.Popen(
@@ -194,13 +198,20 @@ def redis_server_binary() -> str:
     )
 
 
-def start_redis_server(binary: str | None = None) -> RedisServer:
+def start_redis_server(
+    binary: str | None = None, *, extra_options: Mapping[str, str] | None = None
+) -> RedisServer:
     """Start a server on a free loopback port; the caller closes it."""
     binary = binary or redis_server_binary()
     directory = tempfile.mkdtemp(prefix="idemstore-redis-")
     error: RuntimeError | None = None
     for _ in range(3):  # a free port may be taken between choosing and binding it
-        server = RedisServer(binary=binary, port=_free_port(), directory=directory)
+        server = RedisServer(
+            binary=binary,
+            port=_free_port(),
+            directory=directory,
+            extra_options=dict(extra_options or {}),
+        )
         try:
             server.start()
         except RuntimeError as exc:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import time
 import warnings
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any, TypeVar
@@ -423,6 +424,52 @@ def _closed_port() -> int:
     from idemstore.loopback import _free_port
 
     return _free_port()  # free, so nothing listens there
+
+
+def start_one_node_cluster() -> RedisServer:
+    server = start_redis_server(extra_options={"cluster-enabled": "yes"})
+    with redis.Redis(host=server.host, port=server.port) as admin:
+        admin.execute_command("CLUSTER", "ADDSLOTSRANGE", 0, 16383)
+        while admin.cluster("info")["cluster_state"] != "ok":  # settles within moments
+            time.sleep(0.05)
+    return server
+
+
+@pytest_asyncio.fixture
+async def cluster_client() -> AsyncIterator[redis.asyncio.RedisCluster]:
+    """A one-node cluster holding every slot: the client routes each command by its
+    keys' slot and refuses a command whose keys span slots."""
+    server = start_one_node_cluster()
+    try:
+        client = redis.asyncio.RedisCluster(host=server.host, port=server.port)
+        try:
+            yield client
+        finally:
+            await client.aclose()
+    finally:
+        server.close()
+
+
+@pytest.mark.asyncio
+async def test_the_store_runs_on_a_cluster_client(
+    cluster_client: redis.asyncio.RedisCluster,
+) -> None:
+    store = AsyncRedisStore(cluster_client)
+    keys = [f"fn.mod.f#{i}" for i in range(8)]  # spread over many slots
+    assert len({cluster_client.keyslot(key) for key in keys}) == 8
+    for i, key in enumerate(keys):
+        held = lock(f"t{i}", key=key)
+        await store.put_record(held, now=NOW)
+        await store.renew_lease(held, in_progress_expiry_timestamp=NOW_MS + 120_000)
+        if i % 2:
+            await store.delete_record(held)
+        else:
+            await store.update_record(completed(held))
+    found = await store.get_records(keys)
+    assert sorted(found) == keys[::2]
+    assert all(record.status is RecordStatus.COMPLETED for record in found.values())
+    with pytest.raises(IdempotencyItemAlreadyExistsError):
+        await store.put_record(lock("t9", key=keys[0]), now=NOW)
 
 
 # --- server restart, connection loss ---------------------------------------------------
