@@ -27,6 +27,7 @@ from types import TracebackType
 from typing import Any, Protocol, Self
 
 from idemstore.errors import (
+    IdempotencyConfigurationError,
     IdempotencyCorruptRecordError,
     IdempotencyItemNotFoundError,
     IdempotencyPersistenceLayerError,
@@ -186,9 +187,16 @@ class AsyncRedisStore:
 
     @classmethod
     def from_url(cls, url: str, **kwargs: Any) -> AsyncRedisStore:
-        """A store on a client of its own (``redis.asyncio.from_url``), closed by ``aclose()``."""
-        import redis.asyncio
+        """A store on a client of its own (``redis.asyncio.from_url``), closed by ``aclose()``.
 
+        ``kwargs`` are the store's options (attribute names, compression threshold).
+        """
+        try:
+            import redis.asyncio
+        except ImportError as exc:
+            raise IdempotencyConfigurationError(
+                'AsyncRedisStore.from_url needs the redis package: pip install "idemstore[redis]"'
+            ) from exc
         store = cls(redis.asyncio.from_url(url), **kwargs)
         store._owns_client = True
         return store

@@ -10,6 +10,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import subprocess
+import sys
 import time
 import warnings
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -418,6 +420,36 @@ async def test_from_url_owns_its_client(
     assert not any(c.is_connected for c in owned.connection_pool._available_connections)
     await AsyncRedisStore(redis_store.client).aclose()  # a caller's client stays open
     assert await redis_store.get_record("fn.mod.f#k1") == lock("t1")
+
+
+@pytest.mark.asyncio
+async def test_a_client_decoding_responses_works_alike(redis_server: RedisServer) -> None:
+    client = redis.asyncio.Redis(
+        host=redis_server.host, port=redis_server.port, decode_responses=True
+    )
+    try:
+        store = AsyncRedisStore(client)
+        ours = lock("t1", key="fn.mod.f#decoded")
+        await store.put_record(ours, now=NOW)
+        with pytest.raises(IdempotencyItemAlreadyExistsError) as caught:
+            await store.put_record(lock("t2", key="fn.mod.f#decoded"), now=NOW)
+        assert caught.value.old_data_record == ours
+        assert await store.get_records([ours.idempotency_key]) == {ours.idempotency_key: ours}
+    finally:
+        await client.aclose()
+
+
+def test_the_plugin_and_the_store_load_without_redis_installed() -> None:
+    code = (
+        "import sys; sys.modules['redis'] = None; sys.modules['valkey'] = None\n"
+        "import idemstore.testing, idemstore\n"
+        "try:\n"
+        "    idemstore.AsyncRedisStore.from_url('redis://127.0.0.1:1')\n"
+        "except idemstore.IdempotencyConfigurationError as exc:\n"
+        "    print(exc)\n"
+    )
+    found = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert "needs the redis package" in found.stdout
 
 
 def _closed_port() -> int:
