@@ -121,6 +121,10 @@ class RedisServer:
     def url(self) -> str:
         return f"redis://{self.host}:{self.port}/0"
 
+    @property
+    def log_path(self) -> str:
+        return os.path.join(self.directory, f"server-{self.port}.log")
+
     def start(self) -> None:
         """Start on this server's port; raises ``RuntimeError`` if it does not come up."""
         options = {
@@ -132,19 +136,23 @@ class RedisServer:
             "dir": self.directory,
             "daemonize": "no",
             "loglevel": "warning",
+            # A file, not a pipe: nothing to drain while it runs, nothing left open.
+            "logfile": self.log_path,
             **self.extra_options,
         }
         arguments = [part for name, value in options.items() for part in (f"--{name}", value)]
         self.process = subprocess.Popen(
             [self.binary, *arguments],
             stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
             cwd=self.directory,
         )
         deadline = time.monotonic() + REDIS_START_TIMEOUT_S
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
-                error = self.process.stderr.read().decode() if self.process.stderr else ""
+                self.process = None
+                log = Path(self.log_path)
+                error = log.read_text(errors="replace")[-2000:] if log.exists() else ""
                 raise RuntimeError(f"{self.binary} exited on port {self.port}: {error}")
             if _answers_ping(self.host, self.port):
                 return
@@ -163,8 +171,6 @@ class RedisServer:
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
-        if process.stderr is not None:
-            process.stderr.close()
 
     def restart(self) -> None:
         """Stop and start again on the same port: clients see their connections drop."""

@@ -241,7 +241,10 @@ class AsyncRedisStore:
         return self.decode(idempotency_key, raw)
 
     async def get_records(self, idempotency_keys: Sequence[str]) -> dict[str, DataRecord]:
-        """The records found, by key; missing keys are absent. One pipelined round trip."""
+        """The records found, by key; missing keys are absent.
+
+        One pipelined round trip (on a cluster client, one per node holding the keys).
+        """
         keys = list(dict.fromkeys(idempotency_keys))
         if not keys:
             return {}
@@ -251,7 +254,7 @@ class AsyncRedisStore:
         try:
             values = await pipeline.execute()
         except self._errors as exc:
-            raise self._translate(exc, "GET", keys[0]) from exc
+            raise self._translate(exc, "batch GET", None) from exc
         return {
             key: self.decode(key, raw)
             for key, raw in zip(keys, values, strict=True)
@@ -387,17 +390,18 @@ class AsyncRedisStore:
         return self.decode(idempotency_key, reply[1])
 
     def _translate(
-        self, exc: BaseException, action: str, idempotency_key: str
+        self, exc: BaseException, action: str, idempotency_key: str | None
     ) -> IdempotencyPersistenceLayerError:
         message = str(exc)
-        if message.startswith("WRONGTYPE"):
+        if "WRONGTYPE" in message:
             return IdempotencyCorruptRecordError(
                 f"the key holds a value that is not a string: {message}",
                 idempotency_key=idempotency_key,
                 attribute="*",
             )
+        target = "several keys" if idempotency_key is None else repr(idempotency_key)
         return IdempotencyPersistenceLayerError(
-            f"{action} of {idempotency_key!r} failed: {type(exc).__name__}: {message}"
+            f"{action} of {target} failed: {type(exc).__name__}: {message}"
         )
 
 

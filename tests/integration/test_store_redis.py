@@ -276,6 +276,8 @@ async def test_a_key_of_another_type_is_corrupt(
         await redis_store.put_record(lock("t1", key="fn.mod.f#hash"), now=NOW)
     with pytest.raises(IdempotencyCorruptRecordError):
         await redis_store.get_record("fn.mod.f#hash")
+    with pytest.raises(IdempotencyCorruptRecordError):
+        await redis_store.get_records(["fn.mod.f#other", "fn.mod.f#hash"])
     assert await raw.hgetall("fn.mod.f#hash") == {b"status": b"COMPLETED"}
 
 
