@@ -1,5 +1,7 @@
 """idemstore: async idempotency for Lambda handlers, async functions and HTTP endpoints."""
 
+from typing import TYPE_CHECKING, Any
+
 from idemstore.config import IdempotencyConfig
 from idemstore.engine import IdempotencyEngine, IdempotencyWarning
 from idemstore.errors import (
@@ -34,10 +36,14 @@ from idemstore.stores.memory import InMemoryStore
 from idemstore.table import TableSchema
 from idemstore.tables import create_table
 
+if TYPE_CHECKING:
+    from idemstore.stores.redis import AsyncRedisStore
+
 __version__ = "0.1.0"
 
 __all__ = [
     "AsyncDynamoStore",
+    "AsyncRedisStore",
     "BaseIdempotencySerializer",
     "DataRecord",
     "DataclassSerializer",
@@ -73,3 +79,12 @@ __all__ = [
     "lambda_entry_point",
     "register_lambda_context",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    # Optional stores load on first use: ``import idemstore`` never imports redis.
+    if name == "AsyncRedisStore":
+        from idemstore.stores.redis import AsyncRedisStore
+
+        return AsyncRedisStore
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

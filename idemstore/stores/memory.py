@@ -9,7 +9,7 @@ process-local and holds nothing across restarts.
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from idemstore.codec import from_item, to_item
 from idemstore.errors import IdempotencyItemNotFoundError
@@ -94,6 +94,13 @@ class InMemoryStore:
         if item is None:
             raise IdempotencyItemNotFoundError(idempotency_key)
         return from_item(self._schema, item)
+
+    async def get_records(self, idempotency_keys: Sequence[str]) -> dict[str, DataRecord]:
+        """The records found, by key; missing keys are absent. One operation."""
+        with self._lock:
+            self._served("BatchGetItem")
+            found = {key: self._items[key] for key in idempotency_keys if key in self._items}
+        return {key: from_item(self._schema, item) for key, item in found.items()}
 
     async def put_record(self, record: DataRecord, *, now: float) -> None:
         outcome = self._write(

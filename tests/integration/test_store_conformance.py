@@ -1,7 +1,9 @@
-"""The record-store contract, run against every store: DynamoDB (moto) and in memory.
+"""The record-store contract, run against every store: DynamoDB (moto), in memory, Redis.
 
-Each test runs on four stores: both kinds, each with a simple key and in sort-key
-mode. The stores must agree because the engine relies on this contract alone.
+Each test runs on five stores: DynamoDB and in memory, each with a simple key and
+in sort-key mode, and Redis (a real server; its key is the idempotency key, so it
+has no sort-key mode). The stores must agree because the engine relies on this
+contract alone.
 """
 
 from __future__ import annotations
@@ -50,7 +52,13 @@ def memory_sort_key_store() -> InMemoryStore:
 
 
 @pytest.fixture(
-    params=["dynamo_store", "memory_store", "dynamo_sort_key_store", "memory_sort_key_store"]
+    params=[
+        "dynamo_store",
+        "memory_store",
+        "dynamo_sort_key_store",
+        "memory_sort_key_store",
+        "redis_store",
+    ]
 )
 def store(request: pytest.FixtureRequest) -> RecordStore:
     found: RecordStore = request.getfixturevalue(request.param)

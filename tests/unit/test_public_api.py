@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import importlib.metadata
 import re
+import subprocess
+import sys
 
 import idemstore
 
 EXPECTED_ALL = [
     "AsyncDynamoStore",
+    "AsyncRedisStore",
     "BaseIdempotencySerializer",
     "DataRecord",
     "DataclassSerializer",
@@ -70,3 +73,20 @@ def test_public_errors_share_one_root() -> None:
 def test_version_matches_the_package_metadata() -> None:
     assert re.fullmatch(r"\d+\.\d+\.\d+\S*", idemstore.__version__)
     assert idemstore.__version__ == importlib.metadata.version("idemstore")
+
+
+def test_import_loads_no_optional_client() -> None:
+    # A fresh interpreter: this process may have imported redis already.
+    code = (
+        "import sys, idemstore; "
+        "optional = ('redis', 'valkey', 'idemstore.stores.redis'); "
+        "print(sorted(m for m in optional if m in sys.modules))"
+    )
+    found = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert found.stdout.strip() == "[]"
+
+
+def test_the_redis_store_is_exported_lazily() -> None:
+    from idemstore.stores.redis import AsyncRedisStore
+
+    assert idemstore.AsyncRedisStore is AsyncRedisStore
