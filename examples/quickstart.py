@@ -47,7 +47,7 @@ class Summary:
 
 
 async def demo(store: AsyncDynamoStore) -> Summary:
-    await create_table(store)  # on-demand, TTL on "expiration"; a no-op if it exists
+    await create_table(store)  # on-demand, TTL on "expiration"; checks an existing one
     charged: list[Order] = []  # what the payment provider saw
     replayed_from: list[DataRecord] = []
 
