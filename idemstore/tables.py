@@ -116,7 +116,7 @@ async def ensure_table(
         if await _create(client, table_name, shape):
             await _wait_active(client, table_name)
             await _enable_ttl(client, table_name, shape)
-            return TableSetup.CREATED
+            return TableSetup.CREATED  # even if a concurrent creation enabled TTL first
         return await _check_existing(client, table_name, shape)
     except (ClientError, BotoCoreError) as exc:
         raise IdempotencyPersistenceLayerError(
@@ -181,17 +181,33 @@ async def _check_existing(client: DynamoDBClient, table_name: str, shape: TableS
         )
     if ttl.get("TimeToLiveStatus") in TTL_ON:
         return TableSetup.EXISTED
-    # Off: most likely a creation that stopped before its TTL step; finish it.
+    # Off: a creation that has not reached its TTL step (or never will); finish it.
     await _wait_active(client, table_name)
-    await _enable_ttl(client, table_name, shape)
-    return TableSetup.TTL_ENABLED
+    enabled = await _enable_ttl(client, table_name, shape)
+    return TableSetup.TTL_ENABLED if enabled else TableSetup.EXISTED
 
 
-async def _enable_ttl(client: DynamoDBClient, table_name: str, shape: TableShape) -> None:
-    await client.update_time_to_live(
-        TableName=table_name,
-        TimeToLiveSpecification={"Enabled": True, "AttributeName": shape.expiry_attr},
-    )
+async def _enable_ttl(client: DynamoDBClient, table_name: str, shape: TableShape) -> bool:
+    """Turn TTL on; False when a concurrent creation turned it on first."""
+    try:
+        await client.update_time_to_live(
+            TableName=table_name,
+            TimeToLiveSpecification={"Enabled": True, "AttributeName": shape.expiry_attr},
+        )
+    except ClientError as exc:
+        # DynamoDB refuses to enable TTL twice: fine if it is on where the store needs it.
+        if exc.response.get("Error", {}).get("Code") != "ValidationException":
+            raise
+        ttl = (await client.describe_time_to_live(TableName=table_name))["TimeToLiveDescription"]
+        if ttl.get("TimeToLiveStatus") not in TTL_ON:
+            raise
+        problem = ttl_problem(ttl, shape)
+        if problem is not None:
+            raise IdempotencyConfigurationError(
+                f"table {table_name!r} does not fit the store: {problem}"
+            ) from exc
+        return False
+    return True
 
 
 async def _wait_active(client: DynamoDBClient, table_name: str) -> None:

@@ -16,6 +16,7 @@ import time
 import uuid
 from collections.abc import Mapping, MutableMapping
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import httpx
@@ -35,6 +36,7 @@ from idemstore import (
     create_table,
 )
 from idemstore.codec import to_item
+from idemstore.tables import TableSetup, ensure_table
 from idemstore.testing import DUMMY_ACCESS_KEY, DUMMY_REGION, DUMMY_SECRET_KEY, MotoEndpoint
 
 # --- helpers ------------------------------------------------------------------
@@ -347,6 +349,48 @@ def test_create_table_enables_ttl_left_off(
         "TimeToLiveStatus": "ENABLED",
         "AttributeName": "expiration",
     }
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize(
+    ("other_ttl_attr", "outcome"),
+    [("expiration", TableSetup.EXISTED), ("ttl", IdempotencyConfigurationError)],
+)
+async def test_ensure_table_racing_another_creation_for_the_ttl_step(
+    other_ttl_attr: str, outcome: object, moto_server: MotoEndpoint
+) -> None:
+    # Another creation made the table and enables TTL just before this one does;
+    # DynamoDB then refuses the second UpdateTimeToLive (moto does not, so the
+    # refusal is answered in its place, after the other creation's request).
+    name = f"cli-race-{uuid.uuid4().hex[:8]}"
+    await asyncio.to_thread(make_table, moto_server, name, [("id", "HASH", "S")], None)
+    refused: list[str] = []
+
+    async def other_creation_first(**_: Any) -> tuple[Any, dict[str, Any]]:
+        async with moto_server.store(name) as other:
+            other_client = await other.client()
+            await other_client.update_time_to_live(
+                TableName=name,
+                TimeToLiveSpecification={"Enabled": True, "AttributeName": other_ttl_attr},
+            )
+        refused.append(name)
+        error = {"Code": "ValidationException", "Message": "TimeToLive is already enabled"}
+        return SimpleNamespace(status_code=400), {"Error": error}
+
+    async with moto_server.store(name) as store:
+        client = await store.client()
+        # The stubs type handlers as returning None; a before-call handler's answer
+        # stands in for the server's.
+        client.meta.events.register(
+            "before-call.dynamodb.UpdateTimeToLive",
+            other_creation_first,  # type: ignore[arg-type]  # see above
+        )
+        if outcome is TableSetup.EXISTED:
+            assert await ensure_table(store) is TableSetup.EXISTED
+        else:
+            with pytest.raises(IdempotencyConfigurationError, match="its TTL is on 'ttl'"):
+                await ensure_table(store)
+    assert refused == [name]
 
 
 # --- endpoint, region, version ----------------------------------------------------
