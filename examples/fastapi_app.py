@@ -10,9 +10,10 @@ then create a payment, twice, with the same key::
          -H 'Content-Type: application/json' -d '{"amount_cents": 1250}'
 
 The second answer is the first one replayed (``Idempotent-Replayed: true``),
-and ``GET /payments`` lists one payment. With no IDEMSTORE_ENDPOINT_URL the
-example starts a local DynamoDB-protocol server on loopback, so it needs no AWS
-account; set it (and IDEMSTORE_TABLE) to use another endpoint.
+and ``GET /payments`` lists one payment. With no AWS_ENDPOINT_URL_DYNAMODB (or
+AWS_ENDPOINT_URL) the example starts a local DynamoDB-protocol server on
+loopback, so it needs no AWS account; set it (and IDEMSTORE_TABLE) to use
+another endpoint.
 """
 
 from __future__ import annotations
@@ -76,7 +77,7 @@ def create_app(store: RecordStore) -> FastAPI:
 
 @asynccontextmanager
 async def idempotency_store() -> AsyncIterator[AsyncDynamoStore]:
-    """The store at IDEMSTORE_ENDPOINT_URL, or on a local server started here; table created."""
+    """The store at the configured endpoint, or on a local server started here; table created."""
     with dynamodb_endpoint() as endpoint:
         async with endpoint.store(os.environ.get("IDEMSTORE_TABLE", "idempotency")) as store:
             await create_table(store)

@@ -4,7 +4,8 @@
 
 Deployed, Lambda's handler setting is ``lambda_handler.handler``. Run as a
 script, it invokes the handler a few times the way a warm execution environment
-would, with a fake context, against IDEMSTORE_ENDPOINT_URL or a local server.
+would, with a fake context, against AWS_ENDPOINT_URL_DYNAMODB (or
+AWS_ENDPOINT_URL) or a local server.
 """
 
 from __future__ import annotations

@@ -2,8 +2,9 @@
 
     python examples/quickstart.py
 
-Needs no AWS account: unless IDEMSTORE_ENDPOINT_URL is set, the records go to a
-DynamoDB-protocol server started on loopback for the run (dynamodb_endpoint.py).
+Needs no AWS account: unless AWS_ENDPOINT_URL_DYNAMODB (or AWS_ENDPOINT_URL) is
+set, the records go to a DynamoDB-protocol server started on loopback for the
+run (dynamodb_endpoint.py).
 """
 
 from __future__ import annotations
@@ -46,7 +47,7 @@ class Summary:
 
 
 async def demo(store: AsyncDynamoStore) -> Summary:
-    await create_table(store)  # on-demand, TTL on "expiration"; a no-op if it exists
+    await create_table(store)  # on-demand, TTL on "expiration"; checks an existing one
     charged: list[Order] = []  # what the payment provider saw
     replayed_from: list[DataRecord] = []
 
@@ -85,7 +86,7 @@ async def demo(store: AsyncDynamoStore) -> Summary:
 async def main() -> Summary:
     with dynamodb_endpoint() as endpoint:
         async with endpoint.store("idemstore-quickstart") as store:
-            print(f"table {store.table_name!r} at {endpoint.url}")
+            print(f"table {store.table_name!r} at {endpoint}")
             return await demo(store)
 
 

@@ -3,6 +3,7 @@ and as the README runs them, as scripts with no endpoint and no AWS credentials.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import runpy
@@ -14,6 +15,7 @@ from typing import Any
 
 import pytest
 
+from idemstore import DataRecord, RecordStatus
 from idemstore.testing import MotoEndpoint
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
@@ -23,13 +25,21 @@ LoadExample = Callable[[str], dict[str, Any]]
 
 
 @pytest.fixture
-def load_example(moto_server: MotoEndpoint, monkeypatch: pytest.MonkeyPatch) -> LoadExample:
+def endpoint_variable() -> str:
+    """Where the examples find the endpoint: a variable botocore reads itself."""
+    return "AWS_ENDPOINT_URL_DYNAMODB"
+
+
+@pytest.fixture
+def load_example(
+    moto_server: MotoEndpoint, monkeypatch: pytest.MonkeyPatch, endpoint_variable: str
+) -> LoadExample:
     """Load an example's module namespace, configured for the shared local server."""
     monkeypatch.syspath_prepend(str(EXAMPLES))
     for name in list(os.environ):
         if name.startswith("AWS_"):
             monkeypatch.delenv(name)
-    monkeypatch.setenv("IDEMSTORE_ENDPOINT_URL", moto_server.url)
+    monkeypatch.setenv(endpoint_variable, moto_server.url)
     monkeypatch.setenv("AWS_REGION", moto_server.region_name)
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")  # the local server accepts anything
@@ -44,7 +54,7 @@ def load_example(moto_server: MotoEndpoint, monkeypatch: pytest.MonkeyPatch) -> 
 
 @pytest.mark.asyncio
 async def test_quickstart_replays_the_second_call(
-    load_example: LoadExample, capsys: pytest.CaptureFixture[str]
+    load_example: LoadExample, moto_server: MotoEndpoint, capsys: pytest.CaptureFixture[str]
 ) -> None:
     example = load_example("quickstart")
 
@@ -60,6 +70,48 @@ async def test_quickstart_replays_the_second_call(
     assert "call 1: executed" in out
     assert "call 2: replayed" in out
     assert summary.key in out
+    assert f"at {moto_server.url}" in out
+
+
+@pytest.mark.parametrize("variable", ["AWS_ENDPOINT_URL_DYNAMODB", "AWS_ENDPOINT_URL"])
+def test_the_store_reads_the_endpoint_from_botocores_variables(
+    variable: str, moto_server: MotoEndpoint, tmp_path: Path
+) -> None:
+    # A separate process: its own local server would keep its records to itself,
+    # so the record is in the shared server only if the store's client (given no
+    # endpoint_url by the example) found the endpoint in the environment.
+    env = {name: value for name, value in os.environ.items() if not name.startswith("AWS_")}
+    env.update(
+        {variable: moto_server.url},
+        HOME=str(tmp_path),
+        AWS_REGION=moto_server.region_name,
+        AWS_ACCESS_KEY_ID="testing",
+        AWS_SECRET_ACCESS_KEY="testing",  # the local server accepts anything
+    )
+
+    result = subprocess.run(
+        [sys.executable, "-W", "error", str(EXAMPLES / "quickstart.py")],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+    assert result.returncode == 0, result.stderr
+    assert f"at {moto_server.url}" in result.stdout
+    key = next(
+        line.removeprefix("idempotency key: ")
+        for line in result.stdout.splitlines()
+        if line.startswith("idempotency key: ")
+    )
+
+    async def stored() -> DataRecord:
+        async with moto_server.store("idemstore-quickstart") as store:
+            return await store.get_record(key)
+
+    assert asyncio.run(stored()).status is RecordStatus.COMPLETED
 
 
 def test_lambda_handler_replays_warm_invocations(
@@ -133,3 +185,44 @@ def test_example_runs_as_a_script_without_aws(script: str, expected: str, tmp_pa
     assert result.returncode == 0, result.stderr
     assert expected in result.stdout
     assert result.stderr == ""  # no warnings, e.g. about unclosed connections
+
+
+def readme_quick_start() -> str:
+    """The first Python block of the README's Quick start section."""
+    readme = (EXAMPLES.parent / "README.md").read_text()
+    section = readme.split("\n## Quick start\n", 1)[1].split("\n## ", 1)[0]
+    return section.split("```python\n", 1)[1].split("```", 1)[0]
+
+
+def test_the_readme_quick_start_runs_as_shown(moto_server: MotoEndpoint, tmp_path: Path) -> None:
+    # As the README says to run it: a script, the endpoint in botocore's variable.
+    script = tmp_path / "quickstart.py"
+    script.write_text(readme_quick_start())
+    env = {name: value for name, value in os.environ.items() if not name.startswith("AWS_")}
+    env.update(
+        HOME=str(tmp_path),
+        AWS_ENDPOINT_URL_DYNAMODB=moto_server.url,
+        AWS_REGION=moto_server.region_name,
+        AWS_ACCESS_KEY_ID="testing",
+        AWS_SECRET_ACCESS_KEY="testing",  # the local server accepts anything
+    )
+
+    runs = [
+        subprocess.run(
+            [sys.executable, "-W", "error", str(script)],
+            cwd=tmp_path,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+        for _ in range(2)
+    ]
+
+    for run in runs:
+        assert run.returncode == 0, run.stderr
+        assert run.stderr == ""
+        assert run.stdout.endswith(": True\n")
+    # The body ran once over both runs: the second run replayed the stored receipt.
+    assert [run.stdout.count("charging o-1") for run in runs] == [1, 0]

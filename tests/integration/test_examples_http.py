@@ -101,11 +101,10 @@ async def test_the_aiohttp_example_app(dynamo_store: AsyncDynamoStore) -> None:
 def script_environment(endpoint: MotoEndpoint | None) -> dict[str, str]:
     """No AWS settings of the user's; the shared server's endpoint, or none at all."""
     env = {name: value for name, value in os.environ.items() if not name.startswith("AWS_")}
-    env.pop("IDEMSTORE_ENDPOINT_URL", None)
     env.update(AWS_CONFIG_FILE=os.devnull, AWS_SHARED_CREDENTIALS_FILE=os.devnull)
     if endpoint is not None:
         env.update(
-            IDEMSTORE_ENDPOINT_URL=endpoint.url,
+            AWS_ENDPOINT_URL_DYNAMODB=endpoint.url,
             IDEMSTORE_TABLE=f"example-{uuid.uuid4().hex[:12]}",
             AWS_DEFAULT_REGION=endpoint.region_name,
             AWS_ACCESS_KEY_ID="testing",
