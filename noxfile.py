@@ -14,8 +14,7 @@ PYTHONS = [
     if c.startswith("Programming Language :: Python :: 3.")
 ]
 LINT_TARGETS = ["idemstore", "tests", "examples", "benchmarks", "noxfile.py"]
-# The project's own test and dev tools: the `test` dependency group, installed
-# with the project (the group names the project's extras, so they resolve together).
+# The project's own test and dev tools: the `test` dependency group.
 TEST_GROUP = nox.project.dependency_groups(PYPROJECT, "test")
 
 nox.options.sessions = ["lint", "typecheck", "tests"]
