@@ -14,6 +14,8 @@ PYTHONS = [
     if c.startswith("Programming Language :: Python :: 3.")
 ]
 LINT_TARGETS = ["idemstore", "tests", "examples", "benchmarks", "noxfile.py"]
+# The project's own test and dev tools: the `test` dependency group.
+TEST_GROUP = nox.project.dependency_groups(PYPROJECT, "test")
 
 nox.options.sessions = ["lint", "typecheck", "tests"]
 nox.options.default_venv_backend = "venv"
@@ -22,14 +24,14 @@ nox.options.default_venv_backend = "venv"
 @nox.session(python=PYTHONS)
 def tests(session: nox.Session) -> None:
     """The test suite (the README's test command)."""
-    session.install("-e", ".[test]")
+    session.install("-e", ".", *TEST_GROUP)
     session.run("pytest", *session.posargs)
 
 
 @nox.session(python=PYTHONS[0])
 def lint(session: nox.Session) -> None:
     """ruff check and format check."""
-    session.install("-e", ".[test]")
+    session.install("-e", ".", *TEST_GROUP)
     session.run("ruff", "check", *LINT_TARGETS)
     session.run("ruff", "format", "--check", *LINT_TARGETS)
 
@@ -37,14 +39,14 @@ def lint(session: nox.Session) -> None:
 @nox.session(python=PYTHONS[0])
 def typecheck(session: nox.Session) -> None:
     """mypy --strict on the package, tests, examples and this file."""
-    session.install("-e", ".[dev]")
+    session.install("-e", ".", *TEST_GROUP)
     session.run("mypy", *LINT_TARGETS)
 
 
 @nox.session(python=PYTHONS[0])
 def examples(session: nox.Session) -> None:
     """Run every example against a local server, and the example pytest suite."""
-    session.install("-e", ".[test]")
+    session.install("-e", ".", *TEST_GROUP)
     session.run("pytest", "tests/integration/test_examples.py", "examples/pytest_fixtures")
 
 

@@ -1,10 +1,14 @@
 """A DynamoDB-protocol server on loopback, for tests, examples and benchmarks.
 
 No pytest here (the fixtures in ``idemstore.testing`` build on this module):
-``start_moto_server`` starts moto's threaded server on 127.0.0.1 and a free
-port; ``isolated_session`` gives dummy credentials that never read the user's
-AWS configuration; ``RequestLog`` counts the requests a client sends.
-Needs the ``test`` extra (moto).
+``start_moto_server`` serves moto's DynamoDB app on 127.0.0.1 and a free port;
+``isolated_session`` gives dummy credentials that never read the user's AWS
+configuration; ``loopback_environment`` is the same configuration as
+environment variables, for stores built without ``endpoint_url``
+(``is_client_setting`` says which variables to clear first);
+``LoopbackTables`` creates such stores' tables on the server and removes them
+again; ``RequestLog`` counts the requests a client sends.
+The server needs moto (the ``pytest`` extra: ``pip install "idemstore[pytest]"``).
 """
 
 from __future__ import annotations
@@ -16,23 +20,34 @@ import shutil
 import socket
 import subprocess
 import tempfile
+import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from aiobotocore.session import AioSession
+from botocore.configprovider import ConstantProvider
 
+from idemstore.errors import IdempotencyConfigurationError
 from idemstore.stores.dynamo import AsyncDynamoStore
 from idemstore.stores.memory import InMemoryStore
+from idemstore.tables import create_table
 
 if TYPE_CHECKING:
+    from types import TracebackType
+    from wsgiref.types import StartResponse, WSGIApplication, WSGIEnvironment
+
     from types_aiobotocore_dynamodb import DynamoDBClient
+    from werkzeug.serving import BaseWSGIServer
 
 DUMMY_REGION = "us-east-1"
 DUMMY_ACCESS_KEY = "testing"
 DUMMY_SECRET_KEY = "testing"  # not a secret: the local server accepts anything
+
+INSTALL_HINT = 'pip install "idemstore[pytest]"'
+"""What to run when the local server's dependencies are missing."""
 
 
 @dataclass(frozen=True)
@@ -55,14 +70,51 @@ class MotoEndpoint:
             **kwargs,
         )
 
+    def environment(self) -> dict[str, str]:
+        """``loopback_environment`` for this server."""
+        return loopback_environment(self.url, self.region_name)
+
 
 def isolated_session() -> AioSession:
     session = AioSession()
     # Never read ~/.aws: point the config and credentials files at nothing.
     session.set_config_variable("config_file", os.devnull)
     session.set_config_variable("credentials_file", os.devnull)
+    # Nor AWS_PROFILE, which would name a profile those empty files cannot have.
+    session.get_component("config_store").set_config_provider("profile", ConstantProvider(None))
     session.set_credentials(DUMMY_ACCESS_KEY, DUMMY_SECRET_KEY)
     return session
+
+
+def loopback_environment(url: str, region_name: str = DUMMY_REGION) -> dict[str, str]:
+    """Environment variables that send every default-built DynamoDB client to ``url``.
+
+    botocore reads ``AWS_ENDPOINT_URL_DYNAMODB`` when a client is created without
+    ``endpoint_url``, so a store made at import time follows it on first use.
+    Credentials are dummies and the AWS files are pointed at nothing, so no
+    profile, role or real account is ever consulted.
+    """
+    return {
+        "AWS_ENDPOINT_URL_DYNAMODB": url,
+        "AWS_ACCESS_KEY_ID": DUMMY_ACCESS_KEY,
+        "AWS_SECRET_ACCESS_KEY": DUMMY_SECRET_KEY,
+        "AWS_REGION": region_name,
+        "AWS_DEFAULT_REGION": region_name,
+        "AWS_CONFIG_FILE": os.devnull,
+        "AWS_SHARED_CREDENTIALS_FILE": os.devnull,
+        "AWS_EC2_METADATA_DISABLED": "true",
+    }
+
+
+def is_client_setting(name: str) -> bool:
+    """Whether an environment variable may steer an AWS client: clear it before the above.
+
+    Every ``AWS_*`` variable (``AWS_PROFILE``, a session token, ``AWS_ENDPOINT_URL``,
+    ``AWS_IGNORE_CONFIGURED_ENDPOINT_URLS``...) except the Lambda runtime's
+    ``AWS_LAMBDA_*``, which tests set on purpose and which name functions, not
+    connections.
+    """
+    return name.startswith("AWS_") and not name.startswith("AWS_LAMBDA_")
 
 
 @dataclass
@@ -94,16 +146,135 @@ class RequestLog:
         self.operations.clear()
 
 
-def start_moto_server() -> tuple[Any, MotoEndpoint]:
-    """Start a threaded server on loopback and a free port; the caller stops it."""
-    from moto.server import ThreadedMotoServer
+class LoopbackTables:
+    """Tables on the local server for stores that reach it through the environment.
+
+    For stores built at import time (no ``endpoint_url``): ``create_table`` checks
+    that the store's client really talks to the local server, creates the table
+    the store names, and remembers both; ``aclose`` deletes those tables and
+    closes the stores' clients, so the next test starts empty and a later use
+    of the store reads the environment afresh.
+    """
+
+    def __init__(self, endpoint: MotoEndpoint) -> None:
+        self.endpoint = endpoint
+        self._stores: list[AsyncDynamoStore] = []
+        self._created: dict[str, AsyncDynamoStore] = {}
+
+    @property
+    def url(self) -> str:
+        return self.endpoint.url
+
+    async def create_table(self, store: AsyncDynamoStore) -> AsyncDynamoStore:
+        """Create the table ``store`` names on the local server; return the store."""
+        if not any(known is store for known in self._stores):
+            # Remembered before any request, so its client is closed even if this fails.
+            self._stores.append(store)
+        reached = (await store.client()).meta.endpoint_url
+        if reached.rstrip("/") != self.url.rstrip("/"):
+            raise IdempotencyConfigurationError(
+                f"{store!r} talks to {reached}, not the local server at {self.url}: "
+                "build it without endpoint_url= or client= to test it against the local server"
+            )
+        if await create_table(store) and store.table_name not in self._created:
+            self._created[store.table_name] = store
+        return store
+
+    async def aclose(self) -> None:
+        """Delete the tables created here, then close every store's client."""
+        try:
+            for table_name, store in self._created.items():
+                client = await store.client()
+                await client.delete_table(TableName=table_name)
+        finally:
+            self._created.clear()
+            stores, self._stores = self._stores, []
+            for store in stores:
+                await store.aclose()
+
+
+class LoopbackServer:
+    """moto's DynamoDB app on a threaded werkzeug server, in a daemon thread."""
+
+    def __init__(self, server: BaseWSGIServer) -> None:
+        self._server = server
+        self._thread = threading.Thread(
+            target=server.serve_forever, name="idemstore-loopback", daemon=True
+        )
+        self._thread.start()
+
+    @property
+    def url(self) -> str:
+        return f"http://{self._server.host}:{self._server.port}"
+
+    def stop(self) -> None:
+        """Stop serving, wait for the thread and close the listening socket."""
+        self._server.shutdown()
+        self._thread.join()
+        self._server.server_close()
+
+
+def one_server_header(app: WSGIApplication) -> WSGIApplication:
+    """Drop the ``Server`` header the app sets: the HTTP server sends its own.
+
+    moto's responses carry ``server: amazon.com`` and werkzeug adds
+    ``Server: Werkzeug/...``; a strict HTTP parser (aiohttp under ``python -X dev``
+    or ``PYTHONASYNCIODEBUG``) refuses a response with two.
+    """
+
+    def serve(environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
+        def start(
+            status: str,
+            headers: list[tuple[str, str]],
+            exc_info: tuple[type[BaseException], BaseException, TracebackType]
+            | tuple[None, None, None]
+            | None = None,
+            /,
+        ) -> Callable[[bytes], object]:
+            kept = [(name, value) for name, value in headers if name.lower() != "server"]
+            return start_response(status, kept, exc_info)
+
+        return app(environ, start)
+
+    return serve
+
+
+def missing_server_dependency() -> str | None:
+    """Why the local server cannot start in this environment, or None when it can."""
+    try:
+        import moto.moto_server.werkzeug_app  # noqa: F401 (only whether it imports)
+        import werkzeug.serving  # noqa: F401 (only whether it imports)
+    except ModuleNotFoundError as exc:
+        return (
+            f"the local DynamoDB-protocol server needs moto[server,dynamodb] "
+            f"({exc.name} is missing): {INSTALL_HINT}"
+        )
+    return None
+
+
+def start_moto_server() -> tuple[LoopbackServer, MotoEndpoint]:
+    """Start a threaded server on loopback and a free port; the caller stops it.
+
+    Raises ``ModuleNotFoundError`` naming the extra to install when moto's
+    server is missing.
+    """
+    missing = missing_server_dependency()
+    if missing is not None:
+        raise ModuleNotFoundError(missing)
+    from moto.moto_server.werkzeug_app import (
+        DomainDispatcherApplication,
+        MotoRequestHandler,
+        create_backend_app,
+    )
+    from werkzeug.serving import make_server
 
     # The server logs every request line to stderr; keep test output readable.
     logging.getLogger("werkzeug").setLevel(logging.WARNING)
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    return server, MotoEndpoint(url=f"http://{host}:{port}")
+    app = one_server_header(DomainDispatcherApplication(create_backend_app))
+    server = LoopbackServer(
+        make_server("127.0.0.1", 0, app, threaded=True, request_handler=MotoRequestHandler)
+    )
+    return server, MotoEndpoint(url=server.url)
 
 
 # --- Redis / Valkey server ----------------------------------------------------
