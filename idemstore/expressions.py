@@ -204,16 +204,7 @@ class _Comparable:
     def between(self, low: Operand, high: Operand) -> Condition:
         """``low <= self <= high``, both bounds included (DynamoDB's ``BETWEEN``)."""
         if not isinstance(low, Param) and not isinstance(high, Param):
-            low_value, high_value = to_attribute_value(low), to_attribute_value(high)
-            ((low_kind, _),) = low_value.items()
-            ((high_kind, _),) = high_value.items()
-            if low_kind != high_kind or low_kind not in _ORDERED_KINDS:
-                raise ExpressionError(
-                    f"BETWEEN needs two bounds of one type among S, N and B, "
-                    f"got {low_kind} and {high_kind}"
-                )
-            if _order(high_value, low_value):
-                raise ExpressionError(f"BETWEEN's lower bound {low!r} exceeds its upper {high!r}")
+            _check_bounds(to_attribute_value(low), to_attribute_value(high))
         return Between(self._subject(), low, high)
 
     def is_in(self, *values: Operand) -> Condition:
@@ -346,18 +337,34 @@ class Attr(_Comparable, _Term):
 
     def add(self, value: Operand) -> AddAction:
         """Add a number to a number (missing: from 0), or elements to a set."""
-        if not isinstance(value, Param) and _kind(to_attribute_value(value)) not in (
-            "N",
-            *_SET_KINDS,
-        ):
-            raise ExpressionError(f"ADD takes a number or a set, got {value!r}")
+        if not isinstance(value, Param):
+            _check_action_value("ADD", to_attribute_value(value))
         return AddAction(self, value)
 
     def delete(self, value: Operand) -> DeleteAction:
         """Delete elements from a set; a set left empty is removed."""
-        if not isinstance(value, Param) and _kind(to_attribute_value(value)) not in _SET_KINDS:
-            raise ExpressionError(f"DELETE takes a set, got {value!r}")
+        if not isinstance(value, Param):
+            _check_action_value("DELETE", to_attribute_value(value))
         return DeleteAction(self, value)
+
+
+def _check_bounds(low: AttributeValue, high: AttributeValue) -> None:
+    low_kind, high_kind = _kind(low), _kind(high)
+    if low_kind != high_kind or low_kind not in _ORDERED_KINDS:
+        raise ExpressionError(
+            f"BETWEEN needs two bounds of one type among S, N and B, got {low_kind} and {high_kind}"
+        )
+    if _order(high, low):
+        raise ExpressionError(f"BETWEEN's lower bound {low} exceeds its upper bound {high}")
+
+
+_ACTION_KINDS = {"ADD": ("a number or a set", {"N", *_SET_KINDS}), "DELETE": ("a set", _SET_KINDS)}
+
+
+def _check_action_value(action: Literal["ADD", "DELETE"], value: AttributeValue) -> None:
+    what, kinds = _ACTION_KINDS[action]
+    if _kind(value) not in kinds:
+        raise ExpressionError(f"{action} takes {what}, got {value}")
 
 
 def _check_step(step: object) -> None:
@@ -987,6 +994,7 @@ def evaluate(cond: Condition, item: Item | None, params: Mapping[str, Value] | N
     if isinstance(cond, Between):
         found = _subject_value(cond.attr, attrs)
         low, high = _operand(cond.low, params), _operand(cond.high, params)
+        _check_bounds(low, high)  # checked when built, unless a bound is a parameter
         if found is None or not (_comparable(found, low) and _comparable(found, high)):
             return False
         return not _order(found, low) and not _order(high, found)
@@ -998,6 +1006,8 @@ def evaluate(cond: Condition, item: Item | None, params: Mapping[str, Value] | N
     if isinstance(cond, BeginsWith):
         found = _resolve(attrs, cond.attr)
         prefix = _operand(cond.prefix, params)
+        if _kind(prefix) not in ("S", "B"):
+            raise ExpressionError(f"begins_with takes a str or bytes prefix, got {prefix}")
         if found is None or _kind(found) != _kind(prefix) or _kind(found) not in ("S", "B"):
             return False
         return bool(found[_kind(found)].startswith(prefix[_kind(prefix)]))
@@ -1128,6 +1138,7 @@ def _deletes(value: AttributeValue, attr: Attr) -> Leaf:
 
 
 def _added(current: AttributeValue | None, value: AttributeValue, attr: Attr) -> AttributeValue:
+    _check_action_value("ADD", value)  # checked when built, unless it is a parameter
     if current is None:
         return value  # a missing number starts at 0, a missing set empty
     ((kind, raw),) = current.items()
@@ -1145,6 +1156,7 @@ def _added(current: AttributeValue | None, value: AttributeValue, attr: Attr) ->
 def _deleted(
     current: AttributeValue | None, value: AttributeValue, attr: Attr
 ) -> AttributeValue | None:
+    _check_action_value("DELETE", value)  # checked when built, unless it is a parameter
     if current is None:
         return None
     ((kind, raw),) = current.items()

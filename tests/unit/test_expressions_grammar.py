@@ -262,6 +262,20 @@ def test_parameters_work_in_the_new_operands() -> None:
     }
 
 
+def test_parameters_bound_to_what_dynamodb_refuses_raise_when_applied() -> None:
+    item: dict[str, AttributeValue] = {"n": {"N": "5"}, "s": {"S": "x"}}
+    refusals: list[tuple[Any, str]] = [
+        (lambda: evaluate(Attr("n").between(Param("lo"), 1), item, {"lo": 2}), "exceeds"),
+        (lambda: evaluate(Attr("n").between(Param("lo"), 9), item, {"lo": "a"}), "one type"),
+        (lambda: evaluate(Attr("s").begins_with(Param("p")), item, {"p": 1}), "str or bytes"),
+        (lambda: apply_update(update(Attr("c").add(Param("v"))), item, {"v": "x"}), "ADD takes"),
+        (lambda: apply_update(update(Attr("s").delete(Param("v"))), item, {"v": "x"}), "a set"),
+    ]
+    for call, message in refusals:
+        with pytest.raises(ExpressionError, match=message):
+            call()
+
+
 # --- refused when built ------------------------------------------------------------
 
 
@@ -659,3 +673,84 @@ def test_values_survive_their_placeholder(value: Value) -> None:
     compiled = compile_request(condition=Attr("a") == value)
     assert list(compiled.values.values()) == [to_attribute_value(value)]
     assert evaluate(Attr("a") == value, {"a": to_attribute_value(value)})
+
+
+# Small names and steps, so generated paths often meet generated items.
+small_names = st.sampled_from(["a", "b", "c"])
+small_paths = st.builds(
+    lambda name, steps: Attr(name, tuple(steps)),
+    small_names,
+    st.lists(st.one_of(small_names, st.integers(0, 2)), max_size=2),
+)
+small_values: st.SearchStrategy[Value] = st.recursive(
+    st.one_of(
+        st.sampled_from([0, 1, Decimal("2.5"), "", "a", b"a", True, None]),
+        st.sampled_from([frozenset({"a"}), frozenset({1, 2}), frozenset({b"a"})]),
+    ),
+    lambda inner: st.one_of(
+        st.lists(inner, max_size=3), st.dictionaries(small_names, inner, max_size=3)
+    ),
+    max_leaves=5,
+)
+small_items = st.dictionaries(small_names, small_values.map(to_attribute_value), max_size=3)
+
+
+@st.composite
+def small_updates(draw: st.DrawFn) -> Update:
+    tops = draw(st.lists(small_names, min_size=1, max_size=3, unique=True))
+    chosen = []
+    for top in tops:
+        steps = draw(st.lists(st.one_of(small_names, st.integers(0, 2)), max_size=2))
+        target, source = Attr(top, tuple(steps)), draw(small_paths)
+        chosen.append(
+            draw(
+                st.one_of(
+                    st.builds(target.set, small_values),
+                    st.just(target.set(source + 1)),
+                    st.just(target.set(if_not_exists(source, 0) - 1)),
+                    st.just(target.set(list_append(source, ["x"]))),
+                    st.just(target.set(source)),
+                    st.just(target.remove()),
+                    st.builds(target.add, st.sampled_from([1, frozenset({"a"}), frozenset({3})])),
+                    st.builds(target.delete, st.sampled_from([frozenset({"a"}), frozenset({1})])),
+                )
+            )
+        )
+    return update(*chosen)
+
+
+def holds_an_empty_set(value: AttributeValue) -> bool:
+    ((kind, raw),) = value.items()
+    if kind in ("SS", "NS", "BS"):
+        return not raw
+    if kind == "L":
+        return any(holds_an_empty_set(element) for element in raw)
+    if kind == "M":
+        return any(holds_an_empty_set(member) for member in raw.values())
+    return False
+
+
+@settings(deadline=None, max_examples=200)
+@given(upd=small_updates(), item=small_items)
+def test_apply_update_fails_only_as_dynamodb_would_and_changes_nothing(
+    upd: Update, item: dict[str, AttributeValue]
+) -> None:
+    before = repr(item)
+    try:
+        result = apply_update(upd, item)
+    except ExpressionError:
+        result = None
+    assert repr(item) == before  # the input, nested values included, is untouched
+    if result is not None:
+        assert not any(holds_an_empty_set(value) for value in result.values())
+        assert set(result) <= set(item) | {action.attr.name for action in upd.actions}
+
+
+@settings(deadline=None, max_examples=200)
+@given(condition=small_paths.flatmap(leaves), item=small_items)
+def test_evaluate_answers_every_built_condition_on_every_item(
+    condition: Condition, item: dict[str, AttributeValue]
+) -> None:
+    # Type mismatches in a condition make it false in DynamoDB; they never fail.
+    assert evaluate(condition, item) in (True, False)
+    assert evaluate(~condition, item) is not evaluate(condition, item)
