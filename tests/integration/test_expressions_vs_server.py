@@ -1,8 +1,10 @@
-"""``evaluate()`` against a DynamoDB-protocol server: the same condition, the same answer.
+"""``evaluate()`` and ``apply_update()`` against a DynamoDB-protocol server: same answers.
 
-The in-memory store decides with ``evaluate()``; the DynamoDB store lets the
-server decide. Each case plants an item, then sends a conditional PutItem and
-compares the server's verdict with ``evaluate()`` on the same item.
+The in-memory store decides with ``evaluate()`` and writes with ``apply_update()``;
+the DynamoDB store lets the server do both. Each condition case plants an item,
+then sends a conditional PutItem and compares the server's verdict with
+``evaluate()`` on the same item; each update case plants an item, sends an
+UpdateItem and compares the item after it (or the refusal) with ``apply_update()``.
 """
 
 from __future__ import annotations
@@ -194,6 +196,7 @@ NESTED: dict[str, AttributeValue] = {
     "m": {"M": {"city": {"S": "Paris"}, "zip": {"N": "75001"}, "in": {"M": {"k": {"S": "v"}}}}},
     "t": {"BOOL": True},
     "z": {"NULL": True},
+    "a": {"N": "1"},
 }
 """An item with every type, nested maps and lists (attribute names chosen to be plain)."""
 
@@ -368,7 +371,7 @@ GRAMMAR_UPDATES: list[Update] = [
     update(Attr("ss").delete({"a", "b"})),
     DELETE_EQUAL_NUMBER,
     update(Attr("absent").delete({"a"})),
-    update(Attr("a").set(Attr("b")), Attr("b").set(Attr("a"))),
+    update(Attr("a").set(Attr("s")), Attr("s").set(Attr("a"))),  # both read the item before
     update(
         Attr("n").set(Attr("n") + 1),
         Attr("t").remove(),

@@ -18,12 +18,22 @@ from hypothesis import strategies as st
 from idemstore.errors import ExpressionError, IdempotencyError
 from idemstore.expressions import (
     Action,
+    And,
     Attr,
+    AttributeType,
     AttributeValue,
+    BeginsWith,
+    Between,
+    Compare,
     CompiledRequest,
     Condition,
+    Contains,
+    Exists,
     In,
+    Not,
+    Or,
     Param,
+    Size,
     TypeName,
     Update,
     Value,
@@ -754,3 +764,153 @@ def test_evaluate_answers_every_built_condition_on_every_item(
     # Type mismatches in a condition make it false in DynamoDB; they never fail.
     assert evaluate(condition, item) in (True, False)
     assert evaluate(~condition, item) is not evaluate(condition, item)
+
+
+# --- the compiled condition reads back as the tree it came from -----------------------
+
+
+def path_shape(attr: Attr) -> tuple[str | int, ...]:
+    return attr.path
+
+
+def subject_shape(subject: Attr | Size) -> Any:
+    return ("size", subject.attr.path) if isinstance(subject, Size) else subject.path
+
+
+def encoded(value: Any) -> str:
+    return repr(to_attribute_value(value))
+
+
+def tree_shape(cond: Condition) -> Any:
+    """A comparable form of a condition tree; AND/OR chains flattened (both associate)."""
+    if isinstance(cond, Compare):
+        return ("cmp", subject_shape(cond.attr), cond.op, encoded(cond.value))
+    if isinstance(cond, Between):
+        return ("between", subject_shape(cond.attr), encoded(cond.low), encoded(cond.high))
+    if isinstance(cond, In):
+        return ("in", subject_shape(cond.attr), tuple(encoded(v) for v in cond.values))
+    if isinstance(cond, Exists):
+        return ("exists", cond.attr.path, cond.present)
+    if isinstance(cond, BeginsWith):
+        return ("begins_with", cond.attr.path, encoded(cond.prefix))
+    if isinstance(cond, Contains):
+        return ("contains", cond.attr.path, encoded(cond.value))
+    if isinstance(cond, AttributeType):
+        return ("attribute_type", cond.attr.path, encoded(cond.type_name))
+    if isinstance(cond, Not):
+        return ("not", tree_shape(cond.inner))
+    assert isinstance(cond, And | Or)
+    kind = "and" if isinstance(cond, And) else "or"
+    parts: list[Any] = []
+    for side in (cond.left, cond.right):
+        sub = tree_shape(side)
+        parts.extend(sub[1] if sub[0] == kind else [sub])
+    return (kind, parts)
+
+
+def read_back(compiled: CompiledRequest) -> Any:
+    """Parse a compiled condition with DynamoDB's precedence: comparisons, BETWEEN
+    and IN, then functions, then NOT, then AND, then OR."""
+    assert compiled.condition is not None
+    stream: list[str] = TOKEN.findall(compiled.condition)
+    position = 0
+
+    def peek() -> str | None:
+        return stream[position] if position < len(stream) else None
+
+    def take(expected: str | None = None) -> str:
+        nonlocal position
+        token = stream[position]
+        position += 1
+        assert expected is None or token == expected, (token, expected)
+        return token
+
+    def path() -> tuple[str | int, ...]:
+        steps: list[str | int] = [compiled.names[take()]]
+        while peek() == "." or (peek() or "").startswith("["):
+            token = take()
+            steps.append(compiled.names[take()] if token == "." else int(token[1:-1]))
+        return tuple(steps)
+
+    def value() -> str:
+        return repr(compiled.values[take()])
+
+    def operand() -> Any:
+        if peek() == "size":
+            take("size")
+            take("(")
+            inner = path()
+            take(")")
+            return ("size", inner)
+        return path()
+
+    def chain(kind: str, word: str, part: Any) -> Any:
+        parts = [part()]
+        while peek() == word:
+            take(word)
+            parts.append(part())
+        if len(parts) == 1:
+            return parts[0]
+        flat: list[Any] = []
+        for sub in parts:
+            flat.extend(sub[1] if sub[0] == kind else [sub])
+        return (kind, flat)
+
+    def disjunction() -> Any:
+        return chain("or", "OR", conjunction)
+
+    def conjunction() -> Any:
+        return chain("and", "AND", negation)
+
+    def negation() -> Any:
+        if peek() == "NOT":
+            take("NOT")
+            return ("not", negation())
+        return primary()
+
+    def primary() -> Any:
+        token = peek()
+        if token == "(":
+            take("(")
+            inner = disjunction()
+            take(")")
+            return inner
+        if token in ("attribute_exists", "attribute_not_exists"):
+            take()
+            take("(")
+            found = path()
+            take(")")
+            return ("exists", found, token == "attribute_exists")
+        if token in ("begins_with", "contains", "attribute_type"):
+            take()
+            take("(")
+            found = path()
+            take(",")
+            argument = value()
+            take(")")
+            return (token, found, argument)
+        subject = operand()
+        word = take()
+        if word == "BETWEEN":
+            low = value()
+            take("AND")
+            return ("between", subject, low, value())
+        if word == "IN":
+            take("(")
+            members = [value()]
+            while peek() == ",":
+                take(",")
+                members.append(value())
+            take(")")
+            return ("in", subject, tuple(members))
+        return ("cmp", subject, word, value())
+
+    result = disjunction()
+    assert position == len(stream), f"trailing tokens in {compiled.condition!r}"
+    return result
+
+
+@settings(deadline=None, max_examples=300)
+@given(condition=conditions)
+def test_the_compiled_condition_reads_back_as_the_same_tree(condition: Condition) -> None:
+    assert read_back(compile_request(condition=condition)) == tree_shape(condition)
