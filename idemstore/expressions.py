@@ -255,7 +255,7 @@ class Attr(_Comparable, _Term):
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name:
-            raise ValueError("an attribute name must be a non-empty string")
+            raise ExpressionError("an attribute name must be a non-empty string")
         for step in self.steps:
             _check_step(step)
 
@@ -281,7 +281,7 @@ class Attr(_Comparable, _Term):
         return Attr(self.name, (*self.steps, index))
 
     # __getitem__ would make the old iteration protocol loop forever over a path.
-    def __iter__(self) -> Any:
+    def __iter__(self) -> NoReturn:
         raise TypeError("an attribute path is not iterable")
 
     def __contains__(self, value: object) -> bool:
@@ -371,9 +371,9 @@ def _check_step(step: object) -> None:
     if isinstance(step, bool) or not isinstance(step, str | int):
         raise TypeError(f"a path step is a str map key or an int list index, got {step!r}")
     if isinstance(step, str) and not step:
-        raise ValueError("a map key in a path must be a non-empty string")
+        raise ExpressionError("a map key in a path must be a non-empty string")
     if isinstance(step, int) and step < 0:
-        raise ValueError(f"a list index must not be negative, got {step}")
+        raise ExpressionError(f"a list index must not be negative, got {step}")
 
 
 @dataclass(frozen=True, eq=False, slots=True)
@@ -611,7 +611,7 @@ class Update:
 
     def __post_init__(self) -> None:
         if not self.actions:
-            raise ValueError("an update needs at least one action")
+            raise ExpressionError("an update needs at least one action")
         paths = [action.attr.path for action in self.actions]
         for number, path in enumerate(paths):
             for other in paths[:number]:
