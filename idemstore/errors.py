@@ -6,6 +6,7 @@ utility keep their meaning, so migrating is a change of import::
 
     IdempotencyError
     ├── IdempotencyConfigurationError        bad configuration, found at construction
+    ├── ExpressionError                      an expression DynamoDB would reject
     ├── IdempotencyKeyError                  no idempotency key in the payload
     ├── IdempotencyValidationError           same key, different validated payload
     ├── IdempotencyAlreadyInProgressError    another caller holds the lock
@@ -20,8 +21,8 @@ utility keep their meaning, so migrating is a change of import::
         ├── IdempotencyItemTooLargeError     DynamoDB refused the item size
         └── IdempotencyCorruptRecordError    an item that is not a valid record
 
-``IdempotencyConfigurationError`` also derives from ``ValueError`` so code that
-validates arguments generically still catches it.
+``IdempotencyConfigurationError`` and ``ExpressionError`` also derive from
+``ValueError`` so code that validates arguments generically still catches them.
 """
 
 from __future__ import annotations
@@ -38,6 +39,11 @@ class IdempotencyError(Exception):
 
 class IdempotencyConfigurationError(IdempotencyError, ValueError):
     """A configuration value is invalid; raised when the configuration is built."""
+
+
+class ExpressionError(IdempotencyError, ValueError):
+    """An expression DynamoDB would reject: when built (overlapping update paths, a
+    malformed operand) or when applied to an item (an operand of the wrong type)."""
 
 
 class IdempotencyKeyError(IdempotencyError):

@@ -12,6 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from idemstore.errors import ExpressionError
 from idemstore.expressions import (
     And,
     Attr,
@@ -230,6 +231,17 @@ def test_a_condition_refuses_to_be_a_boolean() -> None:
         (1.5, {"N": "1.5"}),
         (Decimal("1.10"), {"N": "1.10"}),
         (Decimal("-3E+5"), {"N": "-3E+5"}),
+        ({"b", "a"}, {"SS": ["a", "b"]}),  # sorted: one set, one request
+        (frozenset({b"\x02", b"\x01"}), {"BS": [b"\x01", b"\x02"]}),
+        ({10, Decimal("2.5"), -1}, {"NS": ["-1", "2.5", "10"]}),
+        ([], {"L": []}),
+        (
+            [1, "x", None, [True]],
+            {"L": [{"N": "1"}, {"S": "x"}, {"NULL": True}, {"L": [{"BOOL": True}]}]},
+        ),
+        ((1,), {"L": [{"N": "1"}]}),
+        ({}, {"M": {}}),
+        ({"a": {"b": {"x"}}}, {"M": {"a": {"M": {"b": {"SS": ["x"]}}}}}),
     ],
 )
 def test_to_attribute_value(value: Value, expected: AttributeValue) -> None:
@@ -255,10 +267,14 @@ def test_non_finite_numbers_are_refused_when_built(value: float | Decimal) -> No
         _ = Attr("a") < value
     with pytest.raises(ValueError, match="finite"):
         Attr("a").set(value)
+    with pytest.raises(ExpressionError, match="finite"):
+        to_attribute_value([value])
 
 
 @pytest.mark.parametrize(
-    "value", [[1], {"a": 1}, {1}, (1,), bytearray(b"x"), object(), Attr("b")], ids=repr
+    "value",
+    [bytearray(b"x"), object(), {1: "x"}, {1, "x"}, {True}, [object()], {"a": {b"x", 1}}],
+    ids=repr,
 )
 def test_unknown_types_are_refused_when_built(value: Any) -> None:
     with pytest.raises(TypeError, match="cannot encode"):
@@ -267,6 +283,12 @@ def test_unknown_types_are_refused_when_built(value: Any) -> None:
         _ = Attr("a") == value
     with pytest.raises(TypeError, match="cannot encode"):
         Attr("a").set(value)
+
+
+def test_a_path_is_no_comparison_value() -> None:
+    other: Any = Attr("b")  # comparing two paths is not part of the builder
+    with pytest.raises(TypeError, match="cannot encode"):
+        _ = Attr("a") == other
 
 
 # --- updates ------------------------------------------------------------------
@@ -431,10 +453,16 @@ def tokens(text: str) -> list[str]:
     return found
 
 
+def plain(cond: Compare | Exists) -> Attr:
+    """The attribute of a leaf the strategies here build: a top-level name, no size()."""
+    assert isinstance(cond.attr, Attr)
+    return cond.attr
+
+
 def shape(cond: Condition) -> Any:
     """A comparable form of a condition tree; AND/OR chains flattened (both associate)."""
     if isinstance(cond, Compare):
-        return ("cmp", cond.attr.name, cond.op, tuple(to_attribute_value(cond.value).items()))
+        return ("cmp", plain(cond).name, cond.op, tuple(to_attribute_value(cond.value).items()))
     if isinstance(cond, Exists):
         return ("exists", cond.attr.name, cond.present)
     if isinstance(cond, Not):
@@ -513,7 +541,7 @@ def used_names(cond: Condition | Update) -> set[str]:
     if isinstance(cond, Update):
         return {action.attr.name for action in cond.actions}
     if isinstance(cond, Compare | Exists):
-        return {cond.attr.name}
+        return {plain(cond).name}
     if isinstance(cond, Not):
         return used_names(cond.inner)
     assert isinstance(cond, And | Or)
@@ -522,7 +550,7 @@ def used_names(cond: Condition | Update) -> set[str]:
 
 def used_values(cond: Condition | Update) -> set[tuple[str, Any]]:
     if isinstance(cond, Update):
-        found = [a.value for a in cond.actions if isinstance(a, SetAction)]
+        found: list[Any] = [a.value for a in cond.actions if isinstance(a, SetAction)]
         return {next(iter(to_attribute_value(v).items())) for v in found}
     if isinstance(cond, Compare):
         return {next(iter(to_attribute_value(cond.value).items()))}
@@ -607,9 +635,9 @@ def model(cond: Condition, item: dict[str, Value]) -> bool:
     if isinstance(cond, Or):
         return model(cond.left, item) or model(cond.right, item)
     assert isinstance(cond, Compare)
-    if cond.attr.name not in item:
+    if plain(cond).name not in item:
         return cond.op == "<>"  # a missing attribute differs from every value
-    left, right = item[cond.attr.name], cond.value
+    left, right = item[plain(cond).name], cond.value
     same_kind = kind_of(left) == kind_of(right)
     if cond.op in ("=", "<>"):
         equal = same_kind and left == right
