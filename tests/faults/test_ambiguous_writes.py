@@ -41,7 +41,12 @@ async def test_ambiguous_lock_put_runs_once(
 
     assert result == {"order": 7, "total": 30}
     assert runs.count == 1
-    assert fault_proxy.operations == ["PutItem", "PutItem", "UpdateItem"]
+    # The faulted put and its retry, which finds our own lock (a loaded machine may time
+    # a retry out once more: still puts only), then the completion.
+    *puts, completion = fault_proxy.operations
+    assert completion == "UpdateItem"
+    assert len(puts) >= 2
+    assert set(puts) == {"PutItem"}
     record = await stored(direct_store, key_of(place_order, {"id": 7, "qty": 3}))
     assert record is not None
     assert record.status is RecordStatus.COMPLETED
