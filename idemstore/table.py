@@ -51,7 +51,7 @@ class TableSchema(BaseModel):
     validation_key_attr: str = Field(default="validation", min_length=1)
     owner_token_attr: str = Field(default="owner_token", min_length=1)
     compressed_data_attr: str = Field(default="data_zlib", min_length=1)
-    compress_threshold_bytes: int = Field(default=DEFAULT_COMPRESS_THRESHOLD_BYTES, ge=0)
+    compress_threshold_bytes: int | None = Field(default=DEFAULT_COMPRESS_THRESHOLD_BYTES, ge=0)
 
     # Requests sent on every call, compiled once for this schema (lock_rules.prepared_requests).
     _prepared_requests: PreparedRequests | None = PrivateAttr(default=None)
