@@ -1,13 +1,16 @@
 """Results Powertools could have stored stay readable by Powertools; only a result too
-large for an item as text is stored compressed, and replays in idemstore.
+large for an item as text is stored compressed, and replays in idemstore. Typed
+results written by either library replay in the other.
 
 Powertools' sync decorator runs in a worker thread against the same moto server and
 table, on a function with the same module and qualname (the same keys).
 """
 
 import asyncio
+import dataclasses
 import json
 from collections.abc import Callable
+from decimal import Decimal
 from typing import Any, TypeVar
 
 import boto3  # type: ignore[import-untyped]  # boto3 ships no type information
@@ -20,6 +23,9 @@ from aws_lambda_powertools.utilities.idempotency import (
 )
 from aws_lambda_powertools.utilities.idempotency import (
     idempotent_function as powertools_idempotent_function,
+)
+from aws_lambda_powertools.utilities.idempotency.serialization.dataclass import (
+    DataclassSerializer as PowertoolsDataclassSerializer,
 )
 
 from idemstore import AsyncDynamoStore, idempotent_function
@@ -54,7 +60,7 @@ class FakeLambdaContext:
         return 30_000
 
 
-def powertools_twin(twin: Callable[..., Any], layer: Any) -> Callable[[F], F]:
+def powertools_twin(twin: Callable[..., Any], layer: Any, **options: Any) -> Callable[[F], F]:
     """Powertools' decorator on a sync function named like ``twin``."""
 
     def decorate(function: F) -> F:
@@ -64,7 +70,11 @@ def powertools_twin(twin: Callable[..., Any], layer: Any) -> Callable[[F], F]:
         fake: Any = FakeLambdaContext()  # duck-typed: only the remaining time is read
         config.register_lambda_context(fake)
         decorated: F = powertools_idempotent_function(
-            function, data_keyword_argument="request", persistence_store=layer, config=config
+            function,
+            data_keyword_argument="request",
+            persistence_store=layer,
+            config=config,
+            **options,
         )
         return decorated
 
@@ -158,3 +168,41 @@ async def test_an_explicit_threshold_compresses_smaller_results(
         assert "data" not in item
         assert "data_zlib" in item
         assert await build_report(request=request) == result
+
+
+@dataclasses.dataclass
+class Shipment:
+    shipment_id: str
+    total: Decimal
+    parcels: list[str]
+
+
+SHIPMENT = Shipment(shipment_id="s-1", total=Decimal("10.50"), parcels=["p-1", "p-2"])
+
+
+@pytest.mark.asyncio
+async def test_typed_dataclass_results_replay_across_libraries(
+    dynamo_store: AsyncDynamoStore, powertools_layer: Any
+) -> None:
+    runs: list[str] = []
+
+    @idempotent_function(data_keyword_argument="request", persistence_store=dynamo_store)
+    async def ship(request: dict[str, Any]) -> Shipment:
+        runs.append("idemstore")
+        return SHIPMENT
+
+    @powertools_twin(ship, powertools_layer, output_serializer=PowertoolsDataclassSerializer)
+    def ship_sync(request: dict[str, Any]) -> Shipment:
+        runs.append("powertools")
+        return SHIPMENT
+
+    # Written by Powertools, replayed by idemstore with its field types.
+    await asyncio.to_thread(lambda: ship_sync(request={"id": 1}))
+    replayed = await ship(request={"id": 1})
+    assert replayed == SHIPMENT
+    assert type(replayed.total) is Decimal
+    # Written by idemstore, replayed by Powertools, which types only the top level.
+    await ship(request={"id": 2})
+    by_powertools = await asyncio.to_thread(lambda: ship_sync(request={"id": 2}))
+    assert dataclasses.asdict(by_powertools) == {**dataclasses.asdict(SHIPMENT), "total": "10.50"}
+    assert runs == ["powertools", "idemstore"]

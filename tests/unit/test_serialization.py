@@ -29,6 +29,7 @@ from hypothesis import strategies as st
 from idemstore import (
     BaseIdempotencySerializer,
     DataclassSerializer,
+    IdempotencySerializationError,
     NoOpSerializer,
     PydanticSerializer,
     idempotent_function,
@@ -371,3 +372,23 @@ async def test_a_duplicate_call_returns_what_the_first_call_returned() -> None:
     assert runs == ["o-1"]
     assert duplicate is not first
     assert_same(duplicate, first)
+
+
+@pytest.mark.asyncio
+async def test_a_result_that_cannot_be_dumped_is_an_error_and_leaves_no_lock() -> None:
+    store = InMemoryStore()
+    runs: list[str] = []
+
+    class Opaque:
+        pass
+
+    @idempotent_function(data_keyword_argument="order_id", persistence_store=store)
+    async def price(order_id: str) -> list[Decimal]:
+        runs.append(order_id)
+        return [Decimal("1.5"), Opaque()]  # type: ignore[list-item]  # the mistake under test
+
+    for _ in range(2):
+        with pytest.raises(IdempotencySerializationError, match="cannot be stored"):
+            await price(order_id="o-1")
+    assert runs == ["o-1", "o-1"]  # the lock was released: the retry ran again
+    assert store.items() == {}
