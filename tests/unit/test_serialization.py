@@ -392,3 +392,17 @@ async def test_a_result_that_cannot_be_dumped_is_an_error_and_leaves_no_lock() -
             await price(order_id="o-1")
     assert runs == ["o-1", "o-1"]  # the lock was released: the retry ran again
     assert store.items() == {}
+
+
+class BuiltOnFirstUse(pydantic.BaseModel):
+    model_config = pydantic.ConfigDict(defer_build=True)
+
+    amount: Decimal
+    at: dt.date
+
+
+def test_a_model_whose_schema_is_built_on_first_use_round_trips() -> None:
+    value = BuiltOnFirstUse(amount=Decimal("2.50"), at=dt.date(2024, 2, 29))
+    for result_type, result in ((BuiltOnFirstUse, value), (list[BuiltOnFirstUse], [value])):
+        serializer = resolve_serializer(_returning(result_type), None)
+        assert_same(replayed(serializer, stored_text(serializer, result)), result)
