@@ -35,8 +35,8 @@ from idemstore import (
     idempotent_function,
 )
 from idemstore.keys import PayloadEncoder
-from idemstore.memory import InMemoryStore
 from idemstore.serialization import TypeAdapterSerializer, json_exact, resolve_serializer
+from idemstore.stores.memory import InMemoryStore
 
 
 class Colour(enum.Enum):
