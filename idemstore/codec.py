@@ -85,22 +85,34 @@ def data_attributes(schema: TableSchema, record: DataRecord) -> dict[str, Attrib
 def _surely_fits(schema: TableSchema, record: DataRecord, data_bytes: int) -> bool:
     """A bound from string lengths alone (4 UTF-8 bytes a character at most, numbers
     of 40 digits), so the usual small result skips sizing the whole item."""
-    strings = (
-        len(schema.key_attr)
-        + len(schema.sort_key_attr or "")
-        + len(schema.static_pk_value)
-        + len(schema.expiry_attr)
-        + len(schema.in_progress_expiry_attr)
-        + len(schema.status_attr)
-        + len(schema.data_attr)
-        + len(schema.validation_key_attr)
-        + len(schema.owner_token_attr)
-        + len(record.idempotency_key)
-        + len(record.payload_hash or "")
-        + len(record.owner_token or "")
-        + len(RecordStatus.INPROGRESS.value)
+    record_chars = (
+        len(record.idempotency_key) + len(record.payload_hash or "") + len(record.owner_token or "")
     )
-    return data_bytes + 4 * strings + 2 * 40 <= MAX_ITEM_BYTES
+    return data_bytes + 4 * (record_chars + _schema_chars(schema)) + 2 * 40 <= MAX_ITEM_BYTES
+
+
+def _schema_chars(schema: TableSchema) -> int:
+    """Characters of the schema's names, partition value and longest status; computed
+    once per schema (read through ``__pydantic_private__``, as lock_rules does)."""
+    private = schema.__pydantic_private__ or {}
+    bound: tuple[TableSchema, int] | None = private.get("_size_bound")
+    if bound is None or bound[0] is not schema:
+        chars = sum(
+            len(text or "")
+            for text in (
+                schema.key_attr,
+                schema.sort_key_attr,
+                schema.static_pk_value,
+                schema.expiry_attr,
+                schema.in_progress_expiry_attr,
+                schema.status_attr,
+                schema.data_attr,
+                schema.validation_key_attr,
+                schema.owner_token_attr,
+            )
+        ) + max(len(status.value) for status in RecordStatus)
+        bound = schema._size_bound = (schema, chars)
+    return bound[1]
 
 
 def item_bytes(item: Mapping[str, AttributeValue]) -> int:

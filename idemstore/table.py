@@ -55,6 +55,9 @@ class TableSchema(BaseModel):
 
     # Requests sent on every call, compiled once for this schema (lock_rules.prepared_requests).
     _prepared_requests: PreparedRequests | None = PrivateAttr(default=None)
+    # The schema's own part of codec's bound on an item's size, kept with the schema
+    # it was computed for (a copy with other names computes its own).
+    _size_bound: tuple[TableSchema, int] | None = PrivateAttr(default=None)
 
     @model_validator(mode="after")
     def _distinct_names(self) -> TableSchema:
