@@ -160,7 +160,8 @@ def resolve_serializer(
 ) -> BaseIdempotencySerializer:
     """The explicit serializer, else one inferred from the return annotation, else no-op.
 
-    Called once per decorated function: the adapter is built here, never per call.
+    Called once per decorated function: the adapter is built here (or on first use,
+    for an annotation naming a class not defined yet), never per call.
     """
     if explicit is not None:
         if isinstance(explicit, type) and issubclass(explicit, TypeAdapterSerializer):
