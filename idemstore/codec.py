@@ -3,8 +3,8 @@
 The item layout is the one the Powertools idempotency utility reads and writes
 (see DESIGN.md): the same attribute names, types and units. idemstore adds two
 attributes of its own, ignored by Powertools: the lock owner's token, and a
-zlib-compressed copy of large results in binary form. The compression policy
-and the size limit of a stored result live here.
+zlib-compressed copy, in binary form, of a result too large for the item as
+text. The compression policy and the size limit of a stored result live here.
 """
 
 from __future__ import annotations
@@ -21,18 +21,24 @@ from idemstore.records import DataRecord, RecordStatus
 if TYPE_CHECKING:
     from idemstore.table import TableSchema
 
-DEFAULT_COMPRESS_THRESHOLD_BYTES = 32 * 1024
-"""Results whose JSON text is longer than this are stored compressed."""
+DEFAULT_COMPRESS_THRESHOLD_BYTES: int | None = None
+"""None: a result is stored compressed only when its item would not fit otherwise,
+so every record Powertools could have written stays readable by Powertools."""
 MAX_ITEM_BYTES = 400 * 1024
-"""DynamoDB's limit for one item."""
+"""DynamoDB's limit for one item: attribute names and values together."""
 RESULT_LIMIT_BYTES = MAX_ITEM_BYTES - 8 * 1024
 """Room for the stored result, leaving the rest of the item (key, hashes, numbers)."""
 
 
 def to_item(schema: TableSchema, record: DataRecord) -> dict[str, AttributeValue]:
     """The DynamoDB item for a record, as Powertools would write it."""
+    item = _item_without_data(schema, record)
+    item.update(data_attributes(schema, record))
+    return item
+
+
+def _item_without_data(schema: TableSchema, record: DataRecord) -> dict[str, AttributeValue]:
     item = lock_attributes(schema, record)
-    item.update(data_attributes(schema, record.response_data))
     if record.payload_hash:
         item[schema.validation_key_attr] = {"S": record.payload_hash}
     if record.owner_token is not None:
@@ -52,14 +58,73 @@ def lock_attributes(schema: TableSchema, record: DataRecord) -> dict[str, Attrib
     return item
 
 
-def data_attributes(schema: TableSchema, response_data: str | None) -> dict[str, AttributeValue]:
-    """The attribute holding a result: plain text, or compressed when large."""
+def data_attributes(schema: TableSchema, record: DataRecord) -> dict[str, AttributeValue]:
+    """The attribute holding the record's result: JSON text, as Powertools stores and
+    reads it, or compressed when the item would not fit in DynamoDB otherwise (or the
+    text is over an explicit ``compress_threshold_bytes``).
+
+    The item is sized as the completed record's: a completion sets the result on
+    the lock's item, whose other attributes are the record's.
+    """
+    response_data = record.response_data
     if response_data is None:
         return {}
     encoded = response_data.encode()
-    if len(encoded) > schema.compress_threshold_bytes:
+    threshold = schema.compress_threshold_bytes
+    if (threshold is not None and len(encoded) > threshold) or (
+        not _surely_fits(schema, record, len(encoded))
+        and item_bytes(_item_without_data(schema, record))
+        + len(schema.data_attr.encode())
+        + len(encoded)
+        > MAX_ITEM_BYTES
+    ):
         return {schema.compressed_data_attr: {"B": zlib.compress(encoded, 6)}}
     return {schema.data_attr: {"S": response_data}}
+
+
+def _surely_fits(schema: TableSchema, record: DataRecord, data_bytes: int) -> bool:
+    """A bound from string lengths alone (4 UTF-8 bytes a character at most, numbers
+    of 40 digits), so the usual small result skips sizing the whole item."""
+    record_chars = (
+        len(record.idempotency_key) + len(record.payload_hash or "") + len(record.owner_token or "")
+    )
+    return data_bytes + 4 * (record_chars + _schema_chars(schema)) + 2 * 40 <= MAX_ITEM_BYTES
+
+
+def _schema_chars(schema: TableSchema) -> int:
+    """Characters of the schema's names, partition value and longest status; computed
+    once per schema (read through ``__pydantic_private__``, as lock_rules does)."""
+    private = schema.__pydantic_private__ or {}
+    bound: tuple[TableSchema, int] | None = private.get("_size_bound")
+    if bound is None or bound[0] is not schema:
+        chars = sum(
+            len(text or "")
+            for text in (
+                schema.key_attr,
+                schema.sort_key_attr,
+                schema.static_pk_value,
+                schema.expiry_attr,
+                schema.in_progress_expiry_attr,
+                schema.status_attr,
+                schema.data_attr,
+                schema.validation_key_attr,
+                schema.owner_token_attr,
+            )
+        ) + max(len(status.value) for status in RecordStatus)
+        bound = schema._size_bound = (schema, chars)
+    return bound[1]
+
+
+def item_bytes(item: Mapping[str, AttributeValue]) -> int:
+    """An item's size as DynamoDB counts it against its limit: attribute names and
+    string values in UTF-8, binary values in bytes; a number counted as its text,
+    never less than DynamoDB's count (a byte per two digits, plus one)."""
+    size = 0
+    for name, value in item.items():
+        size += len(name.encode())
+        for raw in value.values():
+            size += len(raw) if isinstance(raw, bytes) else len(str(raw).encode())
+    return size
 
 
 def result_size_error(

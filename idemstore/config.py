@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import jmespath
 import jmespath.exceptions
@@ -55,11 +55,35 @@ class IdempotencyConfig(BaseModel):
     _validation_key: Any = PrivateAttr(default=None)
     _jmespath_options: jmespath.Options = PrivateAttr()
 
-    def __init__(self, **data: Any) -> None:
-        try:
-            super().__init__(**data)
-        except ValidationError as exc:
-            raise IdempotencyConfigurationError(str(exc)) from exc
+    if TYPE_CHECKING:
+        # What type checkers see: every option with its type, with or without the
+        # pydantic mypy plugin (whose own __init__ takes Any by default), so a misspelt
+        # or mistyped option fails there. A test keeps these defaults equal to the fields'.
+        def __init__(
+            self,
+            *,
+            event_key_jmespath: str = "",
+            payload_validation_jmespath: str = "",
+            jmespath_options: dict[str, Any] | None = None,
+            raise_on_no_idempotency_key: bool = False,
+            expires_after_seconds: int = 3600,
+            use_local_cache: bool = False,
+            local_cache_max_items: int = 256,
+            hash_function: str = "md5",
+            response_hook: ResponseHook | None = None,
+            in_progress_lease_seconds: float = 60.0,
+            wait_for_in_progress_seconds: float = 0.0,
+            clock: Clock = time.time,
+        ) -> None: ...
+    else:
+
+        def __init__(self, **data: Any) -> None:
+            # Any keyword reaches pydantic, so a misspelt option unseen by a type checker
+            # is IdempotencyConfigurationError too, not Python's TypeError.
+            try:
+                super().__init__(**data)
+            except ValidationError as exc:
+                raise IdempotencyConfigurationError(str(exc)) from exc
 
     @field_validator("hash_function")
     @classmethod

@@ -103,7 +103,7 @@ def completion_update(schema: TableSchema, record: DataRecord) -> Update:
     """Turn the INPROGRESS item into ``record`` (COMPLETED) in place."""
     stored = {
         attr: raw
-        for attr, value in data_attributes(schema, record.response_data).items()
+        for attr, value in data_attributes(schema, record).items()
         for raw in value.values()
     }
     return _completion_rule(
@@ -138,7 +138,7 @@ def completion_request(schema: TableSchema, record: DataRecord, token: str) -> C
         "status": record.status.value,
         "expiry": record.expiry_timestamp,
     }
-    stored = data_attributes(schema, record.response_data)
+    stored = data_attributes(schema, record)
     data_attr = next(iter(stored), None)  # at most one: plain or compressed
     if data_attr is not None:
         ((_, params["data"]),) = stored[data_attr].items()

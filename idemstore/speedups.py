@@ -16,7 +16,13 @@ Elsewhere, because each is a property of the data it speeds up, not a separate s
 - ``stores.dynamo.DEFAULT_CLIENT_CONFIG``: the User-Agent built once (botocore
   rebuilds it twice per request: about a tenth of a request's CPU) and parameter
   validation off for the store's known-good requests (about 5%);
-- ``codec._number``: integer text read with ``int()`` before ``Decimal``.
+- ``codec._number``: integer text read with ``int()`` before ``Decimal``;
+- ``codec._surely_fits``: a small result is kept as text on a bound from string
+  lengths (the schema's part computed once, kept on the schema) instead of sizing
+  the whole item: 1.2 us instead of 1.9 us per completion;
+- ``serialization.TypeAdapterSerializer``: the adapter's core serializer and
+  validator called directly instead of ``dump_python``/``validate_python`` (a
+  small model dumps in 3.0 us instead of 5.0 us).
 """
 
 from __future__ import annotations

@@ -51,10 +51,13 @@ class TableSchema(BaseModel):
     validation_key_attr: str = Field(default="validation", min_length=1)
     owner_token_attr: str = Field(default="owner_token", min_length=1)
     compressed_data_attr: str = Field(default="data_zlib", min_length=1)
-    compress_threshold_bytes: int = Field(default=DEFAULT_COMPRESS_THRESHOLD_BYTES, ge=0)
+    compress_threshold_bytes: int | None = Field(default=DEFAULT_COMPRESS_THRESHOLD_BYTES, ge=0)
 
     # Requests sent on every call, compiled once for this schema (lock_rules.prepared_requests).
     _prepared_requests: PreparedRequests | None = PrivateAttr(default=None)
+    # The schema's own part of codec's bound on an item's size, kept with the schema
+    # it was computed for (a copy with other names computes its own).
+    _size_bound: tuple[TableSchema, int] | None = PrivateAttr(default=None)
 
     @model_validator(mode="after")
     def _distinct_names(self) -> TableSchema:

@@ -20,7 +20,7 @@ import json
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from http import HTTPStatus
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
@@ -189,11 +189,35 @@ class HttpIdempotencyConfig(BaseModel):
     retry_after_seconds: int = Field(default=1, ge=0)
     idempotency_config: IdempotencyConfig = Field(default_factory=IdempotencyConfig)
 
-    def __init__(self, **data: Any) -> None:
-        try:
-            super().__init__(**data)
-        except ValidationError as exc:
-            raise IdempotencyConfigurationError(str(exc)) from exc
+    if TYPE_CHECKING:
+        # What type checkers see: every option with the types it accepts (collections
+        # are normalised by the validators below), with or without the pydantic mypy
+        # plugin. A test keeps these defaults equal to the fields'.
+        def __init__(
+            self,
+            *,
+            methods: Iterable[str] = frozenset({"POST", "PATCH"}),
+            require_key: bool = False,
+            scope: ScopeFunction | None = None,
+            stored_statuses: StatusPredicate | int | range | Iterable[int | range] = (
+                stored_by_default
+            ),
+            header_denylist: Iterable[str] = frozenset({"set-cookie"}),
+            max_capture_bytes: int = DEFAULT_MAX_CAPTURE_BYTES,
+            fail_open: bool = False,
+            key_prefix: str = "http",
+            retry_after_seconds: int = 1,
+            idempotency_config: IdempotencyConfig = ...,
+        ) -> None: ...
+    else:
+
+        def __init__(self, **data: Any) -> None:
+            # Any keyword reaches pydantic, so a misspelt option unseen by a type checker
+            # is IdempotencyConfigurationError too, not Python's TypeError.
+            try:
+                super().__init__(**data)
+            except ValidationError as exc:
+                raise IdempotencyConfigurationError(str(exc)) from exc
 
     @field_validator("methods", mode="before")
     @classmethod

@@ -164,7 +164,7 @@ class AsyncRedisStore:
         validation_key_attr: str = "validation",
         owner_token_attr: str = "owner_token",
         compressed_data_attr: str = "data_zlib",
-        compress_threshold_bytes: int = DEFAULT_COMPRESS_THRESHOLD_BYTES,
+        compress_threshold_bytes: int | None = DEFAULT_COMPRESS_THRESHOLD_BYTES,
     ) -> None:
         self._schema = TableSchema.build(
             expiry_attr=expiry_attr,
@@ -285,7 +285,7 @@ class AsyncRedisStore:
             schema.status_attr: record.status.value,
             schema.expiry_attr: record.expiry_timestamp,
         }
-        stored = _json_fields(data_attributes(schema, record.response_data))
+        stored = _json_fields(data_attributes(schema, record))
         changes.update(stored)
         removals = [a for a in (schema.data_attr, schema.compressed_data_attr) if a not in stored]
         if record.payload_hash:

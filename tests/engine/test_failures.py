@@ -7,6 +7,7 @@ they only change what the engine is told, never what is stored.
 
 import asyncio
 import base64
+import json
 import os
 import time
 from typing import Any
@@ -484,9 +485,13 @@ async def test_result_too_large_even_compressed_is_an_error_and_releases(
 
 
 @pytest.mark.asyncio
-@pytest.mark.parametrize("size", [40_000, 600_000], ids=["above threshold", "above item limit"])
-async def test_large_compressible_results_are_stored_compressed(
-    dynamo_store: AsyncDynamoStore, size: int
+@pytest.mark.parametrize(
+    ("size", "compressed"),
+    [(40_000, False), (600_000, True)],
+    ids=["fits as text", "above item limit"],
+)
+async def test_large_results_are_compressed_only_when_they_do_not_fit(
+    dynamo_store: AsyncDynamoStore, size: int, compressed: bool
 ) -> None:
     store = dynamo_store
     log = await request_log(store)
@@ -506,8 +511,12 @@ async def test_large_compressible_results_are_stored_compressed(
             Key=store.schema.key(key_of(process, {"id": 1})),
         )
     )["Item"]
-    assert "data" not in item
-    assert len(item["data_zlib"]["B"]) < size // 10
+    if compressed:
+        assert "data" not in item
+        assert len(item["data_zlib"]["B"]) < size // 10
+    else:
+        assert "data_zlib" not in item
+        assert json.loads(item["data"]["S"]) == {"text": text}
     log.clear()
     assert await process(order={"id": 1}) == {"text": text}
     assert log.operations == ["PutItem"]

@@ -184,10 +184,10 @@ async def test_an_unreachable_endpoint_is_a_persistence_error_with_its_cause() -
 
 @pytest.mark.asyncio
 async def test_an_item_over_the_size_limit_is_refused(moto_server: MotoEndpoint) -> None:
-    # Stored uncompressed, random text: over 400 KB whatever the encoding.
-    async with moto_server.store(table_name(), compress_threshold_bytes=10**9) as store:
+    # Random text holding 500 KiB of entropy: over 400 KB even compressed.
+    async with moto_server.store(table_name()) as store:
         await create_table(store)
-        huge = random.Random(7).randbytes(330 * 1024).hex()
+        huge = random.Random(7).randbytes(500 * 1024).hex()
         with pytest.raises(IdempotencyItemTooLargeError) as caught_put:
             await store.put_record(completed(lock("t1"), json.dumps(huge)), now=NOW)
         held = lock("t1", key="fn.mod.f#k2")

@@ -209,17 +209,20 @@ async def test_the_key_lives_until_its_expiration_on_the_callers_clock(
 
 
 @pytest.mark.asyncio
-async def test_a_large_result_is_compressed_as_base64_text(
+async def test_a_result_too_large_for_an_item_is_compressed_as_base64_text(
     redis_store: AsyncRedisStore, raw: redis.asyncio.Redis
 ) -> None:
-    ours = lock("t1")
-    await redis_store.put_record(ours, now=NOW)
-    done = completed(ours, json.dumps(["x" * 100] * 1000))
-    await redis_store.update_record(done)
-    stored = await stored_json(raw, ours.idempotency_key)
-    assert "data" not in stored
-    assert isinstance(stored["data_zlib"], str)
-    assert await redis_store.get_record(ours.idempotency_key) == done
+    # The codec's policy, shared with the DynamoDB store: text while a DynamoDB item
+    # would hold it (so Powertools reads it), compressed beyond.
+    for key, copies, compressed in (("fn.mod.f#k1", 1000, False), ("fn.mod.f#k2", 5000, True)):
+        ours = lock("t1", key=key)
+        await redis_store.put_record(ours, now=NOW)
+        done = completed(ours, json.dumps(["x" * 100] * copies))
+        await redis_store.update_record(done)
+        stored = await stored_json(raw, ours.idempotency_key)
+        assert ("data" not in stored) is compressed
+        assert isinstance(stored.get("data_zlib"), str) is compressed
+        assert await redis_store.get_record(ours.idempotency_key) == done
 
 
 # --- batch read -------------------------------------------------------------------

@@ -19,7 +19,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from idemstore.codec import from_item, to_item
+from idemstore.codec import MAX_ITEM_BYTES, from_item, to_item
 from idemstore.errors import IdempotencyConfigurationError, IdempotencyCorruptRecordError
 from idemstore.expressions import AttributeValue, apply_update, compile_request, evaluate
 from idemstore.lock_rules import (
@@ -234,10 +234,57 @@ def test_large_results_are_stored_compressed() -> None:
     assert from_item(schema, to_item(schema, small)) == small
 
 
-def test_default_threshold_compresses_a_large_json_result() -> None:
-    schema = TableSchema()
+def dynamo_item_size(item: Mapping[str, AttributeValue]) -> int:
+    """DynamoDB's count: names and strings in UTF-8, binary in bytes. A number counts as
+    its text, more than DynamoDB's byte per two significant digits plus one: the codec
+    errs towards fitting, by a few bytes."""
+    size = 0
+    for name, value in item.items():
+        ((kind, raw),) = value.items()
+        size += len(name.encode())
+        if kind == "N":
+            assert len(raw) >= (len(raw.lstrip("-").strip("0")) + 1) // 2 + 1
+        size += len(raw) if kind == "B" else len(raw.encode())
+    return size
+
+
+@pytest.mark.parametrize(
+    "schema",
+    [TableSchema(), TableSchema(sort_key_attr="sk", static_pk_value="idempotency#orders")],
+)
+def test_by_default_a_result_stays_text_while_its_item_fits(schema: TableSchema) -> None:
+    base = record(status=RecordStatus.COMPLETED, response_data="", payload_hash="h" * 32)
+    room = MAX_ITEM_BYTES - dynamo_item_size(to_item(schema, base))
+    fitting = base.model_copy(update={"response_data": "é" * (room // 2) + "x" * (room % 2)})
+    item = to_item(schema, fitting)
+    assert item["data"] == {"S": fitting.response_data}
+    assert "data_zlib" not in item
+    assert dynamo_item_size(item) <= MAX_ITEM_BYTES
+    assert from_item(schema, item) == fitting
+
+    too_large = fitting.model_copy(update={"response_data": f"{fitting.response_data}xx"})
+    item = to_item(schema, too_large)
+    assert "data" not in item
+    assert dynamo_item_size(item) < MAX_ITEM_BYTES // 10
+    assert from_item(schema, item) == too_large
+    # The completion writes the same attribute as the item codec.
+    for done in (fitting, too_large):
+        completed = apply_update(completion_update(schema, done), to_item(schema, record()))
+        assert from_item(schema, completed) == done
+        assert completed.keys() == to_item(schema, done).keys()
+
+
+def test_a_100_kb_result_is_stored_as_text_by_default() -> None:
+    result = json.dumps({"rows": [{"id": i, "name": "row"} for i in range(4000)]})
+    assert len(result) > 100_000
+    item = to_item(TableSchema(), record(status=RecordStatus.COMPLETED, response_data=result))
+    assert item["data"] == {"S": result}
+    assert "data_zlib" not in item
+
+
+def test_an_explicit_threshold_still_compresses_smaller_results() -> None:
+    schema = TableSchema(compress_threshold_bytes=32 * 1024)
     result = json.dumps({"rows": [{"id": i, "name": "row"} for i in range(3000)]})
-    assert len(result) > schema.compress_threshold_bytes
     item = to_item(schema, record(status=RecordStatus.COMPLETED, response_data=result))
     assert len(item["data_zlib"]["B"]) < len(result) // 4
     assert from_item(schema, item).response_data == result
