@@ -13,6 +13,7 @@ utility keep their meaning, so migrating is a change of import::
     ├── IdempotencyItemNotFoundError         no record for the key
     ├── IdempotencyLeaseLostError            our lock was taken over; carries the current record
     ├── IdempotencyInconsistentStateError    the record kept changing under us; retries exhausted
+    ├── IdempotencyStoreClosedError          the store was closed; it is never reopened
     ├── IdempotencySerializationError        a result cannot be stored or read back
     │   └── IdempotencyResponseTooLargeError result too large for one item, even compressed
     └── IdempotencyPersistenceLayerError     DynamoDB failed; the cause is chained
@@ -103,6 +104,10 @@ class IdempotencyLeaseLostError(IdempotencyError):
 
 class IdempotencyInconsistentStateError(IdempotencyError):
     """The record kept changing between attempts (races or clock skew); bounded retries ran out."""
+
+
+class IdempotencyStoreClosedError(IdempotencyError):
+    """The store was used after ``aclose()``; a closed store does not open a new client."""
 
 
 class IdempotencySerializationError(IdempotencyError):

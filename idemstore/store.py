@@ -6,17 +6,21 @@ expressions come from ``idemstore.expressions`` via the table schema.
 Client ownership: a client passed in is used and never closed. Otherwise the
 store creates one lazily on first use, owns it, and closes it in ``aclose()``
 (or ``async with store``). An owned client belongs to the event loop it was made
-in; used from another loop (``asyncio.run`` per invocation), the store makes a
-new one instead of failing.
+in and is closed when that loop shuts down; used from another loop
+(``asyncio.run`` per invocation), the store makes a new one instead of failing.
+
+The store's state is OPEN until ``aclose()``, then CLOSED for good: a closed store
+raises ``IdempotencyStoreClosedError`` rather than quietly opening a new client.
 """
 
 from __future__ import annotations
 
 import asyncio
+import enum
 import os
 import platform
-from collections.abc import Mapping
-from types import TracebackType
+from collections.abc import AsyncGenerator, Mapping
+from types import AsyncGeneratorType, TracebackType
 from typing import TYPE_CHECKING, Any, Self
 
 import aiobotocore
@@ -30,6 +34,7 @@ from idemstore.errors import (
     IdempotencyItemNotFoundError,
     IdempotencyItemTooLargeError,
     IdempotencyPersistenceLayerError,
+    IdempotencyStoreClosedError,
     IdempotencyTableNotFoundError,
 )
 from idemstore.expressions import AttributeValue, CompiledRequest, compile_request
@@ -63,6 +68,13 @@ DEFAULT_CLIENT_CONFIG = AioConfig(
     connect_timeout=5,
     read_timeout=10,
 )
+
+
+class StoreState(enum.Enum):
+    """Where a store is in its life: OPEN until ``aclose()``, then CLOSED for good."""
+
+    OPEN = "open"
+    CLOSED = "closed"
 
 
 def lambda_function_name() -> str | None:
@@ -123,10 +135,15 @@ class AsyncDynamoStore:
             DEFAULT_CLIENT_CONFIG.merge(client_config) if client_config else DEFAULT_CLIENT_CONFIG
         )
         self._owned: _OwnedClient | None = None
+        self._state = StoreState.OPEN
 
     @property
     def schema(self) -> TableSchema:
         return self._schema
+
+    @property
+    def state(self) -> StoreState:
+        return self._state
 
     def __repr__(self) -> str:
         return f"AsyncDynamoStore({self.table_name!r}, endpoint_url={self.endpoint_url!r})"
@@ -135,6 +152,11 @@ class AsyncDynamoStore:
 
     async def client(self) -> DynamoDBClient:
         """The client in use: the caller's, or one owned for the running loop."""
+        if self._state is StoreState.CLOSED:
+            raise IdempotencyStoreClosedError(
+                f"the store of table {self.table_name!r} is closed; a closed store is not "
+                "reopened: build a new one"
+            )
         if self._given_client is not None:
             return self._given_client
         loop = asyncio.get_running_loop()
@@ -142,10 +164,11 @@ class AsyncDynamoStore:
         if owned is None or owned.loop is not loop:
             if owned is not None:
                 owned.abandon()
-            owned = self._owned = _OwnedClient(loop, self._open_client())
+            owned = self._owned = _OwnedClient(loop, self._client_lifetime())
         return await owned.ready()
 
-    async def _open_client(self) -> tuple[DynamoDBClient, Any]:
+    async def _client_lifetime(self) -> AsyncGenerator[DynamoDBClient, None]:
+        """Open a client, yield it, close it when closed (by ``aclose()`` or by the loop)."""
         session = self._session or get_session()
         context = session.create_client(
             "dynamodb",
@@ -161,15 +184,23 @@ class AsyncDynamoStore:
             raise IdempotencyConfigurationError(
                 "no AWS region: pass region_name= or set AWS_REGION / AWS_DEFAULT_REGION"
             ) from exc
-        return client, context
+        try:
+            yield client
+        finally:
+            await context.__aexit__(None, None, None)
 
     async def aclose(self) -> None:
-        """Close the client the store owns; a caller's client is left open."""
+        """Close the store for good, and the client it owns; a caller's client is left open."""
+        self._state = StoreState.CLOSED
         owned, self._owned = self._owned, None
         if owned is not None:
             await owned.close()
 
     async def __aenter__(self) -> Self:
+        if self._state is StoreState.CLOSED:
+            raise IdempotencyStoreClosedError(
+                f"the store of table {self.table_name!r} is closed and cannot be entered again"
+            )
         return self
 
     async def __aexit__(
@@ -327,41 +358,68 @@ def _error_code(exc: ClientError) -> str:
 
 
 class _OwnedClient:
-    """A client the store opened, bound to the loop it was opened in."""
+    """A client the store opened, bound to the loop it was opened in and closed with it.
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, opening: Any) -> None:
+    The client lives in an async generator (``_client_lifetime``) whose ``finally``
+    closes it. A running loop tracks the async generators first stepped in it and
+    closes them when it shuts down (``loop.shutdown_asyncgens()``, which
+    ``asyncio.run``, ``asyncio.Runner``, pytest-asyncio and
+    ``lambda_entry_point.close`` call), so a loop per call leaks no HTTP session
+    even when ``aclose()`` is never called.
+    """
+
+    def __init__(
+        self, loop: asyncio.AbstractEventLoop, lifetime: AsyncGenerator[DynamoDBClient, None]
+    ) -> None:
         self.loop = loop
+        self._lifetime = lifetime
         # A task, so concurrent first callers share one client instead of racing.
-        self._task: asyncio.Task[tuple[DynamoDBClient, Any]] = loop.create_task(opening)
+        self._task: asyncio.Task[DynamoDBClient] = loop.create_task(self._open())
+
+    async def _open(self) -> DynamoDBClient:
+        return await anext(self._lifetime)
 
     async def ready(self) -> DynamoDBClient:
         task = self._task
         if task.done() and not task.cancelled() and task.exception() is None:
-            return task.result()[0]  # opened: every call after the first comes here
-        client, _ = await asyncio.shield(task)
-        return client
+            return task.result()  # opened: every call after the first comes here
+        return await asyncio.shield(task)
 
     async def close(self) -> None:
         if self.loop is not asyncio.get_running_loop():
             self.abandon()
             return
-        try:
-            _, context = await self._task
-        except (IdempotencyConfigurationError, BotoCoreError, OSError):
-            return  # never opened: nothing to close
-        await context.__aexit__(None, None, None)
+        await asyncio.wait([self._task])  # an opening under way ends first, however it ends
+        if not self._task.cancelled():
+            self._task.exception()  # seen here, so never logged as unretrieved
+        await self._lifetime.aclose()
 
     def abandon(self) -> None:
-        """Drop a client whose loop is gone, closing its sockets without that loop."""
-        if not self._task.done() or self._task.cancelled() or self._task.exception():
-            self._task.cancel()
+        """Let go of a client whose loop is not the running one."""
+        if not self.loop.is_closed():
+            if not self._task.done():
+                self._task.cancel()
+            # Still tracked by its loop, which closes it when it shuts down.
             return
-        client, _ = self._task.result()
-        http_session = getattr(getattr(client, "_endpoint", None), "http_session", None)
-        sessions = getattr(http_session, "_sessions", None) or {}
-        # aiohttp would warn about the unclosed session when garbage-collected;
-        # its connector's close needs no loop once that loop is closed.
-        for session in list(sessions.values()):
-            connector = session.connector
-            if connector is not None and self.loop.is_closed():
-                connector._close()
+        lifetime = self._lifetime
+        if isinstance(lifetime, AsyncGeneratorType) and lifetime.ag_frame is None:
+            return  # closed with its loop
+        if self._task.done() and not self._task.cancelled() and self._task.exception() is None:
+            _forget_sessions_of_closed_loop(self._task.result())
+
+
+def _forget_sessions_of_closed_loop(client: DynamoDBClient) -> None:
+    """Mark the HTTP sessions of a client whose loop was closed without shutting down
+    its async generators (``loop.close()`` alone) as closed.
+
+    The one place that reaches into aiobotocore and aiohttp internals. Their close
+    needs the loop, which is gone: without this, each session warns "Unclosed client
+    session" when collected. The sockets themselves can only be closed by their
+    loop, so such a loop still leaks them; ``asyncio.run`` never does.
+    """
+    http_session = getattr(getattr(client, "_endpoint", None), "http_session", None)
+    sessions = getattr(http_session, "_sessions", None) or {}
+    for session in list(sessions.values()):
+        connector = session.connector
+        if connector is not None:
+            connector._close()  # on a closed loop: only marks the connector closed

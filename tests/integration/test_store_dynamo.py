@@ -24,10 +24,11 @@ from idemstore.errors import (
     IdempotencyItemTooLargeError,
     IdempotencyLeaseLostError,
     IdempotencyPersistenceLayerError,
+    IdempotencyStoreClosedError,
     IdempotencyTableNotFoundError,
 )
 from idemstore.records import DataRecord, RecordStatus
-from idemstore.store import AsyncDynamoStore
+from idemstore.store import AsyncDynamoStore, StoreState
 from idemstore.tables import create_table
 from idemstore.testing import DUMMY_REGION, MotoEndpoint, RequestLog, isolated_session
 
@@ -292,16 +293,17 @@ async def test_a_callers_client_is_used_and_left_open(moto_server: MotoEndpoint)
     async with moto_server.session().create_client(
         "dynamodb", endpoint_url=moto_server.url, region_name=moto_server.region_name
     ) as client:
-        store = AsyncDynamoStore(name, client=client)
-        assert await store.client() is client
-        await create_table(store)
-        await store.put_record(lock("t1"), now=NOW)
-        await store.aclose()
-        async with store:
-            pass
+        async with AsyncDynamoStore(name, client=client) as store:
+            assert await store.client() is client
+            await create_table(store)
+            await store.put_record(lock("t1"), now=NOW)
         described = await client.describe_table(TableName=name)  # still open
         assert described["Table"]["TableName"] == name
-        assert await store.get_record("fn.mod.f#k1") == lock("t1")
+        with pytest.raises(IdempotencyStoreClosedError):
+            await store.get_record("fn.mod.f#k1")
+        # The caller's client keeps the caller's retry settings: nothing was installed.
+        another = AsyncDynamoStore(name, client=client)
+        assert await another.get_record("fn.mod.f#k1") == lock("t1")
 
 
 @pytest.mark.asyncio
@@ -315,11 +317,38 @@ async def test_async_with_closes_the_owned_client(
         owned = await store.client()
     with pytest.raises(BotoCoreError):  # its HTTP session is closed
         await owned.describe_table(TableName=store.table_name)
-    try:
-        assert await store.client() is not owned  # used again: a fresh client
-        assert await store.get_record("fn.mod.f#k1") == lock("t1")
-    finally:
-        await store.aclose()
+    assert store.state is StoreState.CLOSED
+
+
+@pytest.mark.asyncio
+async def test_a_closed_store_refuses_to_reopen(
+    dynamo_store: AsyncDynamoStore, moto_server: MotoEndpoint, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    session = moto_server.session()
+    calls = counting_create_client(session, monkeypatch)
+    store = AsyncDynamoStore(
+        dynamo_store.table_name,
+        endpoint_url=moto_server.url,
+        region_name=moto_server.region_name,
+        session=session,
+    )
+    states = [store.state]
+    await store.put_record(lock("t1"), now=NOW)
+    await store.aclose()
+    await store.aclose()  # closing twice is harmless
+    states.append(store.state)
+    assert states == [StoreState.OPEN, StoreState.CLOSED]
+    with pytest.raises(IdempotencyStoreClosedError, match=dynamo_store.table_name):
+        await store.client()
+    with pytest.raises(IdempotencyStoreClosedError):
+        await store.get_record("fn.mod.f#k1")
+    with pytest.raises(IdempotencyStoreClosedError):
+        await store.put_record(lock("t2", key="fn.mod.f#k2"), now=NOW)
+    with pytest.raises(IdempotencyStoreClosedError):
+        async with store:
+            pass
+    assert len(calls) == 1  # no client was opened after the close
+    assert issubclass(IdempotencyStoreClosedError, IdempotencyError)
 
 
 def test_the_constructor_does_no_io(monkeypatch: pytest.MonkeyPatch) -> None:
