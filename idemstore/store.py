@@ -70,6 +70,37 @@ DEFAULT_CLIENT_CONFIG = AioConfig(
 )
 
 
+def merge_client_config(base: AioConfig, override: AioConfig | None = None) -> AioConfig:
+    """A new config: ``base`` with the options given in ``override``, dicts merged key by key.
+
+    botocore's ``Config.merge`` replaces a dict option whole, so
+    ``retries={"max_attempts": 1}`` would lose the default's ``mode``. Here nested
+    dicts (``retries``, ``s3``, ``proxies_config``, ``connector_args``...) are merged
+    recursively, the override's keys winning; other options are replaced. Every
+    dict in the result is a new one, never shared with ``base`` or ``override``.
+    """
+    options = {name: _merged(None, value) for name, value in _given_options(base).items()}
+    if override is not None:
+        for name, value in _given_options(override).items():
+            options[name] = _merged(options.get(name), value)
+    return AioConfig(**options)
+
+
+def _given_options(config: AioConfig) -> dict[str, Any]:
+    """The options a config was built with: what ``Config.merge`` itself reads."""
+    options: dict[str, Any] = config._user_provided_options  # type: ignore[attr-defined]  # missing from the stubs
+    return options
+
+
+def _merged(ours: Any, theirs: Any) -> Any:
+    if not isinstance(theirs, Mapping):
+        return theirs
+    merged = dict(ours) if isinstance(ours, Mapping) else {}
+    for key, value in theirs.items():
+        merged[key] = _merged(merged.get(key), value)
+    return merged
+
+
 class StoreState(enum.Enum):
     """Where a store is in its life: OPEN until ``aclose()``, then CLOSED for good."""
 
@@ -131,9 +162,7 @@ class AsyncDynamoStore:
         self.region_name = region_name
         self._given_client = client
         self._session = session
-        self._client_config = (
-            DEFAULT_CLIENT_CONFIG.merge(client_config) if client_config else DEFAULT_CLIENT_CONFIG
-        )
+        self._client_config = merge_client_config(DEFAULT_CLIENT_CONFIG, client_config)
         self._owned: _OwnedClient | None = None
         self._state = StoreState.OPEN
 
@@ -176,7 +205,8 @@ class AsyncDynamoStore:
             # the other SDKs set, so honour it too.
             region_name=self.region_name or os.environ.get("AWS_REGION") or None,
             endpoint_url=self.endpoint_url,
-            config=self._client_config,
+            # A copy: botocore rewrites the ``retries`` dict of the config it is given.
+            config=merge_client_config(self._client_config),
         )
         try:
             client = await context.__aenter__()

@@ -28,7 +28,7 @@ from idemstore.errors import (
     IdempotencyTableNotFoundError,
 )
 from idemstore.records import DataRecord, RecordStatus
-from idemstore.store import AsyncDynamoStore, StoreState
+from idemstore.store import DEFAULT_CLIENT_CONFIG, AsyncDynamoStore, StoreState
 from idemstore.tables import create_table
 from idemstore.testing import DUMMY_REGION, MotoEndpoint, RequestLog, isolated_session
 
@@ -349,6 +349,36 @@ async def test_a_closed_store_refuses_to_reopen(
             pass
     assert len(calls) == 1  # no client was opened after the close
     assert issubclass(IdempotencyStoreClosedError, IdempotencyError)
+
+
+@pytest.mark.asyncio
+async def test_a_partial_client_config_keeps_the_other_defaults(
+    moto_server: MotoEndpoint,
+) -> None:
+    retries_only = AioConfig(retries={"max_attempts": 1})
+    async with moto_server.store(table_name(), client_config=retries_only) as store:
+        # Any: the stubs of botocore's Config omit the options read here.
+        config: Any = (await store.client()).meta.config
+    assert config.retries == {"mode": "standard", "total_max_attempts": 2}
+    assert (config.read_timeout, config.max_pool_connections) == (10, 64)
+    # botocore rewrites the retries of the config it is given: never the shared default.
+    default: Any = DEFAULT_CLIENT_CONFIG
+    assert default.retries == {"mode": "standard", "max_attempts": 4}
+
+
+@pytest.mark.asyncio
+async def test_the_endpoint_comes_from_botocore_environment_variables(
+    moto_server: MotoEndpoint, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("AWS_ENDPOINT_URL_DYNAMODB", moto_server.url)
+    store = AsyncDynamoStore(
+        table_name(), region_name=moto_server.region_name, session=moto_server.session()
+    )
+    async with store:
+        assert (await store.client()).meta.endpoint_url == moto_server.url
+        await create_table(store)
+        await store.put_record(lock("t1"), now=NOW)
+        assert await store.get_record("fn.mod.f#k1") == lock("t1")
 
 
 def test_the_constructor_does_no_io(monkeypatch: pytest.MonkeyPatch) -> None:
