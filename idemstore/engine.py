@@ -49,6 +49,7 @@ from idemstore.errors import (
     IdempotencyPersistenceLayerError,
     IdempotencyResponseTooLargeError,
     IdempotencySerializationError,
+    IdempotencyStoreUnreachableError,
     IdempotencyTableNotFoundError,
     IdempotencyValidationError,
 )
@@ -463,6 +464,7 @@ class IdempotencyEngine:
 
 
 _NOTHING_WRITTEN = (
+    IdempotencyStoreUnreachableError,
     IdempotencyTableNotFoundError,
     IdempotencyItemTooLargeError,
     IdempotencyCorruptRecordError,

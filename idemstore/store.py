@@ -35,6 +35,7 @@ from idemstore.errors import (
     IdempotencyItemTooLargeError,
     IdempotencyPersistenceLayerError,
     IdempotencyStoreClosedError,
+    IdempotencyStoreUnreachableError,
     IdempotencyTableNotFoundError,
 )
 from idemstore.expressions import AttributeValue, CompiledRequest, compile_request
@@ -46,6 +47,7 @@ from idemstore.persistence import (
     settle_put,
 )
 from idemstore.records import DEFAULT_COMPRESS_THRESHOLD_BYTES, DataRecord, TableSchema
+from idemstore.retries import DEFAULT_CONNECT_ATTEMPTS, install_retry_policy, never_sent
 
 if TYPE_CHECKING:
     from types_aiobotocore_dynamodb import DynamoDBClient
@@ -65,7 +67,8 @@ DEFAULT_CLIENT_CONFIG = AioConfig(
     retries={"mode": "standard", "max_attempts": 4},
     max_pool_connections=64,
     tcp_keepalive=True,
-    connect_timeout=5,
+    # DynamoDB accepts a connection in milliseconds; longer means it will not.
+    connect_timeout=2,
     read_timeout=10,
 )
 
@@ -139,9 +142,18 @@ class AsyncDynamoStore:
         endpoint_url: str | None = None,
         region_name: str | None = None,
         client_config: AioConfig | None = None,
+        connect_attempts: int = DEFAULT_CONNECT_ATTEMPTS,
     ) -> None:
         if not table_name:
             raise IdempotencyConfigurationError("table_name must be a non-empty string")
+        if isinstance(connect_attempts, bool) or not isinstance(connect_attempts, int):
+            raise IdempotencyConfigurationError(
+                f"connect_attempts must be an int, got {type(connect_attempts).__name__}"
+            )
+        if connect_attempts < 1:
+            raise IdempotencyConfigurationError(
+                f"connect_attempts must be at least 1, got {connect_attempts}"
+            )
         if static_pk_value is None:
             static_pk_value = f"idempotency#{lambda_function_name() or ''}"
         self.table_name = table_name
@@ -163,6 +175,7 @@ class AsyncDynamoStore:
         self._given_client = client
         self._session = session
         self._client_config = merge_client_config(DEFAULT_CLIENT_CONFIG, client_config)
+        self._connect_attempts = connect_attempts
         self._owned: _OwnedClient | None = None
         self._state = StoreState.OPEN
 
@@ -215,6 +228,7 @@ class AsyncDynamoStore:
                 "no AWS region: pass region_name= or set AWS_REGION / AWS_DEFAULT_REGION"
             ) from exc
         try:
+            install_retry_policy(client, connect_attempts=self._connect_attempts)
             yield client
         finally:
             await context.__aexit__(None, None, None)
@@ -367,6 +381,12 @@ class AsyncDynamoStore:
     def _translate(
         self, exc: ClientError | BotoCoreError, operation: str, idempotency_key: str
     ) -> IdempotencyPersistenceLayerError:
+        if never_sent(exc):
+            return IdempotencyStoreUnreachableError(
+                f"{operation} of {idempotency_key!r} on table {self.table_name!r} was never "
+                f"sent, nothing was written: {exc}",
+                endpoint_url=self.endpoint_url,
+            )
         code = _error_code(exc) if isinstance(exc, ClientError) else None
         if code == "ResourceNotFoundException":
             return IdempotencyTableNotFoundError(

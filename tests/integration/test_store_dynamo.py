@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from aiobotocore.config import AioConfig
 from aiobotocore.session import AioSession
-from botocore.exceptions import BotoCoreError, ClientError
+from botocore.exceptions import BotoCoreError, ClientError, EndpointConnectionError
 
 from idemstore.errors import (
     IdempotencyConfigurationError,
@@ -25,8 +25,10 @@ from idemstore.errors import (
     IdempotencyLeaseLostError,
     IdempotencyPersistenceLayerError,
     IdempotencyStoreClosedError,
+    IdempotencyStoreUnreachableError,
     IdempotencyTableNotFoundError,
 )
+from idemstore.idempotency import idempotent_function
 from idemstore.records import DataRecord, RecordStatus
 from idemstore.store import DEFAULT_CLIENT_CONFIG, AsyncDynamoStore, StoreState
 from idemstore.tables import create_table
@@ -162,24 +164,93 @@ async def test_a_missing_table_names_table_and_endpoint(moto_server: MotoEndpoin
     assert isinstance(error.__cause__, ClientError)
 
 
-@pytest.mark.asyncio
-async def test_an_unreachable_endpoint_is_a_persistence_error_with_its_cause() -> None:
-    store = AsyncDynamoStore(
+def unreachable_store(**kwargs: Any) -> AsyncDynamoStore:
+    """A store whose endpoint refuses every connection (default retry settings)."""
+    return AsyncDynamoStore(
         table_name(),
         endpoint_url=f"http://127.0.0.1:{closed_local_port()}",
         region_name=DUMMY_REGION,
         session=isolated_session(),
-        client_config=FAST_FAILURE,
+        **kwargs,
+    )
+
+
+@pytest.mark.asyncio
+async def test_an_unreachable_endpoint_fails_fast_and_says_nothing_was_sent() -> None:
+    async with unreachable_store() as store:
+        log = RequestLog().attach(await store.client())
+        with pytest.raises(IdempotencyStoreUnreachableError) as caught:
+            await store.get_record("fn.mod.f#k1")
+        assert log.operations == ["GetItem"] * 2  # two connect attempts, not five
+        log.clear()
+        with pytest.raises(IdempotencyStoreUnreachableError) as caught_write:
+            await store.put_record(lock("t1"), now=NOW)
+        assert log.operations == ["PutItem"] * 2
+    for error in (caught.value, caught_write.value):
+        assert isinstance(error, IdempotencyPersistenceLayerError)
+        assert isinstance(error.__cause__, EndpointConnectionError)
+        assert "fn.mod.f#k1" in str(error)
+        assert error.endpoint_url == store.endpoint_url
+
+
+@pytest.mark.parametrize("connect_attempts", [1, 3])
+@pytest.mark.asyncio
+async def test_connect_attempts_are_tunable(connect_attempts: int) -> None:
+    async with unreachable_store(connect_attempts=connect_attempts) as store:
+        log = RequestLog().attach(await store.client())
+        with pytest.raises(IdempotencyStoreUnreachableError):
+            await store.put_record(lock("t1"), now=NOW)
+    assert log.operations == ["PutItem"] * connect_attempts
+
+
+@pytest.mark.asyncio
+async def test_a_decorated_call_on_a_dead_store_sends_no_release() -> None:
+    runs: list[int] = []
+    async with unreachable_store() as store:
+        log = RequestLog().attach(await store.client())
+
+        @idempotent_function(data_keyword_argument="order", persistence_store=store)
+        async def place_order(order: dict[str, int]) -> int:
+            runs.append(order["id"])
+            return order["id"]
+
+        with pytest.raises(IdempotencyStoreUnreachableError):
+            await place_order(order={"id": 1})
+    # The put never left: there is no lock whose release the engine should try.
+    assert log.operations == ["PutItem"] * 2
+    assert runs == []
+
+
+@pytest.mark.asyncio
+async def test_a_connect_failure_after_a_sent_attempt_is_not_called_unreachable() -> None:
+    # The first attempt reaches a server that reads it and hangs up, then stops
+    # listening: the retry is refused. The first attempt may have been applied, so
+    # the error must not claim that nothing was written.
+    received: list[bytes] = []
+
+    async def read_then_vanish(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        head = await reader.readuntil(b"\r\n\r\n")
+        received.append(head)
+        server.close()  # stop listening first, so the retry finds nothing
+        writer.close()
+
+    server = await asyncio.start_server(read_then_vanish, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    store = AsyncDynamoStore(
+        table_name(),
+        endpoint_url=f"http://127.0.0.1:{port}",
+        region_name=DUMMY_REGION,
+        session=isolated_session(),
     )
     async with store:
+        log = RequestLog().attach(await store.client())
         with pytest.raises(IdempotencyPersistenceLayerError) as caught:
-            await store.get_record("fn.mod.f#k1")
-        with pytest.raises(IdempotencyPersistenceLayerError) as caught_write:
             await store.put_record(lock("t1"), now=NOW)
-    for error in (caught.value, caught_write.value):
-        assert type(error) is IdempotencyPersistenceLayerError
-        assert isinstance(error.__cause__, BotoCoreError)
-        assert "fn.mod.f#k1" in str(error)
+    await server.wait_closed()
+    assert type(caught.value) is IdempotencyPersistenceLayerError
+    assert isinstance(caught.value.__cause__, EndpointConnectionError)
+    assert len(received) == 1
+    assert log.operations == ["PutItem"] * 3  # sent, then two refused connects
 
 
 @pytest.mark.asyncio
@@ -450,6 +521,9 @@ def test_bad_configuration_fails_at_construction() -> None:
     with pytest.raises(IdempotencyConfigurationError) as caught:
         AsyncDynamoStore("t", key_attr="id", sort_key_attr="id")
     assert isinstance(caught.value, IdempotencyError)
+    for attempts in (0, -1, 1.5, True):
+        with pytest.raises(IdempotencyConfigurationError, match="connect_attempts"):
+            AsyncDynamoStore("t", connect_attempts=attempts)  # type: ignore[arg-type]  # wrong on purpose
 
 
 @pytest.mark.asyncio
