@@ -3,7 +3,7 @@
 aiobotocore registers its standard retry handler on every client it builds; the
 store replaces it, on the clients it opens, by one made of the same parts
 (``aiobotocore.retries.standard``, async versions of ``botocore.retries.standard``)
-with one change:
+with two changes:
 
 - **A request that never reached the server fails fast.** A refused connection, a
   host name that does not resolve or a connect timeout means not a byte was sent:
@@ -13,15 +13,23 @@ with one change:
   request got further than connecting, its final error is marked, so the store can
   say "nothing was written" (:func:`never_sent`). Everything that may have been
   applied (read timeouts, dropped answers, 5xx, throttling) keeps its retries.
+- **A refused condition counts as a success for the retry quota.** The standard mode
+  keeps one quota per client: each retry takes from it and only 2xx answers give
+  back. Every duplicate's refused put and every fenced write that finds another
+  owner is a ``ConditionalCheckFailedException`` (HTTP 400), so in a service whose
+  traffic is mostly replays nothing refills the quota, and after a while throttles
+  and 5xx reach callers with no retry at all. Such an answer is the server working
+  as asked, and refills the quota as a success does.
 
-Why a replacement: botocore takes no retry checker from outside; rebuilding the
-handler from the same public classes is the one supported way to own it. The
-hooks are botocore's event names: ``needs-retry.dynamodb`` (replaced: botocore
-registers it under the unique id ``retry-config-dynamodb``) and
-``after-call.dynamodb``, where the new handler's quota is given back. botocore's
-own quota release stays registered there; its quota is never drawn on once its
-handler is gone, so it returns at once. The legacy retry mode is left as botocore
-makes it; a client passed to the store is never changed.
+Why a replacement: botocore takes no checker and no quota from outside, and the
+quota it builds is held only by the handler it registers; rebuilding the handler
+from the same public classes is the one supported way to own both. The hooks are
+botocore's event names: ``needs-retry.dynamodb`` (replaced: botocore registers it
+under the unique id ``retry-config-dynamodb``) and ``after-call.dynamodb``, where
+the new quota is given back. botocore's own quota release stays registered there;
+its quota is never drawn on once its handler is gone, so it returns at once. The
+legacy retry mode has no quota and is left as botocore makes it; a client passed
+to the store is never changed.
 """
 
 from __future__ import annotations
@@ -41,6 +49,8 @@ if TYPE_CHECKING:
 DEFAULT_CONNECT_ATTEMPTS = 2
 """One quick retry of a failed connect (a blip, a restarting endpoint), then give up."""
 
+REFUSAL_CODE = "ConditionalCheckFailedException"
+
 _CONNECT_PHASE_ERRORS = (aiohttp.ClientConnectorError, socket.gaierror)
 """aiohttp's errors raised before a request is written: connecting, resolving, TLS setup."""
 
@@ -50,6 +60,9 @@ _NEVER_SENT = "idemstore_never_sent"
 _MAYBE_SENT = "idemstore.maybe_sent"
 _CONNECT_FAILURES = "idemstore.connect_failures"
 """Keys in a request's context, a dict botocore shares between the request's attempts."""
+
+_NO_RETRY_REFILL = 1
+"""What botocore's quota gets back for a success that needed no retry."""
 
 
 def connect_failed(error: BaseException | None) -> bool:
@@ -89,6 +102,23 @@ class _Conditions:
         return bool(await self._standard.is_retryable(context))
 
 
+class _RefusalRefill:
+    """Gives a refused condition back to the quota, exactly as botocore does for a 2xx."""
+
+    def __init__(self, retry_quota: quota.RetryQuota) -> None:
+        self._quota = retry_quota
+
+    def after_call(
+        self, http_response: Any, parsed: dict[str, Any], context: dict[str, Any], **_: Any
+    ) -> None:
+        if http_response is None or http_response.status_code != 400:
+            return  # every success and most errors leave here
+        if parsed.get("Error", {}).get("Code") == REFUSAL_CODE:
+            # After retries botocore gives back what the last retry took, recorded
+            # under this key of the request context; otherwise one unit.
+            self._quota.release(context.get("retry_quota_capacity", _NO_RETRY_REFILL))
+
+
 def install_retry_policy(client: DynamoDBClient, *, connect_attempts: int) -> None:
     """Replace botocore's standard retry handler on ``client`` (see the module docstring)."""
     # The stubs of botocore's Config omit ``retries``, which it always sets.
@@ -126,6 +156,7 @@ def install_retry_policy(client: DynamoDBClient, *, connect_attempts: int) -> No
         service_name=service,
     )
     events.register(f"after-call.{service}", quota_checker.release_retry_quota)
+    events.register(f"after-call.{service}", _RefusalRefill(retry_quota).after_call)
     events.register(
         f"needs-retry.{service}",
         # The stubs want handlers that return None; needs-retry handlers return the delay.
