@@ -35,6 +35,7 @@ to the store is never changed.
 from __future__ import annotations
 
 import socket
+from collections.abc import Awaitable
 from typing import TYPE_CHECKING, Any
 
 import aiohttp
@@ -88,7 +89,9 @@ class _Conditions:
         self._standard = aio_standard.AioStandardRetryConditions(max_attempts=max_attempts)
         self._connect_attempts = connect_attempts
 
-    async def is_retryable(self, context: standard.RetryContext) -> bool:
+    def is_retryable(self, context: standard.RetryContext) -> bool | Awaitable[bool]:
+        # Not async: the standard check's own coroutine is handed back for the async
+        # policy to await, so every request (successes too) costs no extra await.
         request: dict[str, Any] = context.request_context
         error = context.caught_exception
         if connect_failed(error):
@@ -99,7 +102,7 @@ class _Conditions:
                 return False
         else:
             request[_MAYBE_SENT] = True
-        return bool(await self._standard.is_retryable(context))
+        return self._standard.is_retryable(context)
 
 
 class _RefusalRefill:
