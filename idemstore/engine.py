@@ -49,6 +49,7 @@ from idemstore.errors import (
     IdempotencyLeaseLostError,
     IdempotencyPersistenceLayerError,
     IdempotencySerializationError,
+    IdempotencyStoreUnreachableError,
     IdempotencyTableNotFoundError,
     IdempotencyValidationError,
 )
@@ -527,6 +528,7 @@ class IdempotencyEngine:
 
 
 _NOTHING_WRITTEN = (
+    IdempotencyStoreUnreachableError,
     IdempotencyTableNotFoundError,
     IdempotencyItemTooLargeError,
     IdempotencyCorruptRecordError,

@@ -14,10 +14,12 @@ utility keep their meaning, so migrating is a change of import::
     ├── IdempotencyItemNotFoundError         no record for the key
     ├── IdempotencyLeaseLostError            our lock was taken over; carries the current record
     ├── IdempotencyInconsistentStateError    the record kept changing under us; retries exhausted
+    ├── IdempotencyStoreClosedError          the store was closed; it is never reopened
     ├── IdempotencySerializationError        a result cannot be stored or read back
     │   └── IdempotencyResponseTooLargeError result too large for one item, even compressed
     └── IdempotencyPersistenceLayerError     DynamoDB failed; the cause is chained
         ├── IdempotencyTableNotFoundError    table missing (names table and endpoint)
+        ├── IdempotencyStoreUnreachableError no attempt reached DynamoDB: nothing written
         ├── IdempotencyItemTooLargeError     DynamoDB refused the item size
         └── IdempotencyCorruptRecordError    an item that is not a valid record
 
@@ -111,6 +113,10 @@ class IdempotencyInconsistentStateError(IdempotencyError):
     """The record kept changing between attempts (races or clock skew); bounded retries ran out."""
 
 
+class IdempotencyStoreClosedError(IdempotencyError):
+    """The store was used after ``aclose()``; a closed store does not open a new client."""
+
+
 class IdempotencySerializationError(IdempotencyError):
     """A function result cannot be serialized for storage, or a stored one read back."""
 
@@ -146,6 +152,19 @@ class IdempotencyTableNotFoundError(IdempotencyPersistenceLayerError):
         super().__init__(f"DynamoDB table {table_name!r} not found at {where}")
         self.table_name = table_name
         self.region_name = region_name
+        self.endpoint_url = endpoint_url
+
+
+class IdempotencyStoreUnreachableError(IdempotencyPersistenceLayerError):
+    """No attempt of a request reached DynamoDB, so nothing was written.
+
+    Every attempt failed before a byte of the request was sent: the connection
+    was refused, the host name did not resolve, or connecting timed out.
+    ``endpoint_url`` is where the store tried to connect.
+    """
+
+    def __init__(self, message: str, *, endpoint_url: str | None) -> None:
+        super().__init__(message)
         self.endpoint_url = endpoint_url
 
 

@@ -6,17 +6,21 @@ expressions come from ``idemstore.expressions`` via the table schema.
 Client ownership: a client passed in is used and never closed. Otherwise the
 store creates one lazily on first use, owns it, and closes it in ``aclose()``
 (or ``async with store``). An owned client belongs to the event loop it was made
-in; used from another loop (``asyncio.run`` per invocation), the store makes a
-new one instead of failing.
+in and is closed when that loop shuts down; used from another loop
+(``asyncio.run`` per invocation), the store makes a new one instead of failing.
+
+The store's state is OPEN until ``aclose()``, then CLOSED for good: a closed store
+raises ``IdempotencyStoreClosedError`` rather than quietly opening a new client.
 """
 
 from __future__ import annotations
 
 import asyncio
+import enum
 import os
 import platform
-from collections.abc import Mapping
-from types import TracebackType
+from collections.abc import AsyncGenerator, Mapping
+from types import AsyncGeneratorType, TracebackType
 from typing import TYPE_CHECKING, Any, Self
 
 import aiobotocore
@@ -31,6 +35,8 @@ from idemstore.errors import (
     IdempotencyItemNotFoundError,
     IdempotencyItemTooLargeError,
     IdempotencyPersistenceLayerError,
+    IdempotencyStoreClosedError,
+    IdempotencyStoreUnreachableError,
     IdempotencyTableNotFoundError,
 )
 from idemstore.expressions import AttributeValue, CompiledRequest, compile_request
@@ -42,6 +48,7 @@ from idemstore.lock_rules import (
     renewal_update,
 )
 from idemstore.records import DataRecord
+from idemstore.retries import DEFAULT_CONNECT_ATTEMPTS, install_retry_policy, never_sent
 from idemstore.stores.contract import (
     APPLIED,
     WriteOutcome,
@@ -69,9 +76,48 @@ DEFAULT_CLIENT_CONFIG = AioConfig(
     retries={"mode": "standard", "max_attempts": 4},
     max_pool_connections=64,
     tcp_keepalive=True,
-    connect_timeout=5,
+    # DynamoDB accepts a connection in milliseconds; longer means it will not.
+    connect_timeout=2,
     read_timeout=10,
 )
+
+
+def merge_client_config(base: AioConfig, override: AioConfig | None = None) -> AioConfig:
+    """A new config: ``base`` with the options given in ``override``, dicts merged key by key.
+
+    botocore's ``Config.merge`` replaces a dict option whole, so
+    ``retries={"max_attempts": 1}`` would lose the default's ``mode``. Here nested
+    dicts (``retries``, ``s3``, ``proxies_config``, ``connector_args``...) are merged
+    recursively, the override's keys winning; other options are replaced. Every
+    dict in the result is a new one, never shared with ``base`` or ``override``.
+    """
+    options = {name: _merged(None, value) for name, value in _given_options(base).items()}
+    if override is not None:
+        for name, value in _given_options(override).items():
+            options[name] = _merged(options.get(name), value)
+    return AioConfig(**options)
+
+
+def _given_options(config: AioConfig) -> dict[str, Any]:
+    """The options a config was built with: what ``Config.merge`` itself reads."""
+    options: dict[str, Any] = config._user_provided_options  # type: ignore[attr-defined]  # missing from the stubs
+    return options
+
+
+def _merged(ours: Any, theirs: Any) -> Any:
+    if not isinstance(theirs, Mapping):
+        return theirs
+    merged = dict(ours) if isinstance(ours, Mapping) else {}
+    for key, value in theirs.items():
+        merged[key] = _merged(merged.get(key), value)
+    return merged
+
+
+class StoreState(enum.Enum):
+    """Where a store is in its life: OPEN until ``aclose()``, then CLOSED for good."""
+
+    OPEN = "open"
+    CLOSED = "closed"
 
 
 class AsyncDynamoStore:
@@ -103,9 +149,18 @@ class AsyncDynamoStore:
         endpoint_url: str | None = None,
         region_name: str | None = None,
         client_config: AioConfig | None = None,
+        connect_attempts: int = DEFAULT_CONNECT_ATTEMPTS,
     ) -> None:
         if not table_name:
             raise IdempotencyConfigurationError("table_name must be a non-empty string")
+        if isinstance(connect_attempts, bool) or not isinstance(connect_attempts, int):
+            raise IdempotencyConfigurationError(
+                f"connect_attempts must be an int, got {type(connect_attempts).__name__}"
+            )
+        if connect_attempts < 1:
+            raise IdempotencyConfigurationError(
+                f"connect_attempts must be at least 1, got {connect_attempts}"
+            )
         self.table_name = table_name
         self._schema = TableSchema.build(
             key_attr=key_attr,
@@ -124,14 +179,18 @@ class AsyncDynamoStore:
         self.region_name = region_name
         self._given_client = client
         self._session = session
-        self._client_config = (
-            DEFAULT_CLIENT_CONFIG.merge(client_config) if client_config else DEFAULT_CLIENT_CONFIG
-        )
+        self._client_config = merge_client_config(DEFAULT_CLIENT_CONFIG, client_config)
+        self._connect_attempts = connect_attempts
         self._owned: _OwnedClient | None = None
+        self._state = StoreState.OPEN
 
     @property
     def schema(self) -> TableSchema:
         return self._schema
+
+    @property
+    def state(self) -> StoreState:
+        return self._state
 
     def __repr__(self) -> str:
         return f"AsyncDynamoStore({self.table_name!r}, endpoint_url={self.endpoint_url!r})"
@@ -140,6 +199,11 @@ class AsyncDynamoStore:
 
     async def client(self) -> DynamoDBClient:
         """The client in use: the caller's, or one owned for the running loop."""
+        if self._state is StoreState.CLOSED:
+            raise IdempotencyStoreClosedError(
+                f"the store of table {self.table_name!r} is closed; a closed store is not "
+                "reopened: build a new one"
+            )
         if self._given_client is not None:
             return self._given_client
         loop = asyncio.get_running_loop()
@@ -147,10 +211,11 @@ class AsyncDynamoStore:
         if owned is None or owned.loop is not loop:
             if owned is not None:
                 owned.abandon()
-            owned = self._owned = _OwnedClient(loop, self._open_client())
+            owned = self._owned = _OwnedClient(loop, self._client_lifetime())
         return await owned.ready()
 
-    async def _open_client(self) -> tuple[DynamoDBClient, Any]:
+    async def _client_lifetime(self) -> AsyncGenerator[DynamoDBClient, None]:
+        """Open a client, yield it, close it when closed (by ``aclose()`` or by the loop)."""
         session = self._session or get_session()
         context = session.create_client(
             "dynamodb",
@@ -158,7 +223,8 @@ class AsyncDynamoStore:
             # the other SDKs set, so honour it too.
             region_name=self.region_name or os.environ.get("AWS_REGION") or None,
             endpoint_url=self.endpoint_url,
-            config=self._client_config,
+            # A copy: botocore rewrites the ``retries`` dict of the config it is given.
+            config=merge_client_config(self._client_config),
         )
         try:
             client = await context.__aenter__()
@@ -166,15 +232,24 @@ class AsyncDynamoStore:
             raise IdempotencyConfigurationError(
                 "no AWS region: pass region_name= or set AWS_REGION / AWS_DEFAULT_REGION"
             ) from exc
-        return client, context
+        try:
+            install_retry_policy(client, connect_attempts=self._connect_attempts)
+            yield client
+        finally:
+            await context.__aexit__(None, None, None)
 
     async def aclose(self) -> None:
-        """Close the client the store owns; a caller's client is left open."""
+        """Close the store for good, and the client it owns; a caller's client is left open."""
+        self._state = StoreState.CLOSED
         owned, self._owned = self._owned, None
         if owned is not None:
             await owned.close()
 
     async def __aenter__(self) -> Self:
+        if self._state is StoreState.CLOSED:
+            raise IdempotencyStoreClosedError(
+                f"the store of table {self.table_name!r} is closed and cannot be entered again"
+            )
         return self
 
     async def __aexit__(
@@ -317,6 +392,12 @@ class AsyncDynamoStore:
     def _translate(
         self, exc: ClientError | BotoCoreError, operation: str, idempotency_key: str
     ) -> IdempotencyPersistenceLayerError:
+        if never_sent(exc):
+            return IdempotencyStoreUnreachableError(
+                f"{operation} of {idempotency_key!r} on table {self.table_name!r} was never "
+                f"sent, nothing was written: {exc}",
+                endpoint_url=self.endpoint_url,
+            )
         code = _error_code(exc) if isinstance(exc, ClientError) else None
         if code == "ResourceNotFoundException":
             return IdempotencyTableNotFoundError(
@@ -338,41 +419,68 @@ def _error_code(exc: ClientError) -> str:
 
 
 class _OwnedClient:
-    """A client the store opened, bound to the loop it was opened in."""
+    """A client the store opened, bound to the loop it was opened in and closed with it.
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, opening: Any) -> None:
+    The client lives in an async generator (``_client_lifetime``) whose ``finally``
+    closes it. A running loop tracks the async generators first stepped in it and
+    closes them when it shuts down (``loop.shutdown_asyncgens()``, which
+    ``asyncio.run``, ``asyncio.Runner``, pytest-asyncio and
+    ``lambda_entry_point.close`` call), so a loop per call leaks no HTTP session
+    even when ``aclose()`` is never called.
+    """
+
+    def __init__(
+        self, loop: asyncio.AbstractEventLoop, lifetime: AsyncGenerator[DynamoDBClient, None]
+    ) -> None:
         self.loop = loop
+        self._lifetime = lifetime
         # A task, so concurrent first callers share one client instead of racing.
-        self._task: asyncio.Task[tuple[DynamoDBClient, Any]] = loop.create_task(opening)
+        self._task: asyncio.Task[DynamoDBClient] = loop.create_task(self._open())
+
+    async def _open(self) -> DynamoDBClient:
+        return await anext(self._lifetime)
 
     async def ready(self) -> DynamoDBClient:
         task = self._task
         if task.done() and not task.cancelled() and task.exception() is None:
-            return task.result()[0]  # opened: every call after the first comes here
-        client, _ = await asyncio.shield(task)
-        return client
+            return task.result()  # opened: every call after the first comes here
+        return await asyncio.shield(task)
 
     async def close(self) -> None:
         if self.loop is not asyncio.get_running_loop():
             self.abandon()
             return
-        try:
-            _, context = await self._task
-        except (IdempotencyConfigurationError, BotoCoreError, OSError):
-            return  # never opened: nothing to close
-        await context.__aexit__(None, None, None)
+        await asyncio.wait([self._task])  # an opening under way ends first, however it ends
+        if not self._task.cancelled():
+            self._task.exception()  # seen here, so never logged as unretrieved
+        await self._lifetime.aclose()
 
     def abandon(self) -> None:
-        """Drop a client whose loop is gone, closing its sockets without that loop."""
-        if not self._task.done() or self._task.cancelled() or self._task.exception():
-            self._task.cancel()
+        """Let go of a client whose loop is not the running one."""
+        if not self.loop.is_closed():
+            if not self._task.done():
+                self._task.cancel()
+            # Still tracked by its loop, which closes it when it shuts down.
             return
-        client, _ = self._task.result()
-        http_session = getattr(getattr(client, "_endpoint", None), "http_session", None)
-        sessions = getattr(http_session, "_sessions", None) or {}
-        # aiohttp would warn about the unclosed session when garbage-collected;
-        # its connector's close needs no loop once that loop is closed.
-        for session in list(sessions.values()):
-            connector = session.connector
-            if connector is not None and self.loop.is_closed():
-                connector._close()
+        lifetime = self._lifetime
+        if isinstance(lifetime, AsyncGeneratorType) and lifetime.ag_frame is None:
+            return  # closed with its loop
+        if self._task.done() and not self._task.cancelled() and self._task.exception() is None:
+            _forget_sessions_of_closed_loop(self._task.result())
+
+
+def _forget_sessions_of_closed_loop(client: DynamoDBClient) -> None:
+    """Mark the HTTP sessions of a client whose loop was closed without shutting down
+    its async generators (``loop.close()`` alone) as closed.
+
+    The one place that reaches into aiobotocore and aiohttp internals. Their close
+    needs the loop, which is gone: without this, each session warns "Unclosed client
+    session" when collected. The sockets themselves can only be closed by their
+    loop, so such a loop still leaks them; ``asyncio.run`` never does.
+    """
+    http_session = getattr(getattr(client, "_endpoint", None), "http_session", None)
+    sessions = getattr(http_session, "_sessions", None) or {}
+    for session in list(sessions.values()):
+        connector = session.connector
+        if connector is not None:
+            connector._close()  # on a closed loop: only marks the connector closed

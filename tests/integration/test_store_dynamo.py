@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from aiobotocore.config import AioConfig
 from aiobotocore.session import AioSession
-from botocore.exceptions import BotoCoreError, ClientError
+from botocore.exceptions import BotoCoreError, ClientError, EndpointConnectionError
 
 from idemstore.codec import to_item
 from idemstore.errors import (
@@ -25,10 +25,13 @@ from idemstore.errors import (
     IdempotencyItemTooLargeError,
     IdempotencyLeaseLostError,
     IdempotencyPersistenceLayerError,
+    IdempotencyStoreClosedError,
+    IdempotencyStoreUnreachableError,
     IdempotencyTableNotFoundError,
 )
+from idemstore.idempotency import idempotent_function
 from idemstore.records import DataRecord, RecordStatus
-from idemstore.stores.dynamo import AsyncDynamoStore
+from idemstore.stores.dynamo import DEFAULT_CLIENT_CONFIG, AsyncDynamoStore, StoreState
 from idemstore.tables import create_table
 from idemstore.testing import DUMMY_REGION, MotoEndpoint, RequestLog, isolated_session
 
@@ -162,24 +165,93 @@ async def test_a_missing_table_names_table_and_endpoint(moto_server: MotoEndpoin
     assert isinstance(error.__cause__, ClientError)
 
 
-@pytest.mark.asyncio
-async def test_an_unreachable_endpoint_is_a_persistence_error_with_its_cause() -> None:
-    store = AsyncDynamoStore(
+def unreachable_store(**kwargs: Any) -> AsyncDynamoStore:
+    """A store whose endpoint refuses every connection (default retry settings)."""
+    return AsyncDynamoStore(
         table_name(),
         endpoint_url=f"http://127.0.0.1:{closed_local_port()}",
         region_name=DUMMY_REGION,
         session=isolated_session(),
-        client_config=FAST_FAILURE,
+        **kwargs,
+    )
+
+
+@pytest.mark.asyncio
+async def test_an_unreachable_endpoint_fails_fast_and_says_nothing_was_sent() -> None:
+    async with unreachable_store() as store:
+        log = RequestLog().attach(await store.client())
+        with pytest.raises(IdempotencyStoreUnreachableError) as caught:
+            await store.get_record("fn.mod.f#k1")
+        assert log.operations == ["GetItem"] * 2  # two connect attempts, not five
+        log.clear()
+        with pytest.raises(IdempotencyStoreUnreachableError) as caught_write:
+            await store.put_record(lock("t1"), now=NOW)
+        assert log.operations == ["PutItem"] * 2
+    for error in (caught.value, caught_write.value):
+        assert isinstance(error, IdempotencyPersistenceLayerError)
+        assert isinstance(error.__cause__, EndpointConnectionError)
+        assert "fn.mod.f#k1" in str(error)
+        assert error.endpoint_url == store.endpoint_url
+
+
+@pytest.mark.parametrize("connect_attempts", [1, 3])
+@pytest.mark.asyncio
+async def test_connect_attempts_are_tunable(connect_attempts: int) -> None:
+    async with unreachable_store(connect_attempts=connect_attempts) as store:
+        log = RequestLog().attach(await store.client())
+        with pytest.raises(IdempotencyStoreUnreachableError):
+            await store.put_record(lock("t1"), now=NOW)
+    assert log.operations == ["PutItem"] * connect_attempts
+
+
+@pytest.mark.asyncio
+async def test_a_decorated_call_on_a_dead_store_sends_no_release() -> None:
+    runs: list[int] = []
+    async with unreachable_store() as store:
+        log = RequestLog().attach(await store.client())
+
+        @idempotent_function(data_keyword_argument="order", persistence_store=store)
+        async def place_order(order: dict[str, int]) -> int:
+            runs.append(order["id"])
+            return order["id"]
+
+        with pytest.raises(IdempotencyStoreUnreachableError):
+            await place_order(order={"id": 1})
+    # The put never left: there is no lock whose release the engine should try.
+    assert log.operations == ["PutItem"] * 2
+    assert runs == []
+
+
+@pytest.mark.asyncio
+async def test_a_connect_failure_after_a_sent_attempt_is_not_called_unreachable() -> None:
+    # The first attempt reaches a server that reads it and hangs up, then stops
+    # listening: the retry is refused. The first attempt may have been applied, so
+    # the error must not claim that nothing was written.
+    received: list[bytes] = []
+
+    async def read_then_vanish(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        head = await reader.readuntil(b"\r\n\r\n")
+        received.append(head)
+        server.close()  # stop listening first, so the retry finds nothing
+        writer.close()
+
+    server = await asyncio.start_server(read_then_vanish, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    store = AsyncDynamoStore(
+        table_name(),
+        endpoint_url=f"http://127.0.0.1:{port}",
+        region_name=DUMMY_REGION,
+        session=isolated_session(),
     )
     async with store:
+        log = RequestLog().attach(await store.client())
         with pytest.raises(IdempotencyPersistenceLayerError) as caught:
-            await store.get_record("fn.mod.f#k1")
-        with pytest.raises(IdempotencyPersistenceLayerError) as caught_write:
             await store.put_record(lock("t1"), now=NOW)
-    for error in (caught.value, caught_write.value):
-        assert type(error) is IdempotencyPersistenceLayerError
-        assert isinstance(error.__cause__, BotoCoreError)
-        assert "fn.mod.f#k1" in str(error)
+    await server.wait_closed()
+    assert type(caught.value) is IdempotencyPersistenceLayerError
+    assert isinstance(caught.value.__cause__, EndpointConnectionError)
+    assert len(received) == 1
+    assert log.operations == ["PutItem"] * 3  # sent, then two refused connects
 
 
 @pytest.mark.asyncio
@@ -293,16 +365,17 @@ async def test_a_callers_client_is_used_and_left_open(moto_server: MotoEndpoint)
     async with moto_server.session().create_client(
         "dynamodb", endpoint_url=moto_server.url, region_name=moto_server.region_name
     ) as client:
-        store = AsyncDynamoStore(name, client=client)
-        assert await store.client() is client
-        await create_table(store)
-        await store.put_record(lock("t1"), now=NOW)
-        await store.aclose()
-        async with store:
-            pass
+        async with AsyncDynamoStore(name, client=client) as store:
+            assert await store.client() is client
+            await create_table(store)
+            await store.put_record(lock("t1"), now=NOW)
         described = await client.describe_table(TableName=name)  # still open
         assert described["Table"]["TableName"] == name
-        assert await store.get_record("fn.mod.f#k1") == lock("t1")
+        with pytest.raises(IdempotencyStoreClosedError):
+            await store.get_record("fn.mod.f#k1")
+        # The caller's client keeps the caller's retry settings: nothing was installed.
+        another = AsyncDynamoStore(name, client=client)
+        assert await another.get_record("fn.mod.f#k1") == lock("t1")
 
 
 @pytest.mark.asyncio
@@ -316,11 +389,68 @@ async def test_async_with_closes_the_owned_client(
         owned = await store.client()
     with pytest.raises(BotoCoreError):  # its HTTP session is closed
         await owned.describe_table(TableName=store.table_name)
-    try:
-        assert await store.client() is not owned  # used again: a fresh client
+    assert store.state is StoreState.CLOSED
+
+
+@pytest.mark.asyncio
+async def test_a_closed_store_refuses_to_reopen(
+    dynamo_store: AsyncDynamoStore, moto_server: MotoEndpoint, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    session = moto_server.session()
+    calls = counting_create_client(session, monkeypatch)
+    store = AsyncDynamoStore(
+        dynamo_store.table_name,
+        endpoint_url=moto_server.url,
+        region_name=moto_server.region_name,
+        session=session,
+    )
+    states = [store.state]
+    await store.put_record(lock("t1"), now=NOW)
+    await store.aclose()
+    await store.aclose()  # closing twice is harmless
+    states.append(store.state)
+    assert states == [StoreState.OPEN, StoreState.CLOSED]
+    with pytest.raises(IdempotencyStoreClosedError, match=dynamo_store.table_name):
+        await store.client()
+    with pytest.raises(IdempotencyStoreClosedError):
+        await store.get_record("fn.mod.f#k1")
+    with pytest.raises(IdempotencyStoreClosedError):
+        await store.put_record(lock("t2", key="fn.mod.f#k2"), now=NOW)
+    with pytest.raises(IdempotencyStoreClosedError):
+        async with store:
+            pass
+    assert len(calls) == 1  # no client was opened after the close
+    assert issubclass(IdempotencyStoreClosedError, IdempotencyError)
+
+
+@pytest.mark.asyncio
+async def test_a_partial_client_config_keeps_the_other_defaults(
+    moto_server: MotoEndpoint,
+) -> None:
+    retries_only = AioConfig(retries={"max_attempts": 1})
+    async with moto_server.store(table_name(), client_config=retries_only) as store:
+        # Any: the stubs of botocore's Config omit the options read here.
+        config: Any = (await store.client()).meta.config
+    assert config.retries == {"mode": "standard", "total_max_attempts": 2}
+    assert (config.read_timeout, config.max_pool_connections) == (10, 64)
+    # botocore rewrites the retries of the config it is given: never the shared default.
+    default: Any = DEFAULT_CLIENT_CONFIG
+    assert default.retries == {"mode": "standard", "max_attempts": 4}
+
+
+@pytest.mark.asyncio
+async def test_the_endpoint_comes_from_botocore_environment_variables(
+    moto_server: MotoEndpoint, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("AWS_ENDPOINT_URL_DYNAMODB", moto_server.url)
+    store = AsyncDynamoStore(
+        table_name(), region_name=moto_server.region_name, session=moto_server.session()
+    )
+    async with store:
+        assert (await store.client()).meta.endpoint_url == moto_server.url
+        await create_table(store)
+        await store.put_record(lock("t1"), now=NOW)
         assert await store.get_record("fn.mod.f#k1") == lock("t1")
-    finally:
-        await store.aclose()
 
 
 def test_the_constructor_does_no_io(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -392,6 +522,9 @@ def test_bad_configuration_fails_at_construction() -> None:
     with pytest.raises(IdempotencyConfigurationError) as caught:
         AsyncDynamoStore("t", key_attr="id", sort_key_attr="id")
     assert isinstance(caught.value, IdempotencyError)
+    for attempts in (0, -1, 1.5, True):
+        with pytest.raises(IdempotencyConfigurationError, match="connect_attempts"):
+            AsyncDynamoStore("t", connect_attempts=attempts)  # type: ignore[arg-type]  # wrong on purpose
 
 
 @pytest.mark.asyncio
