@@ -23,7 +23,8 @@ handling, which releases the key, so a retry runs again.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable
+import functools
+from collections.abc import Awaitable, Callable
 from enum import Enum, auto
 from typing import TYPE_CHECKING, Any, assert_never
 
@@ -104,7 +105,8 @@ class IdempotencyMiddleware:
             scope["method"], scope["path"], scope["query_string"].decode("latin-1"), body
         )
         exchange = _Exchange(self.app, self.config, scope, body, send)
-        answering = answer_request(
+        answering = functools.partial(
+            answer_request,
             self.engine,
             self.config,
             request_line=f"{scope['method']} {scope['path']}",
@@ -161,6 +163,8 @@ class Phase(Enum):
 
 
 class Event(Enum):
+    """What moves an exchange from one phase to the next."""
+
     START = auto()
     """The app sent ``http.response.start``."""
     STREAM = auto()
@@ -247,7 +251,7 @@ class _Exchange:
 
     # --- lifecycle --------------------------------------------------------------
 
-    async def run(self, answering: Awaitable[Answer], receive: Receive) -> None:
+    async def run(self, answering: Callable[[], Awaitable[Answer]], receive: Receive) -> None:
         work = asyncio.ensure_future(self.answer(answering))
         watcher = asyncio.ensure_future(self.watch_disconnect(receive))
         try:
@@ -288,8 +292,8 @@ class _Exchange:
                 self.advance(Event.DISCONNECT)
                 return
 
-    async def answer(self, answering: Awaitable[Answer]) -> None:
-        answer = await answering
+    async def answer(self, answering: Callable[[], Awaitable[Answer]]) -> None:
+        answer = await answering()
         if isinstance(answer, DeliverOwn):
             await self.send_held()
         elif isinstance(answer, Replay):

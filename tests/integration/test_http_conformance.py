@@ -11,6 +11,7 @@ aiohttp apps are always served on loopback, by aiohttp's own server.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import random
@@ -299,6 +300,15 @@ async def wait_until_gone(store: RecordStore, key: str) -> None:
             return
         await asyncio.sleep(0.05)
     raise AssertionError(f"record {key!r} was never released")
+
+
+async def wait_until_completed(store: RecordStore, key: str) -> None:
+    for _ in range(200):
+        with contextlib.suppress(IdempotencyItemNotFoundError):
+            if (await store.get_record(key)).status is RecordStatus.COMPLETED:
+                return
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"record {key!r} was never completed")
 
 
 def problem(response: httpx.Response) -> dict[str, Any]:
@@ -605,6 +615,8 @@ async def test_a_streamed_response_reaches_the_client_as_it_is_made(
             assert not app.handlers.resume_stream.is_set()
             app.handlers.resume_stream.set()
             received += b"".join([chunk async for chunk in chunks])
+        # aiohttp's handler ends its own stream, before the key is recorded.
+        await wait_until_completed(dynamo_store, record_key("/stream"))
         retry = await app.post("/stream")
     assert first.status_code == 200
     assert received == FIRST_CHUNK + b"y" * 600
