@@ -16,6 +16,7 @@ import json
 import logging
 import random
 import socket
+import uuid
 from collections import Counter
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
@@ -24,6 +25,7 @@ from typing import Any, Protocol
 
 import httpx
 import pytest
+import pytest_asyncio
 import uvicorn
 from aiobotocore.config import AioConfig
 from aiohttp import web
@@ -38,6 +40,7 @@ from idemstore import (
     IdempotencyItemNotFoundError,
     InMemoryStore,
     RecordStatus,
+    create_table,
     idempotent_function,
 )
 from idemstore.engine import IdempotencyWarning
@@ -45,7 +48,7 @@ from idemstore.integrations import aiohttp as aiohttp_integration
 from idemstore.integrations._http import build_engine, key_data, request_fingerprint
 from idemstore.integrations.asgi import HttpIdempotencyConfig, IdempotencyMiddleware
 from idemstore.stores.contract import RecordStore
-from idemstore.testing import RequestLog, isolated_session
+from idemstore.testing import MotoEndpoint, RequestLog, isolated_session
 
 KEY = "order-7f3a"
 REPLAYED = "idempotent-replayed"
@@ -55,6 +58,10 @@ LARGE_BODY = b"".join(b"line %07d of a compressible report\n" % n for n in range
 HUGE_BODY = random.Random(600).randbytes(600 * 1024)
 """600 KB that does not compress: too large for an item whichever way it is stored."""
 FIRST_CHUNK = b"x" * 600
+
+# One event loop, table and store for the module (a table per test costs more than the
+# test): each test keeps to keys of its own through a key prefix of its own.
+pytestmark = pytest.mark.asyncio(loop_scope="module")
 
 
 class Handlers:
@@ -226,6 +233,7 @@ class Guarded:
 
     client: httpx.AsyncClient
     handlers: Handlers
+    key_prefix: str
 
     async def post(
         self, path: str, body: bytes = b"", *, key: str | None = KEY, **headers: str
@@ -234,6 +242,15 @@ class Guarded:
         if key is not None:
             sent["Idempotency-Key"] = key
         return await self.client.post(path, content=body, headers=sent)
+
+    def record_key(
+        self, path: str, body: bytes = b"", *, key: str = KEY, scope: str | None = None
+    ) -> str:
+        engine = build_engine(InMemoryStore(), HttpIdempotencyConfig(key_prefix=self.key_prefix))
+        fingerprint = request_fingerprint("POST", path, "", body)
+        identity = engine.identity_of(key_data(key, scope), fingerprint)
+        assert identity is not None
+        return identity.key
 
 
 class Serve(Protocol):
@@ -246,6 +263,26 @@ class Serve(Protocol):
     ) -> AbstractAsyncContextManager[Guarded]: ...
 
 
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def table(moto_server: MotoEndpoint) -> AsyncIterator[AsyncDynamoStore]:
+    """The module's table, on the session's local DynamoDB-protocol server."""
+    store = moto_server.store(f"idemstore-http-{uuid.uuid4().hex[:12]}")
+    await create_table(store)
+    try:
+        yield store
+    finally:
+        await store.aclose()
+
+
+@pytest_asyncio.fixture(loop_scope="module")
+async def requests(table: AsyncDynamoStore) -> AsyncIterator[RequestLog]:
+    """The requests the module's store sends during one test."""
+    client = await table.client()
+    log = RequestLog().attach(client)
+    yield log
+    log.detach(client)
+
+
 @pytest.fixture(params=["asgi", "aiohttp"])
 def serve(request: pytest.FixtureRequest) -> Serve:
     """Serves the test app of one framework behind its middleware."""
@@ -256,33 +293,28 @@ def serve(request: pytest.FixtureRequest) -> Serve:
         store: RecordStore, config: HttpIdempotencyConfig | None = None, *, loopback: bool = False
     ) -> AsyncIterator[Guarded]:
         handlers = Handlers()
+        prefix = f"http-{uuid.uuid4().hex[:12]}"
+        config = (config or HttpIdempotencyConfig()).model_copy(update={"key_prefix": prefix})
         if framework == "aiohttp":
             app = aiohttp_app(handlers)
             aiohttp_integration.setup(app, store=store, config=config)
             async with aiohttp_serving(app) as url, httpx.AsyncClient(base_url=url) as client:
-                yield Guarded(client, handlers)
+                yield Guarded(client, handlers, prefix)
             return
         asgi = asgi_app(handlers)
         asgi.add_middleware(IdempotencyMiddleware, store=store, config=config)
         if loopback:
             async with uvicorn_serving(asgi) as url, httpx.AsyncClient(base_url=url) as client:
-                yield Guarded(client, handlers)
+                yield Guarded(client, handlers, prefix)
             return
         transport = httpx.ASGITransport(app=asgi, raise_app_exceptions=False)
         async with httpx.AsyncClient(transport=transport, base_url="http://asgi") as client:
-            yield Guarded(client, handlers)
+            yield Guarded(client, handlers, prefix)
 
     return serving
 
 
 # --- helpers ------------------------------------------------------------------------------
-
-
-def record_key(path: str, body: bytes = b"", *, key: str = KEY, scope: str | None = None) -> str:
-    engine = build_engine(InMemoryStore(), HttpIdempotencyConfig())
-    identity = engine.identity_of(key_data(key, scope), request_fingerprint("POST", path, "", body))
-    assert identity is not None
-    return identity.key
 
 
 async def record_is_gone(store: RecordStore, key: str) -> bool:
@@ -334,12 +366,10 @@ def unreachable_store() -> AsyncDynamoStore:
 # --- replay ---------------------------------------------------------------------------------
 
 
-@pytest.mark.asyncio
 async def test_a_retry_gets_the_first_response_replayed(
-    serve: Serve, dynamo_store: AsyncDynamoStore
+    serve: Serve, table: AsyncDynamoStore, requests: RequestLog
 ) -> None:
-    requests = RequestLog().attach(await dynamo_store.client())
-    async with serve(dynamo_store) as app:
+    async with serve(table) as app:
         first = await app.post("/orders", b'{"item": "book"}')
         assert requests.operations == ["PutItem", "UpdateItem"]
         requests.clear()
@@ -357,17 +387,16 @@ async def test_a_retry_gets_the_first_response_replayed(
     assert retry.headers["content-type"] == first.headers["content-type"]
     assert "s3cr3t" in first.headers["set-cookie"]
     assert "set-cookie" not in retry.headers
-    record = await dynamo_store.get_record(record_key("/orders", b'{"item": "book"}'))
+    record = await table.get_record(app.record_key("/orders", b'{"item": "book"}'))
     assert record.status is RecordStatus.COMPLETED
     assert "s3cr3t" not in (record.response_data or "")
 
 
-@pytest.mark.asyncio
 async def test_binary_and_large_bodies_and_4xx_replay_byte_for_byte(
-    serve: Serve, dynamo_store: AsyncDynamoStore
+    serve: Serve, table: AsyncDynamoStore
 ) -> None:
     assert HttpIdempotencyConfig().max_capture_bytes - 5000 < len(LARGE_BODY)
-    async with serve(dynamo_store) as app:
+    async with serve(table) as app:
         for path in ("/binary", "/large", "/not-found"):
             first = await app.post(path, key=path)
             retry = await app.post(path, key=path)
@@ -379,12 +408,11 @@ async def test_binary_and_large_bodies_and_4xx_replay_byte_for_byte(
     assert app.handlers.runs == {"binary": 1, "large": 1, "not-found": 1}
 
 
-@pytest.mark.asyncio
 async def test_the_header_denylist_keeps_headers_out_of_replays(
-    serve: Serve, dynamo_store: AsyncDynamoStore
+    serve: Serve, table: AsyncDynamoStore
 ) -> None:
     config = HttpIdempotencyConfig(header_denylist={"X-Order-Count"})
-    async with serve(dynamo_store, config) as app:
+    async with serve(table, config) as app:
         first = await app.post("/orders", b"{}")
         retry = await app.post("/orders", b"{}")
     assert first.headers["x-order-count"] == "1"
@@ -395,11 +423,10 @@ async def test_the_header_denylist_keeps_headers_out_of_replays(
 # --- concurrency ------------------------------------------------------------------------------
 
 
-@pytest.mark.asyncio
 async def test_concurrent_duplicates_run_the_handler_once(
-    serve: Serve, dynamo_store: AsyncDynamoStore
+    serve: Serve, table: AsyncDynamoStore
 ) -> None:
-    async with serve(dynamo_store) as app:
+    async with serve(table) as app:
         responses = await asyncio.gather(*(app.post("/slow", b"pay") for _ in range(40)))
     assert app.handlers.runs["slow"] == 1
     fresh = [r for r in responses if r.status_code == 200 and REPLAYED not in r.headers]
@@ -411,11 +438,10 @@ async def test_concurrent_duplicates_run_the_handler_once(
     assert all(problem(r)["title"] == "Conflict" for r in conflicts)
 
 
-@pytest.mark.asyncio
 async def test_a_duplicate_while_running_gets_409_with_retry_after(
-    serve: Serve, dynamo_store: AsyncDynamoStore
+    serve: Serve, table: AsyncDynamoStore
 ) -> None:
-    async with serve(dynamo_store, HttpIdempotencyConfig(retry_after_seconds=3)) as app:
+    async with serve(table, HttpIdempotencyConfig(retry_after_seconds=3)) as app:
         app.handlers.slow_seconds = 1.0
         first = asyncio.create_task(app.post("/slow", b"pay"))
         await app.handlers.slow_started.wait()
@@ -427,12 +453,11 @@ async def test_a_duplicate_while_running_gets_409_with_retry_after(
     assert app.handlers.runs["slow"] == 1
 
 
-@pytest.mark.asyncio
 async def test_a_duplicate_while_running_can_wait_and_replay(
-    serve: Serve, dynamo_store: AsyncDynamoStore
+    serve: Serve, table: AsyncDynamoStore
 ) -> None:
     waiting = IdempotencyConfig(wait_for_in_progress_seconds=10)
-    async with serve(dynamo_store, HttpIdempotencyConfig(idempotency_config=waiting)) as app:
+    async with serve(table, HttpIdempotencyConfig(idempotency_config=waiting)) as app:
         app.handlers.slow_seconds = 0.5
         first = asyncio.create_task(app.post("/slow", b"pay"))
         await app.handlers.slow_started.wait()
@@ -447,27 +472,23 @@ async def test_a_duplicate_while_running_can_wait_and_replay(
 # --- the header and the fingerprint -------------------------------------------------------------
 
 
-@pytest.mark.asyncio
 async def test_a_missing_key_passes_through_unless_required(
-    serve: Serve, dynamo_store: AsyncDynamoStore
+    serve: Serve, table: AsyncDynamoStore
 ) -> None:
-    async with serve(dynamo_store) as app:
+    async with serve(table) as app:
         first = await app.post("/orders", b"{}", key=None)
         second = await app.post("/orders", b"{}", key=None)
     assert (first.json()["order"], second.json()["order"]) == (1, 2)
     assert REPLAYED not in second.headers
 
-    async with serve(dynamo_store, HttpIdempotencyConfig(require_key=True)) as app:
+    async with serve(table, HttpIdempotencyConfig(require_key=True)) as app:
         refused = await app.post("/orders", b"{}", key=None)
     assert refused.status_code == 400
     assert "Idempotency-Key" in problem(refused)["detail"]
     assert app.handlers.runs["orders"] == 0
 
 
-@pytest.mark.asyncio
-async def test_a_malformed_key_is_refused_with_400(
-    serve: Serve, dynamo_store: AsyncDynamoStore
-) -> None:
+async def test_a_malformed_key_is_refused_with_400(serve: Serve, table: AsyncDynamoStore) -> None:
     values = [
         "",
         '""',
@@ -478,7 +499,7 @@ async def test_a_malformed_key_is_refused_with_400(
         "caf\u00e9",
         '"bad \\n escape"',
     ]
-    async with serve(dynamo_store) as app:
+    async with serve(table) as app:
         refused = [
             await app.client.post(
                 "/orders", content=b"{}", headers=[(b"Idempotency-Key", value.encode("latin-1"))]
@@ -495,11 +516,10 @@ async def test_a_malformed_key_is_refused_with_400(
     assert app.handlers.runs["orders"] == 0
 
 
-@pytest.mark.asyncio
 async def test_the_same_key_for_a_different_request_is_422(
-    serve: Serve, dynamo_store: AsyncDynamoStore
+    serve: Serve, table: AsyncDynamoStore
 ) -> None:
-    async with serve(dynamo_store) as app:
+    async with serve(table) as app:
         first = await app.post("/orders", b'{"n": 1}')
         other_body = await app.post("/orders", b'{"n": 2}')
         other_query = await app.post("/orders?dry=1", b'{"n": 1}')
@@ -511,12 +531,10 @@ async def test_the_same_key_for_a_different_request_is_422(
     assert app.handlers.runs == {"orders": 1}
 
 
-@pytest.mark.asyncio
 async def test_unguarded_methods_pass_through_untouched(
-    serve: Serve, dynamo_store: AsyncDynamoStore
+    serve: Serve, table: AsyncDynamoStore, requests: RequestLog
 ) -> None:
-    requests = RequestLog().attach(await dynamo_store.client())
-    async with serve(dynamo_store, HttpIdempotencyConfig(require_key=True)) as app:
+    async with serve(table, HttpIdempotencyConfig(require_key=True)) as app:
         responses = [
             await app.client.get("/orders", headers={"Idempotency-Key": KEY}) for _ in range(2)
         ]
@@ -526,9 +544,8 @@ async def test_unguarded_methods_pass_through_untouched(
     assert requests.count == 0
 
 
-@pytest.mark.asyncio
-async def test_methods_are_configurable(serve: Serve, dynamo_store: AsyncDynamoStore) -> None:
-    async with serve(dynamo_store, HttpIdempotencyConfig(methods={"get"})) as app:
+async def test_methods_are_configurable(serve: Serve, table: AsyncDynamoStore) -> None:
+    async with serve(table, HttpIdempotencyConfig(methods={"get"})) as app:
         first = await app.client.get("/orders", headers={"Idempotency-Key": KEY})
         retry = await app.client.get("/orders", headers={"Idempotency-Key": KEY})
         post = await app.post("/orders", b"{}")
@@ -543,25 +560,21 @@ async def test_methods_are_configurable(serve: Serve, dynamo_store: AsyncDynamoS
 # --- responses not stored -----------------------------------------------------------------------
 
 
-@pytest.mark.asyncio
 @pytest.mark.parametrize(("path", "status"), [("/server-error", 503), ("/too-many", 429)])
 async def test_5xx_and_429_release_the_key(
-    serve: Serve, dynamo_store: AsyncDynamoStore, path: str, status: int
+    serve: Serve, table: AsyncDynamoStore, path: str, status: int
 ) -> None:
-    async with serve(dynamo_store) as app:
+    async with serve(table) as app:
         first = await app.post(path)
-        assert await record_is_gone(dynamo_store, record_key(path))
+        assert await record_is_gone(table, app.record_key(path))
         retry = await app.post(path)
     assert first.status_code == retry.status_code == status
     assert REPLAYED not in retry.headers
     assert app.handlers.runs[path.strip("/")] == 2
 
 
-@pytest.mark.asyncio
-async def test_stored_statuses_are_configurable(
-    serve: Serve, dynamo_store: AsyncDynamoStore
-) -> None:
-    async with serve(dynamo_store, HttpIdempotencyConfig(stored_statuses=[range(200, 300)])) as app:
+async def test_stored_statuses_are_configurable(serve: Serve, table: AsyncDynamoStore) -> None:
+    async with serve(table, HttpIdempotencyConfig(stored_statuses=[range(200, 300)])) as app:
         await app.post("/not-found")
         retry = await app.post("/not-found")
     assert retry.status_code == 404
@@ -569,30 +582,28 @@ async def test_stored_statuses_are_configurable(
     assert app.handlers.runs["not-found"] == 2
 
 
-@pytest.mark.asyncio
 async def test_a_handler_that_raises_releases_the_key(
-    serve: Serve, dynamo_store: AsyncDynamoStore
+    serve: Serve, table: AsyncDynamoStore
 ) -> None:
-    async with serve(dynamo_store) as app:
+    async with serve(table) as app:
         first = await app.post("/raises")
-        assert await record_is_gone(dynamo_store, record_key("/raises"))
+        assert await record_is_gone(table, app.record_key("/raises"))
         retry = await app.post("/raises")
     assert first.status_code == retry.status_code == 500
     assert app.handlers.runs["raises"] == 2
 
 
-@pytest.mark.asyncio
 async def test_a_client_disconnect_mid_request_releases_the_key(
-    serve: Serve, dynamo_store: AsyncDynamoStore
+    serve: Serve, table: AsyncDynamoStore
 ) -> None:
-    async with serve(dynamo_store, loopback=True) as app:
+    async with serve(table, loopback=True) as app:
         app.handlers.slow_seconds = 30
         with pytest.raises(httpx.ReadTimeout):
             await app.client.post(
                 "/slow", content=b"pay", headers={"Idempotency-Key": KEY}, timeout=0.5
             )
         await asyncio.wait_for(app.handlers.cancelled.wait(), 10)
-        await wait_until_gone(dynamo_store, record_key("/slow", b"pay"))
+        await wait_until_gone(table, app.record_key("/slow", b"pay"))
         app.handlers.slow_seconds = 0
         retry = await app.post("/slow", b"pay")
     assert retry.status_code == 200
@@ -603,11 +614,10 @@ async def test_a_client_disconnect_mid_request_releases_the_key(
 # --- responses that cannot be stored --------------------------------------------------------------
 
 
-@pytest.mark.asyncio
 async def test_a_streamed_response_reaches_the_client_as_it_is_made(
-    serve: Serve, dynamo_store: AsyncDynamoStore, caplog: pytest.LogCaptureFixture
+    serve: Serve, table: AsyncDynamoStore, caplog: pytest.LogCaptureFixture
 ) -> None:
-    async with serve(dynamo_store, loopback=True) as app:
+    async with serve(table, loopback=True) as app:
         async with app.client.stream("POST", "/stream", headers={"Idempotency-Key": KEY}) as first:
             chunks = first.aiter_raw()
             # The handler waits until the test has its first chunk: nothing holds it back.
@@ -616,7 +626,7 @@ async def test_a_streamed_response_reaches_the_client_as_it_is_made(
             app.handlers.resume_stream.set()
             received += b"".join([chunk async for chunk in chunks])
         # aiohttp's handler ends its own stream, before the key is recorded.
-        await wait_until_completed(dynamo_store, record_key("/stream"))
+        await wait_until_completed(table, app.record_key("/stream"))
         retry = await app.post("/stream")
     assert first.status_code == 200
     assert received == FIRST_CHUNK + b"y" * 600
@@ -627,18 +637,17 @@ async def test_a_streamed_response_reaches_the_client_as_it_is_made(
     assert sum("response not stored" in r.getMessage() for r in caplog.records) == 1
 
 
-@pytest.mark.asyncio
 @pytest.mark.parametrize(
     "max_capture_bytes",
     [None, 2 * 1024 * 1024],
     ids=["over-the-capture-limit", "too-large-for-an-item"],
 )
 async def test_a_600_kb_response_never_runs_the_handler_twice(
-    serve: Serve, dynamo_store: AsyncDynamoStore, max_capture_bytes: int | None
+    serve: Serve, table: AsyncDynamoStore, max_capture_bytes: int | None
 ) -> None:
     """Passed through by the middleware, or held and refused by the engine: recorded as done."""
     options = {} if max_capture_bytes is None else {"max_capture_bytes": max_capture_bytes}
-    async with serve(dynamo_store, HttpIdempotencyConfig(**options)) as app:
+    async with serve(table, HttpIdempotencyConfig(**options)) as app:
         first = await app.post("/huge")
         retry = await app.post("/huge")
     assert first.status_code == 200
@@ -648,16 +657,15 @@ async def test_a_600_kb_response_never_runs_the_handler_twice(
     assert app.handlers.runs["huge"] == 1
 
 
-@pytest.mark.asyncio
 @pytest.mark.parametrize("path", ["/huge", "/stream"])
 async def test_unstorable_responses_can_release_the_key_instead(
-    serve: Serve, dynamo_store: AsyncDynamoStore, path: str
+    serve: Serve, table: AsyncDynamoStore, path: str
 ) -> None:
     config = HttpIdempotencyConfig(unstorable_responses="release")
-    async with serve(dynamo_store, config, loopback=True) as app:
+    async with serve(table, config, loopback=True) as app:
         app.handlers.resume_stream.set()
         first = await app.post(path)
-        await wait_until_gone(dynamo_store, record_key(path))
+        await wait_until_gone(table, app.record_key(path))
         retry = await app.post(path)
     assert first.status_code == retry.status_code == 200
     assert retry.content == first.content
@@ -668,7 +676,6 @@ async def test_unstorable_responses_can_release_the_key_instead(
 # --- the store, scopes, the kill switch ---------------------------------------------------
 
 
-@pytest.mark.asyncio
 async def test_an_unavailable_store_fails_closed_with_503(serve: Serve) -> None:
     async with unreachable_store() as store, serve(store) as app:
         response = await app.post("/orders", b"{}")
@@ -678,7 +685,6 @@ async def test_an_unavailable_store_fails_closed_with_503(serve: Serve) -> None:
     assert app.handlers.runs["orders"] == 0
 
 
-@pytest.mark.asyncio
 async def test_an_unavailable_store_can_fail_open(
     serve: Serve, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -692,12 +698,11 @@ async def test_an_unavailable_store_can_fail_open(
     assert any("runs unprotected" in message for message in warnings)
 
 
-@pytest.mark.asyncio
 async def test_tenants_with_the_same_key_each_run_once(
-    serve: Serve, dynamo_store: AsyncDynamoStore
+    serve: Serve, table: AsyncDynamoStore
 ) -> None:
     config = HttpIdempotencyConfig(scope=lambda request: request.headers["x-tenant"])
-    async with serve(dynamo_store, config) as app:
+    async with serve(table, config) as app:
         responses = {
             (tenant, attempt): await app.post("/orders", b"{}", **{"X-Tenant": tenant})
             for attempt in range(2)
@@ -711,38 +716,31 @@ async def test_tenants_with_the_same_key_each_run_once(
         assert retry.content == first.content
 
 
-@pytest.mark.asyncio
-async def test_an_async_scope_callable_is_awaited(
-    serve: Serve, dynamo_store: AsyncDynamoStore
-) -> None:
+async def test_an_async_scope_callable_is_awaited(serve: Serve, table: AsyncDynamoStore) -> None:
     async def tenant_from_body(request: Any) -> str:
         read: Callable[[], Any] = getattr(request, "read", None) or request.body  # aiohttp, ASGI
         return str(json.loads(await read())["tenant"])
 
-    async with serve(dynamo_store, HttpIdempotencyConfig(scope=tenant_from_body)) as app:
+    async with serve(table, HttpIdempotencyConfig(scope=tenant_from_body)) as app:
         await app.post("/orders", b'{"tenant": "a"}')
         retry = await app.post("/orders", b'{"tenant": "a"}')
     assert retry.headers[REPLAYED] == "true"
     assert retry.json()["body"] == {"tenant": "a"}
-    assert not await record_is_gone(
-        dynamo_store, record_key("/orders", b'{"tenant": "a"}', scope="a")
-    )
+    assert not await record_is_gone(table, app.record_key("/orders", b'{"tenant": "a"}', scope="a"))
 
 
-@pytest.mark.asyncio
 async def test_the_kill_switch_lets_requests_through_and_warns_once_per_process(
-    serve: Serve, dynamo_store: AsyncDynamoStore, monkeypatch: pytest.MonkeyPatch
+    serve: Serve, table: AsyncDynamoStore, requests: RequestLog, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("IDEMSTORE_DISABLED", "1")
     idemstore.engine.DISABLED_NOTICE.reset()
-    requests = RequestLog().attach(await dynamo_store.client())
 
-    @idempotent_function(data_keyword_argument="order", persistence_store=dynamo_store)
+    @idempotent_function(data_keyword_argument="order", persistence_store=table)
     async def charge(order: dict[str, int]) -> int:
         return order["n"]
 
     async def twice_and_a_decorated_call() -> list[httpx.Response]:
-        async with serve(dynamo_store) as app:
+        async with serve(table) as app:
             responses = [await app.post("/orders", b"{}") for _ in range(2)]
         assert await charge(order={"n": 1}) == 1
         return responses
