@@ -179,8 +179,10 @@ def aiohttp_app(handlers: Handlers) -> web.Application:
         counted(handlers, name)
         if name in BODIES:
             return web.Response(body=BODIES[name], content_type="application/octet-stream")
-        if name == "not-found":  # raised, as aiohttp handlers often answer
+        if name == "not-found":  # raised, as aiohttp handlers often answer: stored
             raise web.HTTPNotFound(text="no such thing")
+        if name == "too-many":  # raised, and not stored
+            raise web.HTTPTooManyRequests(text="slow down")
         return web.json_response({"error": name}, status=STATUSES[name])
 
     app = web.Application()
