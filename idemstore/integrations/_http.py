@@ -4,7 +4,8 @@
   structured-field string (``"abc"``, with ``\\"`` and ``\\\\`` escapes) or a bare token;
 - ``HttpIdempotencyConfig``: which requests are guarded and how;
 - ``request_fingerprint``: what the engine's payload hash covers (method, path,
-  query, SHA-256 of the body); the engine derives the key from the scope and header key;
+  query, SHA-256 of the body); the engine derives the key from the scope and
+  header key (``key_data``; ``call_identity`` asks it, for tools);
 - ``record_for``: what the engine records for the app's response: the response
   (JSON, body in base64), a marker saying it cannot be replayed, or nothing;
 - ``answer_for``: the one mapping of an engine outcome or error to the HTTP
@@ -37,13 +38,15 @@ from idemstore.errors import (
     IdempotencyConfigurationError,
     IdempotencyError,
     IdempotencyInconsistentStateError,
+    IdempotencyKeyError,
     IdempotencyPersistenceLayerError,
     IdempotencySerializationError,
     IdempotencyValidationError,
 )
-from idemstore.outcome import Outcome, Unstored
+from idemstore.outcome import CallIdentity, Outcome, Unstored
 from idemstore.serialization import NoOpSerializer
 from idemstore.stores.contract import RecordStore
+from idemstore.stores.memory import InMemoryStore
 
 logger = logging.getLogger("idemstore.integrations")
 
@@ -316,6 +319,21 @@ def key_data(key: str, scope: str | None) -> dict[str, str | None]:
     Unchanged since the first release, so records already stored still match.
     """
     return {"scope": scope, "key": key}
+
+
+def call_identity(
+    config: HttpIdempotencyConfig, *, key: str, scope: str | None, fingerprint: dict[str, str]
+) -> CallIdentity:
+    """A request's record key and payload hash, derived by the engine as for the middleware.
+
+    For tools that name a request's record (the command line, tests); the
+    middlewares leave it to ``engine.process_keyed``.
+    """
+    engine = build_engine(InMemoryStore(), config)  # identity needs no store
+    identity = engine.identity_of(key_data(key, scope), fingerprint)
+    if identity is None:  # unreachable: a parsed key is never empty
+        raise IdempotencyKeyError(f"{HEADER_NAME} is empty")
+    return identity
 
 
 # --- responses ---------------------------------------------------------------------------

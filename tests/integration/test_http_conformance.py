@@ -38,14 +38,13 @@ from idemstore import (
     AsyncDynamoStore,
     IdempotencyConfig,
     IdempotencyItemNotFoundError,
-    InMemoryStore,
     RecordStatus,
     create_table,
     idempotent_function,
 )
 from idemstore.engine import IdempotencyWarning
 from idemstore.integrations import aiohttp as aiohttp_integration
-from idemstore.integrations._http import build_engine, key_data, request_fingerprint
+from idemstore.integrations._http import call_identity, request_fingerprint
 from idemstore.integrations.asgi import HttpIdempotencyConfig, IdempotencyMiddleware
 from idemstore.stores.contract import RecordStore
 from idemstore.testing import MotoEndpoint, RequestLog, isolated_session
@@ -248,11 +247,9 @@ class Guarded:
     def record_key(
         self, path: str, body: bytes = b"", *, key: str = KEY, scope: str | None = None
     ) -> str:
-        engine = build_engine(InMemoryStore(), HttpIdempotencyConfig(key_prefix=self.key_prefix))
+        config = HttpIdempotencyConfig(key_prefix=self.key_prefix)
         fingerprint = request_fingerprint("POST", path, "", body)
-        identity = engine.identity_of(key_data(key, scope), fingerprint)
-        assert identity is not None
-        return identity.key
+        return call_identity(config, key=key, scope=scope, fingerprint=fingerprint).key
 
 
 class Serve(Protocol):

@@ -21,6 +21,7 @@ from idemstore.integrations._http import (
     Problem,
     StatusSet,
     build_engine,
+    call_identity,
     key_data,
     parse_idempotency_key,
     replay_headers,
@@ -195,10 +196,8 @@ def identity(
     fingerprint: dict[str, str],
     config: HttpIdempotencyConfig | None = None,
 ) -> CallIdentity:
-    engine = build_engine(InMemoryStore(), config or HttpIdempotencyConfig())
-    found = engine.identity_of(key_data(key, scope), fingerprint)
-    assert found is not None
-    return found
+    config = config or HttpIdempotencyConfig()
+    return call_identity(config, key=key, scope=scope, fingerprint=fingerprint)
 
 
 def test_the_key_depends_on_scope_and_header_and_the_hash_on_the_fingerprint() -> None:
@@ -218,10 +217,12 @@ def test_the_key_depends_on_scope_and_header_and_the_hash_on_the_fingerprint() -
 
 def test_keys_and_hashes_are_those_of_records_already_stored() -> None:
     """Derived by the engine now, by the middleware before: the same records must match."""
+    engine = build_engine(InMemoryStore(), HttpIdempotencyConfig())
     fingerprint = request_fingerprint("POST", "/orders", "", b"{}")
-    assert identity("k", None, fingerprint) == CallIdentity(
+    assert engine.identity_of(key_data("k", None), fingerprint) == CallIdentity(
         "http#1cf5f94c0c57933da4369036a77d6b47", "dba3cd32741fea05d5a5de0bb9a992c3"
     )
+    assert identity("k", None, fingerprint) == engine.identity_of(key_data("k", None), fingerprint)
     assert identity("k", "acme", fingerprint).key == "http#c9c1d9c02d212537edf48666f8f2b98b"
 
 
