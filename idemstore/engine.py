@@ -403,11 +403,22 @@ class IdempotencyEngine:
             await asyncio.sleep(lease / 3)
 
     async def _finish(self, lock: DataRecord, identity: CallIdentity, result: Any) -> Outcome[Any]:
-        """Record what the call returned, or release the lock; the call's outcome."""
+        """Record what the call returned, or release the lock; the call's outcome.
+
+        An error raised from here says the function ran, and carries its value.
+        """
+        try:
+            return await self._record(lock, identity, result)
+        except IdempotencyError as error:
+            error.function_ran = True
+            error.result = result.value if isinstance(result, Unstored) else result
+            raise
+
+    async def _record(self, lock: DataRecord, identity: CallIdentity, result: Any) -> Outcome[Any]:
         if not isinstance(result, Unstored):
             unstorable, response_data = self._storable(lock, result)
             if unstorable is None:
-                record = await self._complete(lock, response_data, result)
+                record = await self._complete(lock, response_data)
                 return Outcome(OutcomeKind.EXECUTED, result, identity, record, stored=True)
             result = self._unstorable(result, unstorable) if self._unstorable else None
             if result is None:
@@ -419,7 +430,7 @@ class IdempotencyEngine:
                 OutcomeKind.EXECUTED, result.value, identity, unstored_reason=result.reason
             )
         response_data = json.dumps(result.record_as, sort_keys=True)
-        record = await self._complete(lock, response_data, result.value)
+        record = await self._complete(lock, response_data)
         return Outcome(
             OutcomeKind.EXECUTED, result.value, identity, record, unstored_reason=result.reason
         )
@@ -503,7 +514,7 @@ class IdempotencyEngine:
             pass  # unknown whether it was: the fenced release deletes only our own write
         await self._release_best_effort(lock)
 
-    async def _complete(self, lock: DataRecord, response_data: str, result: Any) -> DataRecord:
+    async def _complete(self, lock: DataRecord, response_data: str) -> DataRecord:
         completed = lock.model_copy(
             update={
                 "status": RecordStatus.COMPLETED,
@@ -513,9 +524,6 @@ class IdempotencyEngine:
         )
         try:
             await self.store.update_record(completed)
-        except IdempotencyLeaseLostError as exc:
-            exc.result = result
-            raise
         except IdempotencyPersistenceLayerError as exc:
             holder = await self._release(lock, exc)
             if not is_own_completion(holder, lock):

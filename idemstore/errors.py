@@ -25,6 +25,11 @@ utility keep their meaning, so migrating is a change of import::
 
 ``IdempotencyConfigurationError`` and ``ExpressionError`` also derive from
 ``ValueError`` so code that validates arguments generically still catches them.
+
+An error the engine raises after the function returned (its completion failed,
+its lease was lost, its result could not be stored) says so: ``function_ran``
+is True and ``result`` holds what the function returned, so a caller can still
+deliver it instead of running the function again.
 """
 
 from __future__ import annotations
@@ -36,7 +41,15 @@ if TYPE_CHECKING:
 
 
 class IdempotencyError(Exception):
-    """Root of every error idemstore raises on purpose."""
+    """Root of every error idemstore raises on purpose.
+
+    ``function_ran`` is True when the error came after the function returned;
+    ``result`` is then what it returned. Both keep their class defaults (False,
+    None) on errors raised before the function ran or because it raised.
+    """
+
+    function_ran: bool = False
+    result: Any = None
 
 
 class IdempotencyConfigurationError(IdempotencyError, ValueError):

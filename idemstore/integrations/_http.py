@@ -1,13 +1,18 @@
-"""What the HTTP middlewares share, framework-free and without I/O.
+"""The HTTP behaviour both middlewares share, framework-free and without I/O.
 
 - ``parse_idempotency_key``: the ``Idempotency-Key`` header, as the IETF draft's
   structured-field string (``"abc"``, with ``\\"`` and ``\\\\`` escapes) or a bare token;
 - ``HttpIdempotencyConfig``: which requests are guarded and how;
-- ``call_identity``: the engine's key (prefix, scope, header key) and payload hash
-  (the request's fingerprint: method, path, query, SHA-256 of the body);
-- ``CapturedResponse``: a response as the engine stores it (JSON, body in base64);
-- ``Problem``: ``application/problem+json`` error responses;
-- header filtering for what is stored and replayed.
+- ``request_fingerprint``: what the engine's payload hash covers (method, path,
+  query, SHA-256 of the body); the engine derives the key from the scope and
+  header key (``key_data``; ``call_identity`` asks it, for tools);
+- ``record_for``: what the engine records for the app's response: the response
+  (JSON, body in base64), a marker saying it cannot be replayed, or nothing;
+- ``answer_for``: the one mapping of an engine outcome or error to the HTTP
+  answer each adapter renders: ``DeliverOwn``, ``Replay``, ``Problem`` or ``PassThrough``.
+
+An adapter holds no policy: it reads the request, runs the app through
+``answer_request`` and renders the answer in its framework's terms.
 """
 
 from __future__ import annotations
@@ -17,32 +22,43 @@ import binascii
 import hashlib
 import inspect
 import json
+import logging
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from http import HTTPStatus
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from idemstore.codec import RESULT_LIMIT_BYTES
 from idemstore.config import IdempotencyConfig
-from idemstore.engine import CallIdentity, IdempotencyEngine
+from idemstore.engine import Call, IdempotencyEngine
 from idemstore.errors import (
     IdempotencyAlreadyInProgressError,
     IdempotencyConfigurationError,
     IdempotencyError,
     IdempotencyInconsistentStateError,
+    IdempotencyKeyError,
     IdempotencyPersistenceLayerError,
     IdempotencySerializationError,
     IdempotencyValidationError,
 )
-from idemstore.keys import hash_data, make_key
+from idemstore.outcome import CallIdentity, Outcome, Unstored
 from idemstore.serialization import NoOpSerializer
 from idemstore.stores.contract import RecordStore
+from idemstore.stores.memory import InMemoryStore
+
+logger = logging.getLogger("idemstore.integrations")
 
 HEADER_NAME = "Idempotency-Key"
 REPLAYED_HEADER = "Idempotent-Replayed"
 MAX_KEY_LENGTH = 255
-DEFAULT_MAX_CAPTURE_BYTES = 1024 * 1024
+DEFAULT_MAX_CAPTURE_BYTES = RESULT_LIMIT_BYTES
+"""A body is held for storing only if it could fit in one item as it is. Stored in
+base64 it grows by a third, which compression usually wins back; a body that
+still does not fit is recorded as not replayable (see ``unstorable_responses``)."""
+UNREPLAYABLE_MARKER = "idemstore_unreplayable"
+"""The one field of what is recorded for a response that could not be stored."""
 
 HOP_BY_HOP_HEADERS = frozenset(
     {
@@ -165,8 +181,14 @@ class HttpIdempotencyConfig(BaseModel):
       key released, so a retry runs again.
     - ``header_denylist``: response headers never stored nor replayed (besides
       hop-by-hop headers and Content-Length, which never are).
-    - ``max_capture_bytes``: a response body larger than this is streamed
-      through, not stored, and the key released.
+    - ``max_capture_bytes``: a response body larger than this is passed through
+      as it comes, not held; like a streamed response it cannot be stored.
+    - ``unstorable_responses``: what a response that cannot be stored (streamed,
+      larger than ``max_capture_bytes``, or too large for an item even
+      compressed) does to its key: ``"record"`` (the default) records the key as
+      done, and duplicates get a 409 problem saying the response cannot be
+      replayed, so the handler never runs twice; ``"release"`` releases the key,
+      and a retry runs the handler again.
     - ``fail_open``: when the store cannot be reached, run the request without
       protection (with a logged warning) instead of answering 503.
     - ``key_prefix``: first part of the record key, ``{key_prefix}#{digest}``.
@@ -184,6 +206,7 @@ class HttpIdempotencyConfig(BaseModel):
     stored_statuses: StatusPredicate = stored_by_default
     header_denylist: frozenset[str] = frozenset({"set-cookie"})
     max_capture_bytes: int = Field(default=DEFAULT_MAX_CAPTURE_BYTES, gt=0)
+    unstorable_responses: Literal["record", "release"] = "record"
     fail_open: bool = False
     key_prefix: str = Field(default="http", min_length=1)
     retry_after_seconds: int = Field(default=1, ge=0)
@@ -204,6 +227,7 @@ class HttpIdempotencyConfig(BaseModel):
             ),
             header_denylist: Iterable[str] = frozenset({"set-cookie"}),
             max_capture_bytes: int = DEFAULT_MAX_CAPTURE_BYTES,
+            unstorable_responses: Literal["record", "release"] = "record",
             fail_open: bool = False,
             key_prefix: str = "http",
             retry_after_seconds: int = 1,
@@ -271,12 +295,21 @@ class HttpIdempotencyConfig(BaseModel):
 
 
 def build_engine(store: RecordStore, config: HttpIdempotencyConfig) -> IdempotencyEngine:
-    """The engine one middleware instance runs every guarded request through."""
+    """The engine one middleware instance runs every guarded request through.
+
+    A response too large for an item even compressed is handled as
+    ``unstorable_responses`` says, like a streamed one.
+    """
+
+    def unstorable(result: Any, error: IdempotencyError) -> Unstored[None]:
+        return not_replayable(config, str(error))
+
     return IdempotencyEngine(
         store,
         config.idempotency_config,
         key_prefix=config.key_prefix,
         serializer=NoOpSerializer(),
+        unstorable=unstorable,
     )
 
 
@@ -305,14 +338,27 @@ def request_fingerprint(method: str, path: str, query: str, body: bytes) -> dict
     }
 
 
+def key_data(key: str, scope: str | None) -> dict[str, str | None]:
+    """What the engine derives the record key from: ``{prefix}#{hash of this}``.
+
+    Unchanged since the first release, so records already stored still match.
+    """
+    return {"scope": scope, "key": key}
+
+
 def call_identity(
     config: HttpIdempotencyConfig, *, key: str, scope: str | None, fingerprint: dict[str, str]
 ) -> CallIdentity:
-    hash_function = config.idempotency_config.hash_function
-    return CallIdentity(
-        key=make_key(config.key_prefix, {"scope": scope, "key": key}, hash_function),
-        payload_hash=hash_data(fingerprint, hash_function),
-    )
+    """A request's record key and payload hash, derived by the engine as for the middleware.
+
+    For tools that name a request's record (the command line, tests); the
+    middlewares leave it to ``engine.process_keyed``.
+    """
+    engine = build_engine(InMemoryStore(), config)  # identity needs no store
+    identity = engine.identity_of(key_data(key, scope), fingerprint)
+    if identity is None:  # unreachable: a parsed key is never empty
+        raise IdempotencyKeyError(f"{HEADER_NAME} is empty")
+    return identity
 
 
 # --- responses ---------------------------------------------------------------------------
@@ -400,8 +446,119 @@ def invalid_key_problem(error: InvalidIdempotencyKeyError) -> Problem:
     return Problem(400, str(error))
 
 
-def problem_for(error: IdempotencyError, config: HttpIdempotencyConfig) -> Problem | None:
-    """The answer to an engine error raised before the request ran; None when it has none."""
+# --- what the engine records -------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class PassedOn:
+    """A response the adapter could not hold: it reached the client as the app made it."""
+
+    status: int
+    reason: str
+
+
+def record_for(
+    config: HttpIdempotencyConfig, response: CapturedResponse | PassedOn | None
+) -> dict[str, Any] | Unstored[None]:
+    """What the engine's call returns for the app's response (None: the app made none).
+
+    A stored status: the response, or for one that cannot be stored, what
+    ``unstorable_responses`` says. Any other status (5xx, 429 by default)
+    releases the key, since a retry may succeed.
+    """
+    if response is None:
+        return Unstored(None, "the application sent no response")
+    if not config.stores(response.status):
+        return Unstored(None, f"status {response.status} is not stored")
+    if isinstance(response, PassedOn):
+        return not_replayable(config, response.reason)
+    return response.to_stored()
+
+
+def not_replayable(config: HttpIdempotencyConfig, reason: str) -> Unstored[None]:
+    """A response that cannot be stored: the key recorded as done, or released."""
+    if config.unstorable_responses == "release":
+        return Unstored(None, reason)
+    return Unstored(None, reason, record_as={UNREPLAYABLE_MARKER: reason})
+
+
+def unreplayable_reason(stored: Any) -> str | None:
+    """Why the recorded response cannot be replayed; None for a stored response."""
+    if isinstance(stored, dict) and UNREPLAYABLE_MARKER in stored:
+        return str(stored[UNREPLAYABLE_MARKER])
+    return None
+
+
+def over_capture_limit(config: HttpIdempotencyConfig) -> str:
+    return f"the response body exceeds max_capture_bytes ({config.max_capture_bytes} bytes)"
+
+
+STREAMED = "the response is streamed"
+
+
+# --- answers -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class DeliverOwn:
+    """Send the app's own response as it made it (Set-Cookie included), if not sent already.
+
+    ``warning``, when set, is logged: the response was not stored, or could not be.
+    """
+
+    warning: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Replay:
+    """Send a stored response again, marked ``Idempotent-Replayed: true``."""
+
+    status: int
+    headers: tuple[tuple[str, str], ...]
+    body: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class PassThrough:
+    """Fail open: run the app unprotected and let its response through; ``warning`` is logged."""
+
+    warning: str
+
+
+Answer = DeliverOwn | Replay | Problem | PassThrough
+"""What a guarded request gets; each adapter renders these four and nothing else."""
+
+
+def answer_for(result: Outcome[Any] | IdempotencyError, config: HttpIdempotencyConfig) -> Answer:
+    """The HTTP answer to the engine's outcome, or to the error it raised.
+
+    Raises the error when HTTP has no answer of its own for it (the app's own
+    failure is the framework's to report).
+    """
+    if isinstance(result, IdempotencyError):
+        return _answer_for_error(result, config)
+    if not result.replayed:  # the app ran in this call: protected, unprotected or disabled
+        if result.record is not None and not result.stored:
+            return DeliverOwn(
+                f"response not stored ({result.unstored_reason}); "
+                "duplicates are told it cannot be replayed"
+            )
+        return DeliverOwn()
+    reason = unreplayable_reason(result.value)
+    if reason is not None:
+        return Problem(
+            409,
+            f"the request with this {HEADER_NAME} was processed, but its response was not "
+            f"stored ({reason}) and cannot be replayed",
+        )
+    stored = CapturedResponse.from_stored(result.value)
+    headers = tuple(replay_headers(stored, config.header_denylist))
+    return Replay(stored.status, headers, stored.body)
+
+
+def _answer_for_error(error: IdempotencyError, config: HttpIdempotencyConfig) -> Answer:
+    if error.function_ran:  # completion failed or the lease was lost: the response exists
+        return DeliverOwn(f"response sent but not stored: {error}")
     retry_after = (("Retry-After", str(config.retry_after_seconds)),)
     if isinstance(error, IdempotencyValidationError):
         return Problem(
@@ -412,24 +569,35 @@ def problem_for(error: IdempotencyError, config: HttpIdempotencyConfig) -> Probl
         return Problem(
             409, f"a request with this {HEADER_NAME} is still being processed", retry_after
         )
-    if isinstance(error, IdempotencyPersistenceLayerError):
-        return store_unavailable_problem(config)
-    return None
+    if isinstance(error, IdempotencyPersistenceLayerError) and error.function_error is None:
+        if config.fail_open:
+            return PassThrough(f"idempotency store unavailable; runs unprotected: {error}")
+        return Problem(503, "the idempotency store is unavailable", retry_after)
+    raise error
 
 
-def store_unavailable_problem(config: HttpIdempotencyConfig) -> Problem:
-    retry_after = (("Retry-After", str(config.retry_after_seconds)),)
-    return Problem(503, "the idempotency store is unavailable", retry_after)
+async def answer_request(
+    engine: IdempotencyEngine,
+    config: HttpIdempotencyConfig,
+    *,
+    request_line: str,
+    key: str,
+    scope: str | None,
+    fingerprint: dict[str, str],
+    call: Call,
+) -> Answer:
+    """Run the app's ``call`` through the engine once per key; the answer to render.
 
-
-class ResponseNotStored(Exception):  # noqa: N818  # a signal to the engine, not an error
-    """Raised inside the engine's call so the engine releases the key without storing.
-
-    Carries what the middleware still has to deliver: a response object of the
-    framework, or None when the response has already been streamed out.
+    The answer's warning, if any, is logged with ``request_line`` (``"POST /orders"``).
     """
-
-    def __init__(self, response: Any, reason: str) -> None:
-        super().__init__(reason)
-        self.response = response
-        self.reason = reason
+    try:
+        outcome = await engine.process_keyed(key_data(key, scope), fingerprint, call)
+    except IdempotencyError as error:
+        answer = answer_for(error, config)
+        if isinstance(answer, Problem) and answer.status == 503:
+            logger.warning("%s: idempotency store unavailable: %s", request_line, error)
+    else:
+        answer = answer_for(outcome, config)
+    if isinstance(answer, DeliverOwn | PassThrough) and answer.warning:
+        logger.warning("%s: %s", request_line, answer.warning)
+    return answer

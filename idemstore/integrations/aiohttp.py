@@ -11,9 +11,10 @@ A guarded request (POST and PATCH by default) carrying the header runs through
 the idempotency engine. The handler's ``web.Response`` is stored once made and
 replayed to duplicates with ``Idempotent-Replayed: true``; a raised
 ``web.HTTPException`` counts as the response it is. A response the middleware
-cannot hold (a ``StreamResponse`` the handler prepared and wrote itself, a
-``FileResponse``, a streamed payload, a body over ``max_capture_bytes``) is
-passed on, not stored, and the key released.
+cannot hold (a ``StreamResponse`` the handler prepared and wrote itself, which
+reached the client as it was written, a ``FileResponse``, a streamed payload, a
+body over ``max_capture_bytes``) is passed on and not stored;
+``unstorable_responses`` says what that does to the key.
 
 The request body is read (``await request.read()``) to fingerprint it;
 handlers read it again with ``read()``, ``text()``, ``json()`` or ``post()``
@@ -25,31 +26,33 @@ otherwise, and the response they make is stored.
 
 from __future__ import annotations
 
-import logging
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, assert_never
 
 from aiohttp import web
 from multidict import CIMultiDict
 
-from idemstore.engine import CallIdentity, IdempotencyEngine, disabled_by_environment
-from idemstore.errors import IdempotencyError, IdempotencyPersistenceLayerError
 from idemstore.integrations._http import (
     HEADER_NAME,
+    STREAMED,
+    Answer,
     CapturedResponse,
+    DeliverOwn,
     HttpIdempotencyConfig,
     InvalidIdempotencyKeyError,
+    PassedOn,
+    PassThrough,
     Problem,
+    Replay,
+    answer_request,
     build_engine,
-    call_identity,
     invalid_key_problem,
     missing_key_problem,
+    over_capture_limit,
     parse_idempotency_key,
-    problem_for,
-    replay_headers,
+    record_for,
     request_fingerprint,
     resolve_scope,
     storable_headers,
-    store_unavailable_problem,
 )
 from idemstore.outcome import Unstored
 from idemstore.stores.contract import RecordStore
@@ -64,8 +67,6 @@ __all__ = [
     "idempotency_middleware",
     "setup",
 ]
-
-logger = logging.getLogger("idemstore.integrations")
 
 STORE_KEY = web.AppKey("idemstore_store", RecordStore)
 """The store ``setup`` guards the app with, for handlers that want it too."""
@@ -95,7 +96,7 @@ def idempotency_middleware(
 
     @web.middleware
     async def idempotency(request: web.Request, handler: Handler) -> web.StreamResponse:
-        if not http_config.guards(request.method) or disabled_by_environment():
+        if not http_config.guards(request.method):
             return await handler(request)
         try:
             key = parse_idempotency_key(request.headers.getall(HEADER_NAME, []))
@@ -106,10 +107,19 @@ def idempotency_middleware(
                 return _problem_response(missing_key_problem())
             return await handler(request)
         body = await request.read()
-        scope_value = await resolve_scope(http_config, request)
-        fingerprint = request_fingerprint(request.method, request.path, request.query_string, body)
-        identity = call_identity(http_config, key=key, scope=scope_value, fingerprint=fingerprint)
-        return await _Exchange(http_config, request, handler).settle(engine, identity)
+        exchange = _Exchange(http_config, request, handler)
+        answer = await answer_request(
+            engine,
+            http_config,
+            request_line=f"{request.method} {request.path}",
+            key=key,
+            scope=await resolve_scope(http_config, request),
+            fingerprint=request_fingerprint(
+                request.method, request.path, request.query_string, body
+            ),
+            call=exchange.call,
+        )
+        return await exchange.render(answer)
 
     return idempotency
 
@@ -121,72 +131,44 @@ class _Exchange:
         self.config = config
         self.request = request
         self.handler = handler
-        self.ran = False
         self.response: web.StreamResponse | None = None
         self.raised: web.HTTPException | None = None
 
-    async def settle(self, engine: IdempotencyEngine, identity: CallIdentity) -> web.StreamResponse:
-        try:
-            outcome = await engine.execute(identity, self.call)
-        except IdempotencyPersistenceLayerError as exc:
-            if self.ran:
-                return self.deliver_despite(exc)
-            if self.config.fail_open:
-                logger.warning(
-                    "idempotency store unavailable; %s %s runs unprotected: %s",
-                    self.request.method,
-                    self.request.path,
-                    exc,
-                )
-                return await self.handler(self.request)
-            logger.warning("idempotency store unavailable: %s", exc)
-            return _problem_response(store_unavailable_problem(self.config))
-        except IdempotencyError as exc:
-            if self.ran:
-                return self.deliver_despite(exc)
-            problem = problem_for(exc, self.config)
-            if problem is None:
-                raise
-            return _problem_response(problem)
-        if outcome.executed:
-            return self.deliver()
-        return self.replay(CapturedResponse.from_stored(outcome.value))
-
     async def call(self) -> dict[str, Any] | Unstored[None]:
-        """Run the handler; its response's stored form, or ``Unstored``."""
-        self.ran = True
+        """Run the handler; what the engine records for its response."""
         try:
             response = await self.handler(self.request)
         except web.HTTPException as exc:
             self.raised = exc
             response = exc
         self.response = response
-        captured = self.capture(response)
-        if isinstance(captured, str):
-            logger.warning(
-                "%s %s: response passed on and not stored (%s); idempotency key released",
-                self.request.method,
-                self.request.path,
-                captured,
-            )
-            return Unstored(None, captured)
-        if not self.config.stores(captured.status):
-            return Unstored(None, f"status {captured.status} is not stored")
-        return captured.to_stored()
+        return record_for(self.config, self.held(response))
 
-    def capture(self, response: web.StreamResponse) -> CapturedResponse | str:
+    def held(self, response: web.StreamResponse) -> CapturedResponse | PassedOn:
         """The response in stored form, or why it cannot be held."""
         if response.prepared or not isinstance(response, web.Response):
-            return "the handler streams its response"
+            return PassedOn(response.status, STREAMED)
         body = response.body
         if body is None:
             body = b""
         if not isinstance(body, bytes | bytearray):
-            return "the response body is a stream"
+            return PassedOn(response.status, STREAMED)
         if len(body) > self.config.max_capture_bytes:
-            return f"the response body exceeded {self.config.max_capture_bytes} bytes"
+            return PassedOn(response.status, over_capture_limit(self.config))
         headers = storable_headers(response.headers.items(), self.config.header_denylist)
         return CapturedResponse(status=response.status, headers=headers, body=bytes(body))
+
+    async def render(self, answer: Answer) -> web.StreamResponse:
+        if isinstance(answer, DeliverOwn):
+            return self.deliver()
+        if isinstance(answer, Replay):
+            headers = CIMultiDict(answer.headers)
+            return web.Response(status=answer.status, body=answer.body, headers=headers)
+        if isinstance(answer, Problem):
+            return _problem_response(answer)
+        if isinstance(answer, PassThrough):  # fail open: the handler answers unprotected
+            return await self.handler(self.request)
+        assert_never(answer)
 
     def deliver(self) -> web.StreamResponse:
         """The handler's own response, as it made it (cookies included)."""
@@ -194,19 +176,6 @@ class _Exchange:
             raise self.raised
         assert self.response is not None  # the handler ran and returned
         return self.response
-
-    def deliver_despite(self, error: IdempotencyError) -> web.StreamResponse:
-        """The handler made its response but it could not be stored: give it all the same."""
-        if self.response is None:
-            raise error
-        logger.warning(
-            "%s %s: response sent but not stored: %s", self.request.method, self.request.path, error
-        )
-        return self.deliver()
-
-    def replay(self, stored: CapturedResponse) -> web.Response:
-        headers = CIMultiDict(replay_headers(stored, self.config.header_denylist))
-        return web.Response(status=stored.status, body=stored.body, headers=headers)
 
 
 def _problem_response(problem: Problem) -> web.Response:

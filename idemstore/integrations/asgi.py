@@ -10,9 +10,11 @@ On some routes only (FastAPI), give their router the route class::
 
 A guarded request (POST and PATCH by default) carrying the header runs through
 the idempotency engine: the request body is read and hashed, the app's response
-is captured and stored once complete, then sent. A duplicate gets the stored
-response with ``Idempotent-Replayed: true``. Responses larger than
-``max_capture_bytes`` are streamed through as they come and not stored.
+is held and stored once complete, then sent. A duplicate gets the stored
+response with ``Idempotent-Replayed: true``. A streamed response (its first
+body message says more is coming) and a body larger than ``max_capture_bytes``
+go to the client as the app sends them; they cannot be stored, and
+``unstorable_responses`` says what that does to the key.
 
 A client that disconnects while the app is handling its request cancels that
 handling, which releases the key, so a retry runs again.
@@ -21,32 +23,37 @@ handling, which releases the key, so a retry runs again.
 from __future__ import annotations
 
 import asyncio
-import logging
-from typing import TYPE_CHECKING, Any
+import functools
+from collections.abc import Awaitable, Callable
+from enum import Enum, auto
+from typing import TYPE_CHECKING, Any, assert_never
 
 from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from idemstore.engine import CallIdentity, IdempotencyEngine, disabled_by_environment
-from idemstore.errors import IdempotencyError, IdempotencyPersistenceLayerError
+from idemstore.engine import IdempotencyEngine
 from idemstore.integrations._http import (
     HEADER_NAME,
+    STREAMED,
+    Answer,
     CapturedResponse,
+    DeliverOwn,
     HttpIdempotencyConfig,
     InvalidIdempotencyKeyError,
+    PassedOn,
+    PassThrough,
     Problem,
-    ResponseNotStored,
+    Replay,
+    answer_request,
     build_engine,
-    call_identity,
     invalid_key_problem,
     missing_key_problem,
+    over_capture_limit,
     parse_idempotency_key,
-    problem_for,
-    replay_headers,
+    record_for,
     request_fingerprint,
     resolve_scope,
     storable_headers,
-    store_unavailable_problem,
 )
 from idemstore.outcome import Unstored
 from idemstore.stores.contract import RecordStore
@@ -55,8 +62,6 @@ if TYPE_CHECKING:
     from fastapi.routing import APIRoute
 
 __all__ = ["HttpIdempotencyConfig", "IdempotencyMiddleware", "idempotent_route_class"]
-
-logger = logging.getLogger("idemstore.integrations")
 
 _HEADER_BYTES = HEADER_NAME.lower().encode()
 # Extensions that let an app hand the body to the server, out of the middleware's sight.
@@ -77,11 +82,7 @@ class IdempotencyMiddleware:
         self.engine: IdempotencyEngine = build_engine(store, self.config)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if (
-            scope["type"] != "http"
-            or not self.config.guards(scope["method"])
-            or disabled_by_environment()
-        ):
+        if scope["type"] != "http" or not self.config.guards(scope["method"]):
             await self.app(scope, receive, send)
             return
         try:
@@ -103,9 +104,18 @@ class IdempotencyMiddleware:
         fingerprint = request_fingerprint(
             scope["method"], scope["path"], scope["query_string"].decode("latin-1"), body
         )
-        identity = call_identity(self.config, key=key, scope=scope_value, fingerprint=fingerprint)
         exchange = _Exchange(self.app, self.config, scope, body, send)
-        await exchange.run(self.engine, identity, receive)
+        answering = functools.partial(
+            answer_request,
+            self.engine,
+            self.config,
+            request_line=f"{scope['method']} {scope['path']}",
+            key=key,
+            scope=scope_value,
+            fingerprint=fingerprint,
+            call=exchange.call,
+        )
+        await exchange.run(answering, receive)
 
 
 def idempotent_route_class(
@@ -134,13 +144,75 @@ def idempotent_route_class(
     return IdempotentAPIRoute
 
 
-class _Exchange:
-    """One guarded request: its body replayed to the app, the app's response captured.
+class Phase(Enum):
+    """Where one guarded exchange stands; ``_Exchange.advance`` is the only way between them."""
 
-    The response is held until the engine has stored it, then sent; once it
-    outgrows the capture limit it goes straight to the client instead. The app
-    runs in a task of its own, so work it does after its response (background
-    tasks) delays neither storing nor sending.
+    WAITING_FOR_APP = auto()
+    """The app runs, or is yet to: nothing of its response has come."""
+    HOLDING = auto()
+    """Its response start is held, waiting for the body."""
+    STREAMING = auto()
+    """Its response goes to the client as the app sends it (streamed, or unprotected)."""
+    HELD = auto()
+    """The app has made its whole response; what the client lacks of it (all of it, or the
+    last message of a stream) is held until the engine has recorded the key."""
+    FINISHED = auto()
+    """The client has a whole response: the app's, a replay or a problem."""
+    CLIENT_GONE = auto()
+    """The client left before it had a whole response."""
+
+
+class Event(Enum):
+    """What moves an exchange from one phase to the next."""
+
+    START = auto()
+    """The app sent ``http.response.start``."""
+    STREAM = auto()
+    """The app sent a message that goes straight to the client, more to come."""
+    END = auto()
+    """The app sent the last message of its response."""
+    PASS_THROUGH = auto()
+    """Fail open: the app's response goes straight to the client from its start."""
+    SENT = auto()
+    """The middleware sent what the client lacked: the held response, a replay or a problem."""
+    DISCONNECT = auto()
+    """The client went away."""
+
+
+_TRANSITIONS: dict[tuple[Phase, Event], Phase] = {
+    (Phase.WAITING_FOR_APP, Event.START): Phase.HOLDING,
+    (Phase.WAITING_FOR_APP, Event.STREAM): Phase.STREAMING,
+    (Phase.WAITING_FOR_APP, Event.PASS_THROUGH): Phase.STREAMING,
+    (Phase.WAITING_FOR_APP, Event.SENT): Phase.FINISHED,
+    (Phase.WAITING_FOR_APP, Event.DISCONNECT): Phase.CLIENT_GONE,
+    (Phase.HOLDING, Event.END): Phase.HELD,
+    (Phase.HOLDING, Event.STREAM): Phase.STREAMING,
+    (Phase.HOLDING, Event.DISCONNECT): Phase.CLIENT_GONE,
+    (Phase.STREAMING, Event.STREAM): Phase.STREAMING,
+    (Phase.STREAMING, Event.END): Phase.HELD,
+    (Phase.STREAMING, Event.DISCONNECT): Phase.CLIENT_GONE,
+    (Phase.HELD, Event.SENT): Phase.FINISHED,
+    (Phase.HELD, Event.DISCONNECT): Phase.HELD,  # made already: recorded for the retry
+    (Phase.FINISHED, Event.DISCONNECT): Phase.FINISHED,
+    (Phase.CLIENT_GONE, Event.DISCONNECT): Phase.CLIENT_GONE,
+}
+"""Every move an exchange may make; any other is a bug, or an app breaking the ASGI protocol."""
+
+_RESPONSE_MADE = frozenset({Phase.HELD, Phase.FINISHED})
+"""The app's response is complete (or another answer was sent): the engine's call may return."""
+_CLOSED = _RESPONSE_MADE | {Phase.CLIENT_GONE}
+"""Nothing more is coming from the client: the app's receive reports a disconnect."""
+
+
+class _Exchange:
+    """One guarded request: its body replayed to the app, the app's response held or
+    passed through, and the engine's answer rendered.
+
+    A whole response is held until the engine has recorded it, then sent; a
+    streamed one goes to the client as it comes but for its last message, so a
+    client that has the whole response finds its key recorded. The app runs in
+    a task of its own, so work it does after its response (background tasks)
+    delays neither recording nor sending.
     """
 
     def __init__(
@@ -151,30 +223,40 @@ class _Exchange:
         self.scope = _without_body_bypass(scope)
         self.body = body
         self.client_send = send
-        self.body_delivered = False
-        self.response_finished = asyncio.Event()
-        """Set once the app has sent its whole response, held or streamed."""
+        self.phase = Phase.WAITING_FOR_APP
+        self.made = asyncio.Event()
+        """Set on entering a phase of ``_RESPONSE_MADE``."""
         self.closed = asyncio.Event()
-        """Set when the response is finished or the client is gone: the app's receive ends."""
-        self.client_gone = False
+        """Set on entering a phase of ``_CLOSED``."""
+        self.body_delivered = False
         self.app_task: asyncio.Future[None] | None = None
-        self.ran = False
         self.start: Message | None = None
-        self.chunks: list[bytes] = []
-        self.size = 0
-        self.streaming = False
-        self.response_complete = False
+        self.unsent: list[Message] = []
+        """The app's messages held back from the client."""
+        self.passed_on: str | None = None
+        """Why the response cannot be stored, when it cannot."""
+
+    def advance(self, event: Event) -> None:
+        try:
+            self.phase = _TRANSITIONS[self.phase, event]
+        except KeyError:
+            raise RuntimeError(
+                f"unexpected {event.name.lower()} while {self.phase.name.lower()}: "
+                "the application broke the ASGI protocol"
+            ) from None
+        if self.phase in _RESPONSE_MADE:
+            self.made.set()
+        if self.phase in _CLOSED:
+            self.closed.set()
 
     # --- lifecycle --------------------------------------------------------------
 
-    async def run(
-        self, engine: IdempotencyEngine, identity: CallIdentity, receive: Receive
-    ) -> None:
-        work = asyncio.ensure_future(self.settle(engine, identity))
+    async def run(self, answering: Callable[[], Awaitable[Answer]], receive: Receive) -> None:
+        work = asyncio.ensure_future(self.answer(answering))
         watcher = asyncio.ensure_future(self.watch_disconnect(receive))
         try:
             await asyncio.wait({work, watcher}, return_when=asyncio.FIRST_COMPLETED)
-            if not work.done() and self.client_gone and self.handling:
+            if not work.done() and self.abandoned:
                 # Nobody waits for this response any more: stopping the app makes
                 # the engine release the key, so a retry runs again.
                 work.cancel()
@@ -195,98 +277,83 @@ class _Exchange:
                     task.exception()  # already raised or superseded: never "unretrieved"
 
     @property
-    def handling(self) -> bool:
-        """Whether the app is still making its response."""
+    def abandoned(self) -> bool:
+        """The client left while the app was still making its response."""
         return (
-            self.app_task is not None
+            self.phase is Phase.CLIENT_GONE
+            and self.app_task is not None
             and not self.app_task.done()
-            and not self.response_finished.is_set()
         )
 
     async def watch_disconnect(self, receive: Receive) -> None:
         while True:
             message = await receive()
             if message["type"] == "http.disconnect":
-                self.client_gone = not self.response_complete
-                self.closed.set()
+                self.advance(Event.DISCONNECT)
                 return
 
-    async def settle(self, engine: IdempotencyEngine, identity: CallIdentity) -> None:
-        try:
-            outcome = await engine.execute(identity, self.call)
-        except IdempotencyPersistenceLayerError as exc:
-            if self.ran:
-                await self.deliver_despite(exc)
-            elif self.config.fail_open:
-                logger.warning(
-                    "idempotency store unavailable; %s %s runs unprotected: %s",
-                    self.scope["method"],
-                    self.scope["path"],
-                    exc,
-                )
-                await self.pass_through()
-            else:
-                logger.warning("idempotency store unavailable: %s", exc)
-                await _send_problem(self.to_client, store_unavailable_problem(self.config))
-        except IdempotencyError as exc:
-            if self.ran:
-                await self.deliver_despite(exc)
-                return
-            problem = problem_for(exc, self.config)
-            if problem is None:
-                raise
-            await _send_problem(self.to_client, problem)
+    async def answer(self, answering: Callable[[], Awaitable[Answer]]) -> None:
+        answer = await answering()
+        if isinstance(answer, DeliverOwn):
+            await self.send_held()
+        elif isinstance(answer, Replay):
+            await self.send_whole(answer.status, list(answer.headers), answer.body)
+        elif isinstance(answer, Problem):
+            await self.send_whole(answer.status, answer.response_headers(), answer.body())
+        elif isinstance(answer, PassThrough):  # fail open: the app answers unprotected
+            self.advance(Event.PASS_THROUGH)
+            await self.run_app()
+            await self.send_held()
         else:
-            if isinstance(outcome.value, ResponseNotStored):
-                await self.deliver_unstored(outcome.value)
-            elif outcome.executed:
-                await self.send_captured()
-            else:
-                await self.send_replay(CapturedResponse.from_stored(outcome.value))
+            assert_never(answer)
 
     # --- the engine's call --------------------------------------------------------
 
-    async def call(self) -> dict[str, Any] | Unstored[ResponseNotStored]:
-        """Run the app until its response is made; the response's stored form.
+    async def call(self) -> dict[str, Any] | Unstored[None]:
+        """Run the app until its response is made; what the engine records for it."""
+        if self.phase is Phase.CLIENT_GONE:
+            return Unstored(None, "the client disconnected before the request ran")
+        if not await self.run_app():
+            return Unstored(None, "the application returned before its response was complete")
+        return record_for(self.config, self.response())
 
-        ``Unstored`` (so the engine releases the key) when the response is
-        streamed, missing or of a status not stored.
+    async def run_app(self) -> bool:
+        """Start the app; whether it made its whole response (False: it returned first).
+
+        Raises what the app raised before its response was made.
         """
-        self.ran = True
-        if self.client_gone:
-            return _unstored(None, "the client disconnected before the request ran")
         app_task = self.app_task = asyncio.ensure_future(
-            self.app(self.scope, self.receive, self.capture)
+            self.app(self.scope, self.receive, self.app_send)
         )
-        finished = asyncio.ensure_future(self.response_finished.wait())
+        made = asyncio.ensure_future(self.made.wait())
         try:
-            await asyncio.wait({app_task, finished}, return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait({app_task, made}, return_when=asyncio.FIRST_COMPLETED)
         except BaseException:
-            app_task.cancel()  # the engine's call is cancelled: so is the app
+            app_task.cancel()  # our caller is cancelled: so is the app
             await asyncio.wait({app_task})
             raise
         finally:
-            finished.cancel()
-        if not self.response_finished.is_set():
-            app_task.result()  # the app's exception, raised before its response was made
-        if self.streaming:
-            limit = self.config.max_capture_bytes
-            return _unstored(None, f"the response body exceeded {limit} bytes")
+            made.cancel()
+        if not self.made.is_set():
+            app_task.result()
+            return False
+        return True
+
+    def response(self) -> CapturedResponse | PassedOn | None:
         if self.start is None:
-            return _unstored(None, "the application sent no response")
+            return None
         status = int(self.start["status"])
-        if not self.config.stores(status):
-            return _unstored(self.start, f"status {status} is not stored")
+        if self.passed_on is not None:
+            return PassedOn(status, self.passed_on)
         headers = [
             (name.decode("latin-1"), value.decode("latin-1"))
             for name, value in self.start.get("headers", [])
         ]
-        stored = CapturedResponse(
+        return CapturedResponse(
             status=status,
             headers=storable_headers(headers, self.config.header_denylist),
-            body=b"".join(self.chunks),
+            body=self.unsent[-1].get("body", b""),
         )
-        return stored.to_stored()
 
     async def receive(self) -> Message:
         """The app's receive: the buffered body, then a disconnect once the exchange closes."""
@@ -296,90 +363,53 @@ class _Exchange:
         await self.closed.wait()
         return {"type": "http.disconnect"}
 
-    async def capture(self, message: Message) -> None:
-        """The app's send: hold the response, or stream it once past the capture limit."""
-        if self.streaming:
-            await self.to_client(message)
-        elif message["type"] == "http.response.start":
+    async def app_send(self, message: Message) -> None:
+        """The app's send: hold a whole response, or pass a streamed one on as it comes."""
+        kind = message["type"]
+        if self.phase is Phase.CLIENT_GONE:
+            return  # nobody to send to; the app is being stopped
+        if _last(message):
+            size = len(message.get("body", b""))
+            if self.phase is Phase.HOLDING and size > self.config.max_capture_bytes:
+                # Held all the same (the app made it whole), but not stored.
+                self.passed_on = over_capture_limit(self.config)
+            self.advance(Event.END)  # first: it refuses a message after the end
+            self.unsent.append(message)
+        elif kind == "http.response.start" and self.phase is Phase.WAITING_FOR_APP:
             self.start = message
-        elif message["type"] != "http.response.body":
-            await self.stream_out()  # trailers or an extension: no longer a plain response
-            await self.to_client(message)
-        else:
-            chunk = message.get("body", b"")
-            self.chunks.append(chunk)
-            self.size += len(chunk)
-            more_body = message.get("more_body", False)
-            if self.size > self.config.max_capture_bytes:
-                await self.stream_out(more_body=more_body)
-            elif not more_body:
-                self.finish_response()
-
-    async def stream_out(self, *, more_body: bool = True) -> None:
-        """Send what was held and let the rest of the response through as it comes."""
-        self.streaming = True
-        if self.start is not None:
-            await self.to_client(self.start)
-        held, self.chunks = b"".join(self.chunks), []
-        await self.to_client({"type": "http.response.body", "body": held, "more_body": more_body})
-
-    def finish_response(self) -> None:
-        self.response_finished.set()
-        self.closed.set()
+            self.unsent.append(message)
+            self.advance(Event.START)
+        else:  # a body part, trailers or an extension: no longer a response to hold
+            if self.phase is not Phase.STREAMING:
+                self.passed_on = STREAMED if kind == "http.response.body" else f"{kind} was sent"
+            self.advance(Event.STREAM)
+            unsent, self.unsent = self.unsent, []
+            for held in (*unsent, message):
+                await self.client_send(held)
 
     # --- answers --------------------------------------------------------------------
 
-    async def to_client(self, message: Message) -> None:
-        await self.client_send(message)
-        if message["type"] == "http.response.body" and not message.get("more_body", False):
-            self.response_complete = True
-            if self.streaming:
-                self.finish_response()
+    async def send_held(self) -> None:
+        """What the client lacks of the app's own response, as the app made it."""
+        if self.phase is not Phase.HELD:
+            return  # the app made no whole response, or the client is gone
+        unsent, self.unsent = self.unsent, []
+        for message in unsent:
+            await self.client_send(message)
+        self.advance(Event.SENT)
 
-    async def send_captured(self) -> None:
-        """The app's own response, as it made it (Set-Cookie included)."""
-        assert self.start is not None  # call() returned, so the app started a response
-        await self.to_client(self.start)
-        body = b"".join(self.chunks)
-        await self.to_client({"type": "http.response.body", "body": body, "more_body": False})
-
-    async def deliver_unstored(self, signal: ResponseNotStored) -> None:
-        if self.streaming:
-            logger.warning(
-                "%s %s: response streamed through and not stored (%s); idempotency key released",
-                self.scope["method"],
-                self.scope["path"],
-                signal.reason,
-            )
-        if signal.response is not None:
-            await self.send_captured()
-
-    async def deliver_despite(self, error: IdempotencyError) -> None:
-        """The app made its response but it could not be stored: send it all the same."""
-        if self.start is None or self.streaming or not self.response_finished.is_set():
-            raise error
-        logger.warning(
-            "%s %s: response sent but not stored: %s",
-            self.scope["method"],
-            self.scope["path"],
-            error,
-        )
-        await self.send_captured()
-
-    async def send_replay(self, stored: CapturedResponse) -> None:
-        headers = replay_headers(stored, self.config.header_denylist)
-        await _send_response(self.to_client, stored.status, headers, stored.body)
-
-    async def pass_through(self) -> None:
-        """Fail open: the app answers the client directly, unprotected."""
-        await self.app(self.scope, self.receive, self.to_client)
+    async def send_whole(self, status: int, headers: list[tuple[str, str]], body: bytes) -> None:
+        await _send_response(self.client_send, status, headers, body)
+        if self.phase is Phase.WAITING_FOR_APP:  # else the client is gone
+            self.advance(Event.SENT)
 
 
 # --- plumbing --------------------------------------------------------------------------
 
 
-def _unstored(response: Any, reason: str) -> Unstored[ResponseNotStored]:
-    return Unstored(ResponseNotStored(response, reason), reason)
+def _last(message: Message) -> bool:
+    """Whether an app's message ends its response."""
+    return message["type"] == "http.response.body" and not message.get("more_body", False)
 
 
 def _header_values(scope: Scope, name: bytes) -> list[str]:

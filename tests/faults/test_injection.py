@@ -3,8 +3,8 @@
 Attribute names come from the store's configuration and reach DynamoDB only as
 values of ``ExpressionAttributeNames`` (and as item keys); payloads reach it only
 hashed. The proxy sees every request, so these tests check the wire itself.
-(Tenant isolation of the HTTP middleware: tests/integration/test_http_asgi.py and
-test_http_aiohttp.py, ``test_tenants_with_the_same_key_each_run_once``.)
+(Tenant isolation of the HTTP middlewares: tests/integration/test_http_conformance.py,
+``test_tenants_with_the_same_key_each_run_once``, run on each framework.)
 """
 
 from __future__ import annotations

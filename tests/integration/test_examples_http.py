@@ -9,15 +9,12 @@ import runpy
 import signal
 import sys
 import uuid
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-import uvicorn
-from aiohttp import web
+from test_http_conformance import aiohttp_serving, uvicorn_serving
 
 from idemstore import AsyncDynamoStore
 from idemstore.testing import MotoEndpoint
@@ -31,34 +28,6 @@ def load(name: str) -> dict[str, Any]:
     with pytest.MonkeyPatch.context() as patch:
         patch.syspath_prepend(str(EXAMPLES))
         return runpy.run_path(str(EXAMPLES / f"{name}.py"), run_name=f"example_{name}")
-
-
-@asynccontextmanager
-async def serve_asgi(app: Any) -> AsyncIterator[str]:
-    server = uvicorn.Server(
-        uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", lifespan="off")
-    )
-    task = asyncio.create_task(server.serve())
-    while not server.started:
-        if task.done():
-            task.result()  # startup failed: raise why
-        await asyncio.sleep(0.01)
-    try:
-        yield f"http://127.0.0.1:{server.servers[0].sockets[0].getsockname()[1]}"
-    finally:
-        server.should_exit = True
-        await task
-
-
-@asynccontextmanager
-async def serve_aiohttp(app: web.Application) -> AsyncIterator[str]:
-    runner = web.AppRunner(app, handler_cancellation=True)
-    await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", 0).start()
-    try:
-        yield f"http://127.0.0.1:{runner.addresses[0][1]}"
-    finally:
-        await runner.cleanup()
 
 
 async def check_payments_api(url: str) -> None:
@@ -87,14 +56,14 @@ async def check_payments_api(url: str) -> None:
 @pytest.mark.asyncio
 async def test_the_fastapi_example_app(dynamo_store: AsyncDynamoStore) -> None:
     example = load("fastapi_app")
-    async with serve_asgi(example["create_app"](dynamo_store)) as url:
+    async with uvicorn_serving(example["create_app"](dynamo_store)) as url:
         await check_payments_api(url)
 
 
 @pytest.mark.asyncio
 async def test_the_aiohttp_example_app(dynamo_store: AsyncDynamoStore) -> None:
     example = load("aiohttp_app")
-    async with serve_aiohttp(example["create_app"](dynamo_store)) as url:
+    async with aiohttp_serving(example["create_app"](dynamo_store)) as url:
         await check_payments_api(url)
 
 

@@ -1,6 +1,6 @@
 """The HTTP integrations' pure parts: the ``Idempotency-Key`` header, configuration,
 identity, stored responses, header filtering, problem documents; and that importing
-idemstore imports no web framework."""
+idemstore imports no web framework. (Outcomes and errors to answers: test_http_answers.py.)"""
 
 from __future__ import annotations
 
@@ -11,31 +11,25 @@ from typing import Any
 
 import pytest
 
-from idemstore import IdempotencyConfig, IdempotencyConfigurationError
-from idemstore.errors import (
-    IdempotencyAlreadyInProgressError,
-    IdempotencyError,
-    IdempotencyInconsistentStateError,
-    IdempotencyKeyError,
-    IdempotencyPersistenceLayerError,
-    IdempotencySerializationError,
-    IdempotencyTableNotFoundError,
-    IdempotencyValidationError,
-)
+from idemstore import IdempotencyConfig, IdempotencyConfigurationError, InMemoryStore
+from idemstore.codec import RESULT_LIMIT_BYTES
+from idemstore.errors import IdempotencySerializationError
 from idemstore.integrations._http import (
     CapturedResponse,
     HttpIdempotencyConfig,
     InvalidIdempotencyKeyError,
     Problem,
     StatusSet,
+    build_engine,
     call_identity,
+    key_data,
     parse_idempotency_key,
-    problem_for,
     replay_headers,
     request_fingerprint,
     storable_headers,
     stored_by_default,
 )
+from idemstore.outcome import CallIdentity
 
 # --- the header ----------------------------------------------------------------------
 
@@ -108,6 +102,9 @@ def test_defaults() -> None:
     assert config.header_denylist == {"set-cookie"}
     assert config.key_prefix == "http"
     assert not config.fail_open
+    assert config.unstorable_responses == "record"
+    # A body is held only if it could fit in an item as it is.
+    assert config.max_capture_bytes == RESULT_LIMIT_BYTES
     assert [s for s in (200, 201, 303, 400, 404, 409, 422, 429, 500, 503) if config.stores(s)] == [
         200,
         201,
@@ -154,6 +151,7 @@ def test_stored_statuses_take_predicates_codes_and_ranges(
         {"max_capture_bytes": 0},
         {"key_prefix": ""},
         {"retry_after_seconds": -1},
+        {"unstorable_responses": "drop"},
         {"unknown_option": True},
         {"idempotency_config": IdempotencyConfig(event_key_jmespath="body")},
         {"idempotency_config": IdempotencyConfig(payload_validation_jmespath="body")},
@@ -192,24 +190,40 @@ def test_the_fingerprint_covers_method_path_query_and_body() -> None:
     assert all(variant != base for variant in variants)
 
 
+def identity(
+    key: str,
+    scope: str | None,
+    fingerprint: dict[str, str],
+    config: HttpIdempotencyConfig | None = None,
+) -> CallIdentity:
+    config = config or HttpIdempotencyConfig()
+    return call_identity(config, key=key, scope=scope, fingerprint=fingerprint)
+
+
 def test_the_key_depends_on_scope_and_header_and_the_hash_on_the_fingerprint() -> None:
-    config = HttpIdempotencyConfig()
     fingerprint = request_fingerprint("POST", "/orders", "", b"")
-    plain = call_identity(config, key="k", scope=None, fingerprint=fingerprint)
+    plain = identity("k", None, fingerprint)
     assert plain.key.startswith("http#")
-    assert plain == call_identity(config, key="k", scope=None, fingerprint=fingerprint)
-    tenant = call_identity(config, key="k", scope="acme", fingerprint=fingerprint)
-    other_key = call_identity(config, key="k2", scope=None, fingerprint=fingerprint)
+    assert plain == identity("k", None, fingerprint)
+    tenant = identity("k", "acme", fingerprint)
+    other_key = identity("k2", None, fingerprint)
     assert len({plain.key, tenant.key, other_key.key}) == 3
-    other_request = call_identity(
-        config, key="k", scope=None, fingerprint=request_fingerprint("POST", "/x", "", b"")
-    )
+    other_request = identity("k", None, request_fingerprint("POST", "/x", "", b""))
     assert other_request.key == plain.key
     assert other_request.payload_hash != plain.payload_hash
-    prefixed = call_identity(
-        HttpIdempotencyConfig(key_prefix="payments"), key="k", scope=None, fingerprint=fingerprint
-    )
+    prefixed = identity("k", None, fingerprint, HttpIdempotencyConfig(key_prefix="payments"))
     assert prefixed.key.startswith("payments#")
+
+
+def test_keys_and_hashes_are_those_of_records_already_stored() -> None:
+    """Derived by the engine now, by the middleware before: the same records must match."""
+    engine = build_engine(InMemoryStore(), HttpIdempotencyConfig())
+    fingerprint = request_fingerprint("POST", "/orders", "", b"{}")
+    assert engine.identity_of(key_data("k", None), fingerprint) == CallIdentity(
+        "http#1cf5f94c0c57933da4369036a77d6b47", "dba3cd32741fea05d5a5de0bb9a992c3"
+    )
+    assert identity("k", None, fingerprint) == engine.identity_of(key_data("k", None), fingerprint)
+    assert identity("k", "acme", fingerprint).key == "http#c9c1d9c02d212537edf48666f8f2b98b"
 
 
 # --- stored responses and headers ---------------------------------------------------------
@@ -276,29 +290,6 @@ def test_a_problem_is_an_rfc_9457_document() -> None:
         ("Content-Type", "application/problem+json"),
         ("Retry-After", "2"),
     ]
-
-
-@pytest.mark.parametrize(
-    ("error", "status"),
-    [
-        (IdempotencyValidationError("x"), 422),
-        (IdempotencyAlreadyInProgressError("x"), 409),
-        (IdempotencyInconsistentStateError("x"), 409),
-        (IdempotencyPersistenceLayerError("x"), 503),
-        (IdempotencyTableNotFoundError("t", region_name="r", endpoint_url=None), 503),
-    ],
-)
-def test_engine_errors_map_to_statuses(error: IdempotencyError, status: int) -> None:
-    config = HttpIdempotencyConfig(retry_after_seconds=5)
-    problem = problem_for(error, config)
-    assert problem is not None
-    assert problem.status == status
-    if status != 422:
-        assert ("Retry-After", "5") in problem.headers
-
-
-def test_other_engine_errors_have_no_problem() -> None:
-    assert problem_for(IdempotencyKeyError("x"), HttpIdempotencyConfig()) is None
 
 
 # --- the package stays framework-free ----------------------------------------------------------
