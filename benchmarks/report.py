@@ -240,6 +240,9 @@ def markdown(report: dict[str, Any]) -> str:
         f" · commit {machine['commit']}{' (dirty)' if machine['work_tree_dirty'] else ''}",
         "",
         "Packages: " + ", ".join(f"{k} {v}" for k, v in machine["packages"].items() if v),
+    ]
+    timing = [r for r in report["rows"] if r["workload"] != "memory_in_flight"]
+    per_contender = [
         "",
         "## Per contender",
         "",
@@ -253,7 +256,7 @@ def markdown(report: dict[str, Any]) -> str:
         "| requests/call | peak RSS MiB |",
         "|---|---:|---|---:|---:|---:|---:|---:|---:|",
     ]
-    timing = [r for r in report["rows"] if r["workload"] != "memory_in_flight"]
+    lines += per_contender if timing else []  # none with --only cold_start
     for row in sorted(timing, key=lambda r: (r["workload"], r["latency_ms"], r["contender"])):
         rss = row.get("peak_rss_bytes")
         lines.append(
