@@ -77,7 +77,7 @@ class LambdaEntryPoint(Generic[R]):
         self._loop: asyncio.AbstractEventLoop | None = None
         stores = list(open_stores)
         if stores:
-            self.open_stores(stores)
+            self._open_stores(stores)
 
     @property
     def loop(self) -> asyncio.AbstractEventLoop:
@@ -85,7 +85,7 @@ class LambdaEntryPoint(Generic[R]):
             self._loop = asyncio.new_event_loop()
         return self._loop
 
-    def open_stores(self, stores: Iterable[OpenableStore]) -> None:
+    def _open_stores(self, stores: Iterable[OpenableStore]) -> None:
         """Open each store's client on this entry point's loop, one after another.
 
         A store that cannot open (no region, say) raises here, at INIT, rather than
