@@ -13,6 +13,7 @@ import platform
 import subprocess
 from typing import Any
 
+from benchmarks import cold_start as cold_start_workload
 from benchmarks.processes import ROOT
 
 BASELINE_CPU = "raw-aiobotocore"
@@ -191,7 +192,10 @@ def targets(
 
 
 def build(
-    results: list[dict[str, Any]], settings: dict[str, Any], machine: dict[str, Any]
+    results: list[dict[str, Any]],
+    settings: dict[str, Any],
+    machine: dict[str, Any],
+    cold_start: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     # Peak RSS is the process's: a contender's own timing process for its calls (sequential
     # rows come from a process all contenders share), the memory process for held calls.
@@ -213,7 +217,8 @@ def build(
         "rows": rows,
         "request_paths": paths,
         "ratios": ratio_rows,
-        "targets": targets(rows, paths, ratio_rows),
+        "cold_start": cold_start,
+        "targets": targets(rows, paths, ratio_rows) + cold_start_workload.targets(cold_start),
     }
 
 
@@ -235,6 +240,9 @@ def markdown(report: dict[str, Any]) -> str:
         f" · commit {machine['commit']}{' (dirty)' if machine['work_tree_dirty'] else ''}",
         "",
         "Packages: " + ", ".join(f"{k} {v}" for k, v in machine["packages"].items() if v),
+    ]
+    timing = [r for r in report["rows"] if r["workload"] != "memory_in_flight"]
+    per_contender = [
         "",
         "## Per contender",
         "",
@@ -248,7 +256,7 @@ def markdown(report: dict[str, Any]) -> str:
         "| requests/call | peak RSS MiB |",
         "|---|---:|---|---:|---:|---:|---:|---:|---:|",
     ]
-    timing = [r for r in report["rows"] if r["workload"] != "memory_in_flight"]
+    lines += per_contender if timing else []  # none with --only cold_start
     for row in sorted(timing, key=lambda r: (r["workload"], r["latency_ms"], r["contender"])):
         rss = row.get("peak_rss_bytes")
         lines.append(
@@ -318,6 +326,7 @@ def markdown(report: dict[str, Any]) -> str:
                 budget = outcome["budget"] if outcome else budget
                 cells.append(str(outcome["requests"]) if outcome else "n/a")
             lines.append(f"| {name} | {budget} | " + " | ".join(cells) + " |")
+    lines += cold_start_workload.markdown(report.get("cold_start"))
     if report["targets"]:
         lines += ["", "## Targets", "", "| target | achieved | met |", "|---|---:|:---:|"]
         for target in report["targets"]:

@@ -1,7 +1,8 @@
 """The harness: start the servers, run every contender in its own process, write the report.
 
-    python -m benchmarks            # the full run (several minutes)
-    python -m benchmarks --quick    # a handful of calls, to check the harness works
+    python -m benchmarks                      # the full run (several minutes)
+    python -m benchmarks --quick              # a handful of calls, to check the harness works
+    python -m benchmarks --only cold_start    # some workloads only (comma-separated)
 
 Results go to ``benchmarks/results/`` (``bench-<time>.json`` and ``.md``, and
 ``latest.*``); the markdown is printed too.
@@ -21,7 +22,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from benchmarks import report
+from benchmarks import cold_start, report
 from benchmarks.contenders import CONTENDER_NAMES
 from benchmarks.processes import ROOT, ServerProcess
 from benchmarks.worker import Plan
@@ -40,6 +41,9 @@ WORKER_ENVIRONMENT = {
     "AWS_DEFAULT_REGION": "us-east-1",
 }
 CLEARED_ENVIRONMENT = ("AWS_PROFILE", "AWS_LAMBDA_FUNCTION_NAME", "AWS_SESSION_TOKEN")
+WORKLOAD_GROUPS = ("sequential", "timing", "memory", "cold_start")
+"""What ``--only`` selects: the worker modes, and the cold starts."""
+COLD_START_SAMPLES = {"full": 9, "quick": 3}
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -57,6 +61,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--sequential-rounds", type=int, help="rounds per sequential workload")
     parser.add_argument("--in-flight", type=int, help="calls held in flight for memory")
     parser.add_argument("--no-memory", action="store_true", help="skip the memory workload")
+    parser.add_argument(
+        "--only",
+        default=",".join(WORKLOAD_GROUPS),
+        help=f"comma-separated, among {', '.join(WORKLOAD_GROUPS)} (default: all)",
+    )
+    parser.add_argument("--cold-samples", type=int, help="fresh interpreters per contender")
     parser.add_argument("--out", type=Path, default=RESULTS_DIR, help="results directory")
     return parser.parse_args(argv)
 
@@ -69,9 +79,14 @@ def _key(latency: float) -> str:
     return f"{latency:g}"
 
 
-def run_worker(plan: Plan) -> dict[str, Any]:
+def worker_environment() -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k not in CLEARED_ENVIRONMENT}
     env.update(WORKER_ENVIRONMENT, PYTHONPATH=str(ROOT))
+    return env
+
+
+def run_worker(plan: Plan) -> dict[str, Any]:
+    env = worker_environment()
     with tempfile.TemporaryDirectory(prefix="idemstore-bench-") as scratch:
         plan_path, out_path = Path(scratch, "plan.json"), Path(scratch, "out.json")
         plan_path.write_text(json.dumps(plan.to_json()))
@@ -103,6 +118,13 @@ def main(argv: list[str] | None = None) -> int:
     unknown = set(contenders) - set(CONTENDER_NAMES)
     if unknown:
         raise SystemExit(f"unknown contenders: {sorted(unknown)}; known: {CONTENDER_NAMES}")
+    only = [name.strip() for name in args.only.split(",") if name.strip()]
+    unknown = set(only) - set(WORKLOAD_GROUPS)
+    if unknown or not only:
+        raise SystemExit(f"unknown workloads: {sorted(unknown)}; known: {WORKLOAD_GROUPS}")
+    if args.no_memory:
+        only = [name for name in only if name != "memory"]
+    cold_samples = args.cold_samples or COLD_START_SAMPLES["quick" if args.quick else "full"]
     settings: dict[str, Any] = {
         "quick": args.quick,
         "contenders": contenders,
@@ -110,15 +132,26 @@ def main(argv: list[str] | None = None) -> int:
         "sequential_latencies_ms": _latencies(args.sequential_latencies),
         "paths_backend": paths_backend,
         "sizes": dataclasses.asdict(sizes),
-        "memory": not args.no_memory,
+        "memory": "memory" in only,
+        "workloads": only,
+        "cold_start_samples": cold_samples if "cold_start" in only else 0,
     }
     machine = report.machine_info()
     started = time.perf_counter()
     results = []
+    cold: dict[str, Any] | None = None
     with contextlib.ExitStack() as servers:
         fake = servers.enter_context(ServerProcess("benchmarks.fake_dynamo"))
+        if "cold_start" in only:
+            print("[bench] cold start", file=sys.stderr, flush=True)
+            cold = cold_start.run(fake.url, cold_samples, worker_environment())
         endpoints = {}
-        for latency in sorted(set(latencies) | set(settings["sequential_latencies_ms"])):
+        needed: set[float] = set()
+        if "sequential" in only:
+            needed |= set(settings["sequential_latencies_ms"])
+        if {"timing", "memory"} & set(only):
+            needed |= set(latencies)
+        for latency in sorted(needed):
             if latency == 0:
                 endpoints[_key(latency)] = fake.url
             else:
@@ -133,28 +166,30 @@ def main(argv: list[str] | None = None) -> int:
                 )
                 endpoints[_key(latency)] = proxy.url
         paths_endpoint = fake.url
-        if paths_backend == "moto":
+        if paths_backend == "moto" and "timing" in only:
             moto = servers.enter_context(ServerProcess("benchmarks.moto_endpoint"))
             counter = servers.enter_context(
                 ServerProcess("benchmarks.latency_proxy", "--upstream", moto.url)
             )
             paths_endpoint = counter.url
-        modes = ["timing"] + ([] if args.no_memory else ["memory"])
+        modes = [mode for mode in ("timing", "memory") if mode in only]
         # A full run measures memory in processes of its own, so that their peak RSS
         # is the in-flight calls' alone, at a tenth of the calls and at all of them
         # (to show the cost per call stays flat); a quick run saves the process starts.
         batches: list[tuple[list[str], int]] = (
             [(modes, sizes.memory_in_flight)]
             if args.quick
-            else [(["timing"], sizes.memory_in_flight)]
-            + [(["memory"], n) for n in _memory_sizes(sizes.memory_in_flight, args.no_memory)]
+            else [([mode], sizes.memory_in_flight) for mode in modes if mode == "timing"]
+            + [(["memory"], n) for n in _memory_sizes(sizes.memory_in_flight, "memory" not in only)]
         )
         # Sequential calls first, all contenders taking turns in one process; then each
         # contender alone in its processes.
-        jobs = [(contenders, ["sequential"], sizes.memory_in_flight)] + [
+        sequential = [(contenders, ["sequential"], sizes.memory_in_flight)]
+        jobs = (sequential if "sequential" in only else []) + [
             ([contender], batch, in_flight)
             for contender in contenders
             for batch, in_flight in batches
+            if batch
         ]
         for job_contenders, batch, in_flight in jobs:
             name = ",".join(job_contenders)
@@ -177,7 +212,7 @@ def main(argv: list[str] | None = None) -> int:
                 flush=True,
             )
     settings["duration_s"] = round(time.perf_counter() - started, 1)
-    built = report.build(results, settings, machine)
+    built = report.build(results, settings, machine, cold)
     text = report.markdown(built)
     write(args.out, built, text)
     print(text)

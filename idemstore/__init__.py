@@ -1,5 +1,12 @@
-"""idemstore: async idempotency for Lambda handlers, async functions and HTTP endpoints."""
+"""idemstore: async idempotency for Lambda handlers, async functions and HTTP endpoints.
 
+What a decorated call needs is imported here; the stores and helpers that pull in
+more (aiobotocore for ``AsyncDynamoStore`` and ``create_table``, redis for
+``AsyncRedisStore``) are imported on first access, so code that never uses them
+never pays for them.
+"""
+
+import importlib
 from typing import TYPE_CHECKING, Any
 
 from idemstore.config import IdempotencyConfig
@@ -31,15 +38,23 @@ from idemstore.serialization import (
     PydanticSerializer,
 )
 from idemstore.stores.contract import RecordStore
-from idemstore.stores.dynamo import AsyncDynamoStore
-from idemstore.stores.memory import InMemoryStore
 from idemstore.table import TableSchema
-from idemstore.tables import create_table
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # imported on first access at run time: see __getattr__
+    from idemstore.stores.dynamo import AsyncDynamoStore
+    from idemstore.stores.memory import InMemoryStore
     from idemstore.stores.redis import AsyncRedisStore
+    from idemstore.tables import create_table
 
 __version__ = "0.1.0"
+
+_LAZY_EXPORTS = {
+    "AsyncDynamoStore": "idemstore.stores.dynamo",
+    "AsyncRedisStore": "idemstore.stores.redis",
+    "InMemoryStore": "idemstore.stores.memory",
+    "create_table": "idemstore.tables",
+}
+"""Public names imported on first access, and the module each comes from."""
 
 __all__ = [
     "AsyncDynamoStore",
@@ -81,10 +96,16 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str) -> Any:
-    # Optional stores load on first use: ``import idemstore`` never imports redis.
-    if name == "AsyncRedisStore":
-        from idemstore.stores.redis import AsyncRedisStore
+if not TYPE_CHECKING:  # type checkers see the imports above, and flag unknown names
 
-        return AsyncRedisStore
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    def __getattr__(name: str) -> Any:
+        module = _LAZY_EXPORTS.get(name)
+        if module is None:
+            raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+        value = getattr(importlib.import_module(module), name)
+        globals()[name] = value  # found directly from now on, without this function
+        return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY_EXPORTS))

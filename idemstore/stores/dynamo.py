@@ -214,6 +214,24 @@ class AsyncDynamoStore:
             owned = self._owned = _OwnedClient(loop, self._client_lifetime())
         return await owned.ready()
 
+    async def open(self) -> None:
+        """Open the client now rather than on the first record operation.
+
+        For the Lambda INIT phase (see ``lambda_entry_point(open_stores=...)``): the
+        client is built (credentials, service model) and so is its HTTP session,
+        before the first invocation. It belongs to the running loop, as
+        ``client()``'s does. Sends no request.
+        """
+        client = await self.client()
+        # aiobotocore makes its HTTP session on the first request, reading the CA
+        # bundle for its TLS context in a thread: most of a first request's CPU.
+        # Private to aiobotocore (pinned below 3.11); skipped if it changes shape.
+        http_session = getattr(getattr(client, "_endpoint", None), "http_session", None)
+        make_session = getattr(http_session, "_get_session", None)
+        proxies = getattr(http_session, "_proxy_config", None)
+        if make_session is not None and proxies is not None:
+            await make_session(proxies.proxy_url_for(client.meta.endpoint_url))
+
     async def _client_lifetime(self) -> AsyncGenerator[DynamoDBClient, None]:
         """Open a client, yield it, close it when closed (by ``aclose()`` or by the loop)."""
         session = self._session or get_session()

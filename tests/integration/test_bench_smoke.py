@@ -17,21 +17,36 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 CONTENDERS = ("idemstore", "raw-aiobotocore", "powertools-to-thread", "powertools-16-threads")
 QUICK_CALLS = 10
+COLD_START_CONTENDERS = ("idemstore", "idemstore-lazy-client", "raw-aiobotocore", "powertools")
+COLD_START_SAMPLES = 2
 
 
 @pytest.fixture(scope="module")
 def report(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     out = tmp_path_factory.mktemp("bench")
     result = subprocess.run(
-        [sys.executable, "-m", "benchmarks", "--quick", "--in-flight", "50", "--out", str(out)],
+        [
+            sys.executable,
+            "-m",
+            "benchmarks",
+            "--quick",
+            "--in-flight",
+            "50",
+            "--cold-samples",
+            str(COLD_START_SAMPLES),
+            "--out",
+            str(out),
+        ],
         cwd=ROOT,
         capture_output=True,
         text=True,
-        timeout=120,
+        timeout=300,
         check=False,
     )
     assert result.returncode == 0, result.stderr[-4000:]
-    assert (out / "latest.md").read_text().startswith("# idemstore benchmark")
+    markdown = (out / "latest.md").read_text()
+    assert markdown.startswith("# idemstore benchmark")
+    assert "## Cold start" in markdown
     loaded: dict[str, Any] = json.loads((out / "latest.json").read_text())
     return loaded
 
@@ -44,7 +59,15 @@ def _row(report: dict[str, Any], contender: str, workload: str) -> dict[str, Any
 
 
 def test_report_has_machine_info_settings_and_every_section(report: dict[str, Any]) -> None:
-    assert set(report) == {"machine", "settings", "rows", "request_paths", "ratios", "targets"}
+    assert set(report) == {
+        "machine",
+        "settings",
+        "rows",
+        "request_paths",
+        "ratios",
+        "cold_start",
+        "targets",
+    }
     assert report["machine"]["cpu_count"] >= 1
     assert report["machine"]["packages"]["aiobotocore"]
     assert report["settings"]["quick"] is True
@@ -128,3 +151,39 @@ def test_ratios_compare_idemstore_with_every_baseline(report: dict[str, Any]) ->
     assert entry["throughput_vs_powertools-16-threads"] > 0
     targets = {t["target"] for t in report["targets"]}
     assert "client CPU per call <= 1.0x raw aiobotocore (sequential_fresh, 0 ms)" in targets
+
+
+def test_cold_starts_are_measured_per_phase_for_every_contender(report: dict[str, Any]) -> None:
+    cold = report["cold_start"]
+
+    assert cold["samples"] == COLD_START_SAMPLES
+    assert [row["contender"] for row in cold["rows"]] == list(COLD_START_CONTENDERS)
+    for row in cold["rows"]:
+        assert row["samples"] == COLD_START_SAMPLES
+        assert set(row["phases"]) == {
+            "import",
+            "init",
+            "first_invocation",
+            "second_invocation",
+            "cold_start",
+        }
+        for phase in row["phases"].values():
+            assert phase["cpu_ms"]["samples"] == COLD_START_SAMPLES
+            assert phase["cpu_ms"]["min"] <= phase["cpu_ms"]["median"] <= phase["cpu_ms"]["max"]
+        # Two fresh invocations per sample, each a lock and a completion.
+        assert row["requests_by_operation"] == {
+            "PutItem": 2 * COLD_START_SAMPLES,
+            "UpdateItem": 2 * COLD_START_SAMPLES,
+        }
+
+
+def test_cold_start_ratios_and_targets_are_reported(report: dict[str, Any]) -> None:
+    ratios = report["cold_start"]["ratios"]
+    targets = {t["target"]: t for t in report["targets"]}
+
+    assert ratios["cold_start_vs_raw-aiobotocore"] > 0
+    assert ratios["first_invocation_vs_powertools"] > 0
+    assert "cold start (import + INIT + first invocation, CPU) <= 1.1x raw aiobotocore" in targets
+    assert "first invocation after INIT (CPU) <= Powertools' first invocation" in targets
+    for contender in COLD_START_CONTENDERS:
+        assert targets[f"cold start of {contender}: 2 requests per invocation"]["met"] is True

@@ -7,6 +7,8 @@ import re
 import subprocess
 import sys
 
+import pytest
+
 import idemstore
 
 EXPECTED_ALL = [
@@ -90,3 +92,22 @@ def test_the_redis_store_is_exported_lazily() -> None:
     from idemstore.stores.redis import AsyncRedisStore
 
     assert idemstore.AsyncRedisStore is AsyncRedisStore
+
+
+def test_lazily_exported_names_are_the_defining_modules_objects() -> None:
+    from idemstore.stores.dynamo import AsyncDynamoStore
+    from idemstore.stores.memory import InMemoryStore
+    from idemstore.tables import create_table
+
+    assert idemstore.AsyncDynamoStore is AsyncDynamoStore
+    assert idemstore.InMemoryStore is InMemoryStore
+    assert idemstore.create_table is create_table
+
+
+def test_dir_lists_every_public_name() -> None:
+    assert set(EXPECTED_ALL) <= set(dir(idemstore))
+
+
+def test_an_unknown_name_is_an_attribute_error() -> None:
+    with pytest.raises(AttributeError, match="no attribute 'AsyncDynamoStor'"):
+        _ = idemstore.AsyncDynamoStor  # type: ignore[attr-defined]  # the misspelling under test

@@ -1,0 +1,114 @@
+"""What importing idemstore and making a first call load: only what the call needs.
+
+Each check runs in a fresh interpreter, since this test process has long since
+imported everything.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+NEVER_IMPORTED = (
+    "fastapi",
+    "starlette",
+    "aiohttp.web",
+    "argparse",
+    "idemstore.cli",
+    "idemstore.integrations",
+    "opentelemetry",
+    "redis",
+    "boto3",
+    "moto",
+)
+"""Loaded only by the parts that use them: web frameworks, the CLI, integrations, ..."""
+
+AWS_SDK = ("aiobotocore", "botocore", "aiohttp")
+"""Needed by ``AsyncDynamoStore`` alone."""
+
+
+def modules_after(code: str) -> set[str]:
+    """The modules loaded once ``code`` has run in a fresh interpreter."""
+    script = textwrap.dedent(code) + "\nimport json, sys\nprint(json.dumps(sorted(sys.modules)))\n"
+    result = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=120, check=False
+    )
+    assert result.returncode == 0, result.stderr[-4000:]
+    loaded: list[str] = json.loads(result.stdout.splitlines()[-1])
+    return set(loaded)
+
+
+def loaded_from(modules: set[str], packages: tuple[str, ...]) -> list[str]:
+    return sorted(
+        name for name in modules for package in packages if (name + ".").startswith(package + ".")
+    )
+
+
+def test_the_check_sees_a_package_that_is_loaded() -> None:
+    modules = modules_after("import argparse, idemstore.integrations._http")
+
+    assert loaded_from(modules, NEVER_IMPORTED) == [
+        "argparse",
+        "idemstore.integrations",
+        "idemstore.integrations._http",
+    ]
+
+
+def test_importing_idemstore_loads_no_optional_part_and_no_aws_sdk() -> None:
+    modules = modules_after("import idemstore")
+
+    assert "idemstore.idempotency" in modules
+    assert loaded_from(modules, NEVER_IMPORTED) == []
+    assert loaded_from(modules, AWS_SDK) == []
+
+
+def test_a_first_call_on_an_in_memory_store_loads_no_optional_part_and_no_aws_sdk() -> None:
+    modules = modules_after(
+        """
+        import asyncio
+        from idemstore import InMemoryStore, idempotent_function
+
+        store = InMemoryStore()
+
+        @idempotent_function(data_keyword_argument="order", persistence_store=store)
+        async def process(order: dict) -> dict:
+            return {"accepted": order["id"]}
+
+        assert asyncio.run(process(order={"id": 1})) == {"accepted": 1}
+        assert asyncio.run(process(order={"id": 1})) == {"accepted": 1}
+        """
+    )
+
+    assert "idemstore.stores.memory" in modules
+    assert loaded_from(modules, NEVER_IMPORTED) == []
+    assert loaded_from(modules, AWS_SDK) == []
+
+
+@pytest.mark.parametrize("opened", [False, True], ids=["lazy-client", "open-stores"])
+def test_a_lambda_handler_on_dynamodb_loads_no_optional_part(opened: bool) -> None:
+    modules = modules_after(
+        f"""
+        from idemstore import AsyncDynamoStore, idempotent, lambda_entry_point
+        from idemstore.loopback import isolated_session
+
+        store = AsyncDynamoStore(
+            "orders", endpoint_url="http://127.0.0.1:9", region_name="us-east-1",
+            session=isolated_session(),
+        )
+
+        @idempotent(persistence_store=store)
+        async def handle(event, context):
+            return event
+
+        handler = lambda_entry_point(handle, open_stores=[store] if {opened} else ())
+        handler.loop.run_until_complete(store.aclose())
+        handler.close()
+        """
+    )
+
+    assert "aiobotocore.session" in modules
+    assert loaded_from(modules, NEVER_IMPORTED) == []
