@@ -429,17 +429,23 @@ class IdempotencyEngine:
             return Outcome(
                 OutcomeKind.EXECUTED, result.value, identity, unstored_reason=result.reason
             )
-        response_data = json.dumps(result.record_as, sort_keys=True)
+        unstorable, response_data = self._storable(lock, result.record_as, serialize=False)
+        if unstorable is not None:
+            await self._release(lock, unstorable)
+            raise unstorable
         record = await self._complete(lock, response_data)
         return Outcome(
             OutcomeKind.EXECUTED, result.value, identity, record, unstored_reason=result.reason
         )
 
-    def _storable(self, lock: DataRecord, result: Any) -> tuple[IdempotencyError | None, str]:
-        """The result as stored JSON text, or why it cannot be stored."""
+    def _storable(
+        self, lock: DataRecord, result: Any, *, serialize: bool = True
+    ) -> tuple[IdempotencyError | None, str]:
+        """The result (through the output serializer, unless it is stored JSON data
+        already) as stored JSON text, or why it cannot be stored."""
         key = lock.idempotency_key
         try:
-            data = self.serializer.to_dict(result)
+            data = self.serializer.to_dict(result) if serialize else result
             response_data = json.dumps(data, cls=PayloadEncoder, sort_keys=True)
         except (TypeError, ValueError) as exc:
             error = IdempotencySerializationError(

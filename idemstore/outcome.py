@@ -53,7 +53,10 @@ class Unstored(Generic[T]):
 
     Without ``record_as`` the lock is released, so a retry runs the function
     again. With ``record_as`` (JSON data), that is stored in place of the
-    result: the key is done, and duplicates replay ``record_as`` instead.
+    result: the key is done, and duplicates replay ``record_as`` instead,
+    through the engine's output serializer like any stored result (so for a
+    typed function it must have the result's shape). ``record_as`` that is not
+    JSON data releases the lock and raises ``IdempotencySerializationError``.
     """
 
     value: T

@@ -250,6 +250,11 @@ class AsyncDynamoStore:
             raise IdempotencyConfigurationError(
                 "no AWS region: pass region_name= or set AWS_REGION / AWS_DEFAULT_REGION"
             ) from exc
+        except ValueError as exc:  # botocore's "Invalid endpoint", from the option or the env
+            raise IdempotencyConfigurationError(
+                f"invalid DynamoDB endpoint ({exc}): check endpoint_url= or "
+                "AWS_ENDPOINT_URL_DYNAMODB / AWS_ENDPOINT_URL"
+            ) from exc
         try:
             install_retry_policy(client, connect_attempts=self._connect_attempts)
             yield client

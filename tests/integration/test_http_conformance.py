@@ -522,12 +522,16 @@ async def test_the_same_key_for_a_different_request_is_422(
         first = await app.post("/orders", b'{"n": 1}')
         other_body = await app.post("/orders", b'{"n": 2}')
         other_query = await app.post("/orders?dry=1", b'{"n": 1}')
+        # The query as sent, escapes included: "a%26b" is one value, "a&b" two parameters.
+        escaped = await app.post("/orders?q=a%26b", b'{"n": 1}', key="escaped")
+        unescaped = await app.post("/orders?q=a&b", b'{"n": 1}', key="escaped")
         other_path = await app.post("/binary", b'{"n": 1}')
     assert first.status_code == 201
-    for response in (other_body, other_query, other_path):
+    assert escaped.status_code == 201
+    for response in (other_body, other_query, unescaped, other_path):
         assert response.status_code == 422
         assert "different request" in problem(response)["detail"]
-    assert app.handlers.runs == {"orders": 1}
+    assert app.handlers.runs == {"orders": 2}
 
 
 async def test_unguarded_methods_pass_through_untouched(

@@ -541,3 +541,16 @@ async def test_the_region_comes_from_aws_region_when_not_given(
         assert client.meta.region_name == "eu-west-3"
     finally:
         await store.aclose()
+
+
+@pytest.mark.asyncio
+async def test_a_malformed_endpoint_variable_is_a_configuration_error(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("AWS_ENDPOINT_URL_DYNAMODB", "not a url")
+    store = AsyncDynamoStore("t", region_name="us-east-1", session=isolated_session())
+    try:
+        with pytest.raises(IdempotencyConfigurationError, match="AWS_ENDPOINT_URL_DYNAMODB"):
+            await store.client()
+    finally:
+        await store.aclose()

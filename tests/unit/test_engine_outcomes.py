@@ -11,6 +11,7 @@ import pytest
 from idemstore import (
     IdempotencyConfig,
     IdempotencyResponseTooLargeError,
+    IdempotencySerializationError,
     IdempotencyValidationError,
     InMemoryStore,
     RecordStatus,
@@ -193,3 +194,15 @@ async def test_explicit_key_data_shares_the_identity_rules() -> None:
     assert first.identity == engine.identity_of({"key": "k"}, {"body": 1})
     with pytest.raises(IdempotencyValidationError):
         await engine.process_keyed({"key": "k"}, {"body": 2}, Calls())
+
+
+@pytest.mark.asyncio
+async def test_a_replacement_that_is_not_json_releases_the_lock() -> None:
+    store = InMemoryStore()
+    engine = engine_for(store)
+    calls = Calls(Unstored("value", "not held", record_as={"at": object()}))
+    with pytest.raises(IdempotencySerializationError) as caught:
+        await engine.process({"id": 1}, calls)
+    assert caught.value.function_ran is True
+    assert caught.value.result == "value"
+    assert store.items() == {}
