@@ -360,7 +360,9 @@ class _BatchRun:
 
     def _failed(self, index: int, error: Exception) -> RecordResult:
         identifier = self.identifiers[index]
-        logger.warning("batch record %s failed: %r", identifier, error)
+        # INFO, not WARNING: the failure is answered in the batch response (and kept in
+        # RecordResult.error); the source redelivers the record.
+        logger.info("batch record %s failed: %r", identifier, error, exc_info=error)
         return RecordResult(self.records[index], identifier, error=error)
 
 
