@@ -38,7 +38,7 @@ from idemstore.errors import (
     IdempotencyError,
 )
 from idemstore.idempotency import _engine as build_engine
-from idemstore.lambda_runtime import lambda_context_scope
+from idemstore.lambda_runtime import current_lambda_context, lambda_context_scope
 from idemstore.outcome import CallIdentity, Outcome, OutcomeKind
 from idemstore.serialization import BaseIdempotencySerializer
 from idemstore.stores.contract import RecordStore
@@ -181,6 +181,8 @@ class BatchProcessor:
         identifiers = [
             _identifier(raw, self.event_type, index) for index, raw in enumerate(raw_records)
         ]
+        if context is None:  # inside an idempotent handler: the context it registered
+            context = current_lambda_context()
         with lambda_context_scope(context):
             run = _BatchRun(self, records, raw_records, identifiers, context)
             return await run.run()
@@ -311,7 +313,10 @@ class _BatchRun:
         if leader is None:
             return await self._lead(index, identity)
         await leader.wait()
-        return self._follow(index, identity, self.led[identity.key])
+        led = self.led.get(identity.key)
+        followed = self._follow(index, identity, led) if led is not None else None
+        # Nothing to take from the first (it was cancelled, or its record lapsed): run.
+        return followed if followed is not None else await self._execute(index, identity)
 
     async def _lead(self, index: int, identity: CallIdentity) -> RecordResult:
         """Run the batch's first record of a key; later ones take its outcome."""
@@ -323,20 +328,30 @@ class _BatchRun:
         finally:
             done.set()
 
-    def _follow(self, index: int, identity: CallIdentity, led: RecordResult) -> RecordResult:
-        """A duplicate inside the batch: the outcome of its key's first record."""
+    def _follow(self, index: int, identity: CallIdentity, led: RecordResult) -> RecordResult | None:
+        """A duplicate inside the batch: the outcome of its key's first record; None
+        when that left nothing to replay."""
         if led.error is not None:
             return self._failed(index, led.error)
-        record = led.outcome.record if led.outcome is not None else None
-        if record is None:
-            # Its key's first record stored nothing (an Unstored result): nothing to replay.
-            return RecordResult(self.records[index], self.identifiers[index], led.outcome)
-        try:
-            outcome = self.engine.settle_found(identity, record, kind=OutcomeKind.ATTACHED)
-        except IdempotencyError as exc:
-            return self._failed(index, exc)
-        if outcome is None:  # expired meanwhile: an hour's setting shorter than the batch
-            outcome = Outcome(OutcomeKind.ATTACHED, led.outcome.value if led.outcome else None)
+        if led.outcome is None:
+            return None
+        if led.outcome.record is None:
+            # An Unstored result: the value without a record, as the first record got it.
+            outcome: Outcome[Any] | None = Outcome(
+                OutcomeKind.ATTACHED,
+                led.outcome.value,
+                identity,
+                unstored_reason=led.outcome.unstored_reason,
+            )
+        else:
+            try:
+                outcome = self.engine.settle_found(
+                    identity, led.outcome.record, kind=OutcomeKind.ATTACHED
+                )
+            except IdempotencyError as exc:
+                return self._failed(index, exc)
+        if outcome is None:
+            return None
         return RecordResult(self.records[index], self.identifiers[index], outcome)
 
     async def _execute(self, index: int, identity: CallIdentity | None) -> RecordResult:

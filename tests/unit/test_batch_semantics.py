@@ -26,7 +26,8 @@ from idemstore.batch import (
     IdempotencyBatchEventError,
     process_partial_response,
 )
-from idemstore.outcome import OutcomeKind
+from idemstore.lambda_runtime import lambda_context_scope
+from idemstore.outcome import OutcomeKind, Unstored
 from idemstore.records import DataRecord, RecordStatus
 from idemstore.testing import RequestLog
 
@@ -737,3 +738,46 @@ def test_importing_idemstore_does_not_import_batch_processing() -> None:
     ).stdout
 
     assert out.strip() == "[]"
+
+
+@pytest.mark.asyncio
+async def test_duplicates_of_an_unstored_result_get_its_value_and_it_runs_once() -> None:
+    store = InMemoryStore()
+    runs: list[str] = []
+
+    async def quote(record: dict[str, Any]) -> Unstored[str]:
+        runs.append(record["messageId"])
+        return Unstored(f"quote for {record['messageId']}", reason="prices change")
+
+    result = await BatchProcessor(quote, persistence_store=store, config=BY_ORDER).process(
+        event(sqs("m-1", "o-1"), sqs("m-2", "o-1"))
+    )
+
+    assert runs == ["m-1"]
+    assert [(r.outcome.kind, r.outcome.value) for r in result.results if r.outcome] == [
+        (OutcomeKind.EXECUTED, "quote for m-1"),
+        (OutcomeKind.ATTACHED, "quote for m-1"),
+    ]
+    assert store.items() == {}  # nothing stored: a redelivery runs again
+
+
+@pytest.mark.asyncio
+async def test_without_a_context_the_one_registered_for_the_invocation_is_used() -> None:
+    store = InMemoryStore()
+    expiries: list[int] = []
+
+    class Context:
+        def get_remaining_time_in_millis(self) -> int:
+            return 7_000
+
+    async def record_handler(record: dict[str, Any]) -> None:
+        from idemstore.codec import from_item
+
+        (item,) = store.items().values()
+        expiries.append(from_item(store.schema, item).in_progress_expiry_timestamp or 0)
+
+    processor = BatchProcessor(record_handler, persistence_store=store, config=BY_MESSAGE_ID)
+    with lambda_context_scope(Context()):  # as an @idempotent handler registers it
+        await processor.process(event(sqs("m-1")))
+
+    assert expiries == [int(NOW * 1000) + 7_000]
