@@ -40,6 +40,7 @@ from idemstore.errors import (
 from idemstore.idempotency import _engine as build_engine
 from idemstore.lambda_runtime import current_lambda_context, lambda_context_scope
 from idemstore.outcome import CallIdentity, Outcome, OutcomeKind
+from idemstore.records import DataRecord
 from idemstore.serialization import BaseIdempotencySerializer
 from idemstore.stores.contract import RecordStore
 
@@ -104,7 +105,7 @@ class BatchResult:
 
     results: tuple[RecordResult, ...]
     batch_read: bool
-    """Whether the records' keys were read at once before acquiring."""
+    """Whether the records were read at once before acquiring (and the read succeeded)."""
 
     @property
     def failures(self) -> tuple[RecordResult, ...]:
@@ -247,9 +248,8 @@ class _BatchRun:
             not self.disabled
             and self.processor.wants_batch_read(self.raw_records)
             and any(isinstance(identity, CallIdentity) for identity in identities)
+            and await self._read_all(identities)
         )
-        if batch_read:
-            await self._read_all(identities)
         lanes = self.processor.lanes(self.raw_records)
         await asyncio.gather(*(self._run_lane(lane, identities) for lane in lanes))
         results = tuple(result for result in self.results if result is not None)
@@ -264,15 +264,20 @@ class _BatchRun:
         except IdempotencyError as exc:
             return exc
 
-    async def _read_all(self, identities: Sequence[CallIdentity | Exception | None]) -> None:
-        """One read for every key; completed records replay without a write."""
+    async def _read_all(self, identities: Sequence[CallIdentity | Exception | None]) -> bool:
+        """One read for every key; completed records replay without a write. Whether
+        the read was made."""
         keys = [i.key for i in identities if isinstance(i, CallIdentity)]
+        # A store written against the contract before it had get_records still works.
+        read_many = getattr(self.engine.store, "get_records", None)
+        if read_many is None:
+            return False
         try:
-            found = await self.engine.store.get_records(keys)
+            found: dict[str, DataRecord] = await read_many(keys)
         except IdempotencyError as exc:
             # Only a shortcut: every record still has its usual path.
             logger.warning("reading the batch's records at once failed: %s", exc)
-            return
+            return False
         for index, identity in enumerate(identities):
             if not isinstance(identity, CallIdentity) or identity.key not in found:
                 continue
@@ -283,6 +288,7 @@ class _BatchRun:
                 continue
             if outcome is not None:
                 self.settled[index] = outcome
+        return True
 
     async def _run_lane(
         self, lane: Sequence[int], identities: Sequence[CallIdentity | Exception | None]

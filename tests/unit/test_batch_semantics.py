@@ -606,6 +606,7 @@ async def test_a_failed_batch_read_falls_back_to_the_usual_path() -> None:
     result = await processor.process(event(*(sqs(f"m-{i}", receive_count=3) for i in range(2))))
 
     assert log.operations == ["PutItem", "PutItem"]
+    assert not result.batch_read
     assert failed(result.response()) == []
     assert len(recorder.ran) == 2
 
@@ -781,3 +782,32 @@ async def test_without_a_context_the_one_registered_for_the_invocation_is_used()
         await processor.process(event(sqs("m-1")))
 
     assert expiries == [int(NOW * 1000) + 7_000]
+
+
+class StoreWithoutBatchRead:
+    """A store written against the contract before ``get_records`` was part of it."""
+
+    def __init__(self, inner: InMemoryStore) -> None:
+        self.inner = inner
+        self.schema = inner.schema
+        self.get_record = inner.get_record
+        self.put_record = inner.put_record
+        self.update_record = inner.update_record
+        self.renew_lease = inner.renew_lease
+        self.delete_record = inner.delete_record
+
+
+@pytest.mark.asyncio
+async def test_a_store_without_a_batch_read_takes_the_usual_path() -> None:
+    inner = InMemoryStore()
+    recorder, _ = await completed_batch(inner, 2)
+    log = RequestLog().watch(inner)
+    store: Any = StoreWithoutBatchRead(inner)  # lacks get_records, on purpose
+    processor = BatchProcessor(handler_for(recorder), persistence_store=store, config=BY_MESSAGE_ID)
+
+    result = await processor.process(event(*(sqs(f"m-{i}", receive_count=2) for i in range(2))))
+
+    assert log.operations == ["PutItem", "PutItem"]
+    assert not result.batch_read
+    assert {r.outcome.kind for r in result.results if r.outcome} == {OutcomeKind.REPLAYED}
+    assert len(recorder.ran) == 2
