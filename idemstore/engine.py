@@ -243,6 +243,29 @@ class IdempotencyEngine:
                 del self._in_flight[identity.key]
             future.set_result(completed)
 
+    def settle_found(
+        self,
+        identity: CallIdentity,
+        record: DataRecord,
+        *,
+        kind: OutcomeKind = OutcomeKind.REPLAYED,
+    ) -> Outcome[Any] | None:
+        """The outcome a record read beforehand settles without any write.
+
+        For callers that read many records at once (a redelivered batch): a
+        replay when the record is completed, unexpired and made for this
+        payload; None when the usual path must decide (an in-progress lock, an
+        expired record). A payload mismatch raises ``IdempotencyValidationError``.
+        """
+        decision = decide(record, now=self._clock(), payload_hash=identity.payload_hash)
+        if decision is Decision.PAYLOAD_MISMATCH:
+            self._validated(record, identity)  # raises
+        if decision is not Decision.REPLAY:
+            return None
+        if self._cache is not None:
+            self._cache.put(record)
+        return self._replayed(kind, record, identity)
+
     def replay(self, record: DataRecord) -> Any:
         """The stored result, typed by the output serializer, through the response hook."""
         try:

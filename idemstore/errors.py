@@ -8,6 +8,7 @@ utility keep their meaning, so migrating is a change of import::
     ├── IdempotencyConfigurationError        bad configuration, found at construction
     ├── ExpressionError                      an expression DynamoDB would reject
     ├── IdempotencyKeyError                  no idempotency key in the payload
+    ├── IdempotencyBatchEventError           a batch event without its records' identifiers
     ├── IdempotencyValidationError           same key, different validated payload
     ├── IdempotencyAlreadyInProgressError    another caller holds the lock
     ├── IdempotencyItemAlreadyExistsError    conditional put lost; carries old_data_record
@@ -23,7 +24,8 @@ utility keep their meaning, so migrating is a change of import::
         ├── IdempotencyItemTooLargeError     DynamoDB refused the item size
         └── IdempotencyCorruptRecordError    an item that is not a valid record
 
-``IdempotencyConfigurationError`` and ``ExpressionError`` also derive from
+``IdempotencyConfigurationError``, ``ExpressionError`` and
+``IdempotencyBatchEventError`` also derive from
 ``ValueError`` so code that validates arguments generically still catches them.
 
 An error the engine raises after the function returned (its completion failed,
@@ -63,6 +65,11 @@ class ExpressionError(IdempotencyError, ValueError):
 
 class IdempotencyKeyError(IdempotencyError):
     """The payload holds no idempotency key and ``raise_on_no_idempotency_key`` is on."""
+
+
+class IdempotencyBatchEventError(IdempotencyError, ValueError):
+    """A batch event that cannot be processed: no ``Records`` list, or a record without
+    the identifier its event source reports failures by. Raised before any record runs."""
 
 
 class IdempotencyValidationError(IdempotencyError):

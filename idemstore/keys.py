@@ -58,13 +58,19 @@ an encoder keeps no state between calls, so one serves them all."""
 
 
 def to_json_data(data: Any) -> Any:
-    """The JSON-shaped form of a payload (models and dataclasses become dicts)."""
+    """The JSON-shaped form of a payload (models and dataclasses become dicts, event
+    data classes the event they wrap)."""
     if isinstance(data, dict | list | str | int | float | bool) or data is None:
         return data
     if callable(getattr(data, "model_dump", None)) and hasattr(type(data), "model_fields"):
         return data.model_dump(mode="json")
     if dataclasses.is_dataclass(data) and not isinstance(data, type):
         return dataclasses.asdict(data)
+    # Event data classes (Powertools' SQSRecord, ...) wrap the event they were built
+    # from: key on that event, as Powertools does, so both derive the same key.
+    raw_event = getattr(data, "raw_event", None)
+    if raw_event is not None and not isinstance(data, type):
+        return raw_event
     return data
 
 

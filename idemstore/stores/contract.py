@@ -1,6 +1,12 @@
 """The record-store contract shared by ``AsyncDynamoStore`` and ``InMemoryStore``.
 
-Every operation is one request to the backing table. Semantics both stores keep:
+Every operation is one request to the backing table (``get_records``: one per
+hundred keys). Semantics both stores keep:
+
+- ``get_records`` reads many records at once, consistently: the records found,
+  by key; missing keys are absent, duplicate keys read once. A record the
+  backend left unread after bounded retries is absent too, so the caller falls
+  back to its usual per-key path for it.
 
 - ``put_record`` acquires the lock with the take-over rule
   (``TableSchema.acquire_condition``). When a live record exists it raises
@@ -19,6 +25,7 @@ Every operation is one request to the backing table. Semantics both stores keep:
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from enum import Enum
 from typing import Protocol, TypeAlias, TypeGuard, runtime_checkable
 
@@ -35,6 +42,8 @@ class RecordStore(Protocol):
     def schema(self) -> TableSchema: ...
 
     async def get_record(self, idempotency_key: str) -> DataRecord: ...
+
+    async def get_records(self, idempotency_keys: Sequence[str]) -> dict[str, DataRecord]: ...
 
     async def put_record(self, record: DataRecord, *, now: float) -> None: ...
 

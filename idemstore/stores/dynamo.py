@@ -19,7 +19,7 @@ import asyncio
 import enum
 import os
 import platform
-from collections.abc import AsyncGenerator, Mapping
+from collections.abc import AsyncGenerator, Mapping, Sequence
 from types import AsyncGeneratorType, TracebackType
 from typing import TYPE_CHECKING, Any, Self
 
@@ -80,6 +80,12 @@ DEFAULT_CLIENT_CONFIG = AioConfig(
     connect_timeout=2,
     read_timeout=10,
 )
+
+BATCH_GET_LIMIT = 100
+"""Keys per ``BatchGetItem`` request: DynamoDB's limit."""
+BATCH_GET_ATTEMPTS = 3
+"""Requests per chunk while DynamoDB leaves keys unprocessed; the rest stay unread."""
+BATCH_GET_BACKOFF_SECONDS = 0.05
 
 
 def merge_client_config(base: AioConfig, override: AioConfig | None = None) -> AioConfig:
@@ -299,6 +305,45 @@ class AsyncDynamoStore:
         if item is None:
             raise IdempotencyItemNotFoundError(idempotency_key)
         return from_item(self._schema, item)
+
+    async def get_records(self, idempotency_keys: Sequence[str]) -> dict[str, DataRecord]:
+        """The records found, by key; missing keys are absent.
+
+        ``BatchGetItem`` with consistent reads: duplicate keys read once (DynamoDB
+        rejects them), one request per hundred keys. Keys DynamoDB leaves
+        unprocessed (throttling, the 16 MB response limit) are asked again a few
+        times, then left absent for the caller's per-key path.
+        """
+        keys = list(dict.fromkeys(idempotency_keys))
+        chunks = [keys[i : i + BATCH_GET_LIMIT] for i in range(0, len(keys), BATCH_GET_LIMIT)]
+        found: dict[str, DataRecord] = {}
+        for chunk_records in await asyncio.gather(*(self._get_chunk(c) for c in chunks)):
+            found.update(chunk_records)
+        return found
+
+    async def _get_chunk(self, keys: list[str]) -> dict[str, DataRecord]:
+        client = await self.client()
+        request: Any = {
+            self.table_name: {
+                "Keys": [self._schema.key(key) for key in keys],
+                "ConsistentRead": True,
+            }
+        }
+        found: dict[str, DataRecord] = {}
+        for attempt in range(BATCH_GET_ATTEMPTS):
+            if attempt:
+                await asyncio.sleep(BATCH_GET_BACKOFF_SECONDS * 2 ** (attempt - 1))
+            try:
+                response = await client.batch_get_item(RequestItems=request)
+            except (ClientError, BotoCoreError) as exc:
+                raise self._translate(exc, "BatchGetItem", keys[0]) from exc
+            for item in response.get("Responses", {}).get(self.table_name, []):
+                record = from_item(self._schema, item)
+                found[record.idempotency_key] = record
+            request = response.get("UnprocessedKeys") or None
+            if not request:
+                break
+        return found
 
     async def put_record(self, record: DataRecord, *, now: float) -> None:
         outcome = await self._write_with_old(

@@ -10,6 +10,7 @@ import base64
 import json
 import os
 import time
+from collections.abc import Sequence
 from typing import Any
 
 import pytest
@@ -63,6 +64,9 @@ class DelegatingStore:
 
     async def get_record(self, idempotency_key: str) -> DataRecord:
         return await self.inner.get_record(idempotency_key)
+
+    async def get_records(self, idempotency_keys: Sequence[str]) -> dict[str, DataRecord]:
+        return await self.inner.get_records(idempotency_keys)
 
     async def put_record(self, record: DataRecord, *, now: float) -> None:
         await self.inner.put_record(record, now=now)

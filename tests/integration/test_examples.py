@@ -142,18 +142,42 @@ async def test_sqs_batch_replays_the_duplicate_and_reports_the_failure(
 ) -> None:
     example = load_example("sqs_batch")
 
-    response, shipped = await example["main"]()
+    response, shipped, redelivery = await example["main"]()
 
     assert response == {"batchItemFailures": [{"itemIdentifier": "msg-4"}]}
     assert sorted(order_id.split("-")[1] for order_id in shipped) == ["1", "2"]
+    first, again = capsys.readouterr().out.split("the same batch redelivered:")
     outcomes = dict(
-        line.strip().split(": ", 1)
-        for line in capsys.readouterr().out.splitlines()
-        if line.startswith("  msg-")
+        line.strip().split(": ", 1) for line in first.splitlines() if line.startswith("  msg-")
     )
-    assert outcomes["msg-3"] == outcomes["msg-1"]  # the duplicate got the first shipment
-    assert outcomes["msg-2"] != outcomes["msg-1"]
-    assert outcomes["msg-4"].startswith("ValueError(")
+    kinds = {message: outcome.split(" ", 1)[0] for message, outcome in outcomes.items()}
+    assert kinds == {
+        "msg-1": "executed",
+        "msg-2": "executed",
+        "msg-3": "attached",
+        "msg-4": "failed",
+    }
+    assert outcomes["msg-3"].split(" ", 1)[1] == outcomes["msg-1"].split(" ", 1)[1]
+    assert outcomes["msg-4"].startswith("failed ValueError(")
+    # Redelivered: one read replays the three completed records; the failed one runs again.
+    assert sorted(redelivery) == ["BatchGetItem", "DeleteItem", "PutItem"]
+    assert again.count(": replayed Shipment(") == 3
+    assert len(shipped) == 2
+
+
+@pytest.mark.asyncio
+async def test_kinesis_stream_stops_at_the_failure_and_resumes_there(
+    load_example: LoadExample, capsys: pytest.CaptureFixture[str]
+) -> None:
+    example = load_example("kinesis_stream")
+
+    first, second, applied = await example["main"]()
+
+    assert first == {"batchItemFailures": [{"itemIdentifier": s} for s in ("3", "4", "5")]}
+    assert second == {"batchItemFailures": []}
+    assert applied == ["deposit 100", "withdraw 30", "deposit 5", "withdraw 50"]
+    out = capsys.readouterr().out
+    assert "balance: 25" in out
 
 
 @pytest.mark.parametrize(
@@ -162,6 +186,7 @@ async def test_sqs_batch_replays_the_duplicate_and_reports_the_failure(
         ("quickstart.py", "function executions for 2 calls: 1"),
         ("lambda_handler.py", "orders created for 4 invocations: 2"),
         ("sqs_batch.py", "orders shipped: 2; batch response: {'batchItemFailures': [{'item"),
+        ("kinesis_stream.py", "balance: 25"),
     ],
 )
 def test_example_runs_as_a_script_without_aws(script: str, expected: str, tmp_path: Path) -> None:

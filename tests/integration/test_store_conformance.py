@@ -328,3 +328,16 @@ async def test_releasing_our_lock_never_deletes_our_completed_result(store: Reco
 async def test_the_stores_satisfy_the_protocol(store: RecordStore) -> None:
     assert isinstance(store, RecordStore)
     assert store.schema.record_key_attr == ("sk" if store.schema.sort_key_attr else "id")
+
+
+@pytest.mark.asyncio
+async def test_get_records_reads_the_records_found_by_key(store: RecordStore) -> None:
+    keys = [f"fn.mod.f#k{n}" for n in range(3)]
+    for key in keys[:2]:
+        await store.put_record(lock("t-1", key=key), now=NOW)
+
+    # Duplicates are read once (DynamoDB would reject them); a missing key is absent.
+    found = await store.get_records([keys[0], keys[2], keys[1], keys[0]])
+
+    assert found == {key: lock("t-1", key=key) for key in keys[:2]}
+    assert await store.get_records([]) == {}
