@@ -22,23 +22,22 @@ import json
 import os
 import sys
 import time
-import zlib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, NoReturn, TypeVar
 from urllib.parse import urlsplit
 
-import jmespath
-import jmespath.exceptions
 from botocore.exceptions import NoCredentialsError, NoRegionError
 from pydantic import ValidationError
 
 from idemstore import __version__, keys
 from idemstore.config import IdempotencyConfig
+from idemstore.engine import IdempotencyEngine
 from idemstore.errors import (
     IdempotencyConfigurationError,
     IdempotencyError,
     IdempotencyItemNotFoundError,
+    IdempotencyKeyError,
 )
 from idemstore.integrations._http import (
     HttpIdempotencyConfig,
@@ -50,6 +49,7 @@ from idemstore.integrations._http import (
 from idemstore.lock_rules import lock_available
 from idemstore.records import DataRecord, RecordStatus
 from idemstore.stores.dynamo import AsyncDynamoStore
+from idemstore.stores.memory import InMemoryStore
 from idemstore.table import STATIC_PK_PREFIX, TableSchema, default_static_pk_value
 from idemstore.tables import TableSetup, ensure_table
 
@@ -365,33 +365,34 @@ def parse_payload(text: str) -> Any:
         raise UsageError(f"--payload is not valid JSON: {exc}") from exc
 
 
-def select_key_data(payload: Any, expression: str | None) -> Any:
-    """The data the key is hashed from: the payload, or what the expression selects."""
-    if not expression:
-        return payload
-    try:
-        compiled = keys.compile_jmespath(expression)
-    except jmespath.exceptions.JMESPathError as exc:
-        raise UsageError(f"bad JMESPath expression {expression!r}: {error_message(exc)}") from exc
-    options = jmespath.Options(custom_functions=keys.CompatFunctions())
-    try:
-        return keys.search(compiled, payload, options)
-    # What the expression's functions raise on this payload: JMESPath type and
-    # arity errors, undecodable JSON, base64 or gzip text.
-    except (jmespath.exceptions.JMESPathError, ValueError, EOFError, OSError, zlib.error) as exc:
-        raise UsageError(
-            f"JMESPath expression {expression!r} failed on the payload: {error_message(exc)}"
-        ) from exc
-
-
 def idempotency_key(
     payload: Any, *, prefix: str, expression: str | None, hash_function: str
 ) -> str:
-    data = select_key_data(payload, expression)
-    if keys.is_missing_key(data):
-        where = f"JMESPath {expression!r} selected {json.dumps(data)}" if expression else "empty"
-        raise CommandError(f"no idempotency key data in the payload ({where})")
-    return keys.make_key(prefix, data, hash_function)
+    """The key a decorated function derives for the payload: the engine's own identity,
+    so the command line and the library cannot disagree."""
+    try:
+        config = IdempotencyConfig(
+            event_key_jmespath=expression or "",
+            hash_function=hash_function,
+            raise_on_no_idempotency_key=True,
+        )
+    except IdempotencyConfigurationError as exc:
+        # The message says it all; the chained validation error would replace it.
+        raise UsageError(f"bad JMESPath expression {expression!r}: {error_message(exc)}") from None
+    engine = IdempotencyEngine(InMemoryStore(), config, key_prefix=prefix)
+    try:
+        identity = engine.identify(payload)
+    except IdempotencyKeyError as exc:
+        if exc.__cause__ is not None:  # the expression's functions failed on this payload
+            raise UsageError(
+                f"JMESPath expression {expression!r} failed on the payload: "
+                f"{error_message(exc.__cause__)}"
+            ) from exc
+        selected = json.dumps(config.extract_key_data(payload)) if expression else None
+        where = f"JMESPath {expression!r} selected {selected}" if expression else "empty"
+        raise CommandError(f"no idempotency key data in the payload ({where})") from exc
+    assert identity is not None  # raise_on_no_idempotency_key: never None
+    return identity.key
 
 
 def key_prefix_from(args: argparse.Namespace, environ: Mapping[str, str]) -> str:

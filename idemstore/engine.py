@@ -28,6 +28,7 @@ import math
 import os
 import uuid
 import warnings
+import zlib
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -156,7 +157,9 @@ class IdempotencyEngine:
         try:
             key_data = config.extract_key_data(data) if self._key_by_path else data
             validation_data = config.extract_validation_data(data) if self._validating else None
-        except ValueError as exc:  # JMESPath errors are ValueErrors too
+        # JMESPath errors are ValueErrors; the Powertools functions' decoding of JSON,
+        # base64 and gzip text raises ValueError, OSError, EOFError or zlib.error.
+        except (ValueError, TypeError, OSError, EOFError, zlib.error) as exc:
             raise IdempotencyKeyError(f"cannot extract the idempotency key: {exc}") from exc
         return self.identity_of(key_data, validation_data)
 

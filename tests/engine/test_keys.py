@@ -348,3 +348,32 @@ async def test_unhashable_payload_is_a_key_error(store: RecordStore) -> None:
     with pytest.raises(IdempotencyKeyError, match="cannot be hashed"):
         await handle(event={"tags": {"a", "b"}})
     assert log.operations == []
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize(
+    ("expression", "payload"),
+    [
+        ("powertools_json(b)", {"b": "{x"}),
+        ("powertools_base64(b)", {"b": "/w=="}),
+        ("powertools_base64_gzip(b)", {"b": "eA=="}),
+        ("nope(b)", {"b": "x"}),
+    ],
+    ids=["json", "base64", "gzip", "unknown-function"],
+)
+async def test_an_expression_failing_on_the_payload_is_a_key_error(
+    store: RecordStore, expression: str, payload: dict[str, str]
+) -> None:
+    log = await request_log(store)
+
+    @idempotent_function(
+        data_keyword_argument="event",
+        persistence_store=store,
+        config=IdempotencyConfig(event_key_jmespath=expression),
+    )
+    async def handle(event: Any) -> None:
+        raise AssertionError("must not run")
+
+    with pytest.raises(IdempotencyKeyError, match="cannot extract the idempotency key"):
+        await handle(event=payload)
+    assert log.operations == []
