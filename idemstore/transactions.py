@@ -393,9 +393,10 @@ def settle_transaction(
         for number, (write, reason) in enumerate(zip(writes, reasons, strict=True))
         if reason.failed
     ]
+    if completion is not None and completion.failed:
+        failed.insert(0, f"the completion: {completion.code} ({completion.message})")
     raise IdempotencyTransactionCanceledError(
-        "the staged writes were not applied: "
-        + ("; ".join(failed) or "the transaction was cancelled"),
+        "the staged writes were not applied: " + ("; ".join(failed) or "cancelled"),
         writes=writes,
         reasons=reasons,
     )
