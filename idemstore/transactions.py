@@ -434,14 +434,21 @@ class TransactionalStore(Protocol):
 class Staging:
     """The writes one idempotent call has staged, and where they will be committed."""
 
-    __slots__ = ("idempotency_key", "store", "writes")
+    __slots__ = ("closed", "idempotency_key", "store", "writes")
 
     def __init__(self, store: object, idempotency_key: str | None) -> None:
         self.store = store
         self.idempotency_key = idempotency_key
         self.writes: list[StagedWrite] = []
+        self.closed = False
+        """Set when the call returns: a task it left running can stage nothing more."""
 
     def add(self, writes: Sequence[StagedWrite]) -> None:
+        if self.closed:
+            raise IdempotencyStagingError(
+                "stage() is called after its idempotent call returned: "
+                "its writes were committed (or dropped) already"
+            )
         store = self.store
         if not isinstance(store, TransactionalStore):
             raise IdempotencyStagingError(
@@ -471,6 +478,7 @@ def staging(store: object, idempotency_key: str | None) -> Iterator[Staging]:
     try:
         yield current
     finally:
+        current.closed = True
         _CURRENT.reset(token)
 
 

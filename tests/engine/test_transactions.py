@@ -6,6 +6,7 @@ the side tables are real tables there, read back directly.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import uuid
 from collections.abc import Awaitable, Callable
@@ -333,6 +334,34 @@ async def test_a_nested_idempotent_call_stages_its_own_writes(tables: Tables) ->
     ]
     assert await tables.order_ids() == ["inner-2", "outer-1"]
     assert await tables.quantity("plum") == 4
+
+
+@pytest.mark.asyncio
+async def test_writes_staged_by_concurrent_subtasks_commit_and_late_ones_are_refused(
+    tables: Tables,
+) -> None:
+    late: list[asyncio.Task[None]] = []
+    resume = asyncio.Event()
+
+    async def stage_order(pk: str) -> None:
+        stage(Put(tables.orders, {"pk": pk}))
+
+    async def stage_late() -> None:
+        await resume.wait()
+        stage(Put(tables.orders, {"pk": "late"}))
+
+    @idempotent_function(data_keyword_argument="n", persistence_store=tables.store)
+    async def fan_out(*, n: int) -> int:
+        await asyncio.gather(stage_order("a"), stage_order("b"))  # subtasks share the call's list
+        late.append(asyncio.create_task(stage_late()))
+        return n
+
+    assert await fan_out(n=1) == 1
+    assert await tables.order_ids() == ["a", "b"]
+    resume.set()
+    with pytest.raises(IdempotencyStagingError, match="after its idempotent call returned"):
+        await late[0]
+    assert await tables.order_ids() == ["a", "b"]
 
 
 @pytest.mark.asyncio
