@@ -62,10 +62,10 @@ from idemstore.speedups import Heartbeat, consume_exception, shielded
 from idemstore.stores.contract import RecordStore, is_own_completion
 from idemstore.transactions import (
     StagedWrite,
+    Staging,
     TransactionalStore,
     check_limits,
     item_size,
-    staging,
 )
 
 __all__ = [
@@ -269,7 +269,7 @@ class IdempotencyEngine:
     async def _unprotected(self, kind: OutcomeKind, call: Call) -> Outcome[Any]:
         if kind is OutcomeKind.DISABLED:
             DISABLED_NOTICE.warn()
-        with staging(self.store, None) as staged:
+        with Staging(self.store, None) as staged:
             result = await call()
         if staged.writes and not (isinstance(result, Unstored) and result.releases):
             # No record to complete: the writes still apply together, but not exactly once.
@@ -393,7 +393,7 @@ class IdempotencyEngine:
         lease = self.config.in_progress_lease_seconds
         renewer = Heartbeat(lambda: self._heartbeat(lock), lease / 3) if heartbeat else None
         try:
-            with staging(self.store, lock.idempotency_key) as staged:
+            with Staging(self.store, lock.idempotency_key) as staged:
                 result = await call()
         except BaseException as exc:  # cancellation must release the lock too
             if renewer is not None:
