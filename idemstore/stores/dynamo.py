@@ -288,6 +288,13 @@ class AsyncDynamoStore:
                 settle_transaction(record, writes, reasons, current)
                 return
             message = str(exc)
+            if code == "ResourceNotFoundException":
+                # Any of the tables may be the missing one: name them all, not only ours.
+                tables = sorted({self.table_name, *(write.table for write in writes)})
+                raise IdempotencyPersistenceLayerError(
+                    f"TransactWriteItems refused: one of the tables {tables} does not exist "
+                    f"at {self.endpoint_url or self.region_name}: {message}"
+                ) from exc
             if code == "ValidationException" and "multiple operations on one item" in message:
                 raise IdempotencyTransactionLimitError(
                     f"TransactWriteItems refused: {message}", limit="same_item"

@@ -22,6 +22,7 @@ from idemstore import (
     DataRecord,
     IdempotencyConfig,
     IdempotencyLeaseLostError,
+    IdempotencyPersistenceLayerError,
     InMemoryStore,
     RecordStatus,
     RecordStore,
@@ -287,6 +288,45 @@ async def test_the_size_limit_counts_the_completion_and_releases_the_lock(
         await bulky(n=1)
     assert caught.value.limit == "bytes"
     assert log.operations == ["PutItem", "DeleteItem"]  # never sent; the lock released
+    assert await tables.order_ids() == []
+
+
+@pytest.mark.server
+@pytest.mark.asyncio
+async def test_a_write_to_a_missing_table_is_refused_typed_and_releases_the_lock(
+    tables: Tables,
+) -> None:
+    @idempotent_function(data_keyword_argument="n", persistence_store=tables.store)
+    async def lost(*, n: int) -> int:
+        stage(Put(tables.orders, {"pk": "kept-out"}), Put("no-such-table", {"pk": "x"}))
+        return n
+
+    with pytest.raises(IdempotencyPersistenceLayerError, match="no-such-table"):
+        await lost(n=1)
+    assert await tables.order_ids() == []
+    log = await request_log(tables.store)
+    with pytest.raises(IdempotencyPersistenceLayerError):
+        await lost(n=1)
+    assert log.operations[0] == "PutItem"  # the key was free: the function ran again
+    assert log.operations[1] == "TransactWriteItems"
+
+
+@pytest.mark.server
+@pytest.mark.asyncio
+async def test_two_puts_to_one_item_are_refused_by_the_store_and_release_the_lock(
+    tables: Tables,
+) -> None:
+    # No other write names the table's key, so only the store can tell.
+    @idempotent_function(data_keyword_argument="n", persistence_store=tables.store)
+    async def doubled(*, n: int) -> int:
+        stage(Put(tables.orders, {"pk": "same", "v": 1}), Put(tables.orders, {"pk": "same"}))
+        return n
+
+    log = await request_log(tables.store)
+    with pytest.raises(IdempotencyTransactionLimitError) as caught:
+        await doubled(n=1)
+    assert caught.value.limit == "same_item"
+    assert log.operations == ["PutItem", "TransactWriteItems", "DeleteItem"]
     assert await tables.order_ids() == []
 
 
