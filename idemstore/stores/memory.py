@@ -99,7 +99,7 @@ class InMemoryStore:
 
     def observe(self, observer: Callable[[str], None]) -> None:
         """Call ``observer`` with the DynamoDB name of each operation served
-        (``PutItem``, ``UpdateItem``, ``DeleteItem``, ``GetItem``), as
+        (``PutItem``, ``UpdateItem``, ``DeleteItem``, ``GetItem``, ``TransactWriteItems``), as
         ``idemstore.loopback.RequestLog`` does for a DynamoDB client."""
         self._observers.append(observer)
 
