@@ -11,6 +11,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from decimal import Decimal
+from functools import partial
 from typing import Any
 
 from idemstore.codec import from_item, to_item
@@ -46,13 +47,13 @@ from idemstore.transactions import (
     StagedWrite,
     settle_transaction,
 )
-from idemstore.transactions import Update as UpdateWrite
 
 ItemKey = tuple[tuple[str, str, Any], ...]
 """An item's key attributes, comparable: numbers by value, as DynamoDB compares them."""
 
 
 _CONDITION_MESSAGE = "The conditional request failed"
+_APPLIES = CancellationReason(None)
 
 
 class MemoryTable:
@@ -224,7 +225,7 @@ class InMemoryStore:
         current: DataRecord | None = None
         with self._lock:
             self._served("TransactWriteItems")
-            changes: list[Callable[[], None]] = []
+            changes: list[Callable[[], object]] = []
             if record is not None:
                 key = record.idempotency_key
                 found = self._items.get(key)
@@ -232,15 +233,11 @@ class InMemoryStore:
                 if evaluate(fence, found):
                     assert found is not None  # the fence requires the item
                     done = apply_update(completion_update(self._schema, record), found)
-                    changes.append(lambda: self._items.__setitem__(key, done))
-                    reasons.append(CancellationReason(None))
+                    changes.append(partial(self._items.__setitem__, key, done))
+                    reasons.append(_APPLIES)
                 else:
                     current = from_item(self._schema, found) if found is not None else None
-                    reasons.append(
-                        CancellationReason(
-                            CONDITION_FAILED, "The conditional request failed", found
-                        )
-                    )
+                    reasons.append(CancellationReason(CONDITION_FAILED, _CONDITION_MESSAGE, found))
             targets: set[tuple[str, ItemKey]] = set()
             for write in writes:
                 reason, change = self._plan(write, targets)
@@ -255,7 +252,7 @@ class InMemoryStore:
 
     def _plan(
         self, write: StagedWrite, targets: set[tuple[str, ItemKey]]
-    ) -> tuple[CancellationReason, Callable[[], None] | None]:
+    ) -> tuple[CancellationReason, Callable[[], object] | None]:
         """Check one staged write against its table; the change it would make if all pass."""
         table = self._table(write.table)
         if isinstance(write, Put):
@@ -272,26 +269,21 @@ class InMemoryStore:
         found = table.items.get(key)
         if write.condition is not None and not evaluate(write.condition, found):
             item = dict(found) if found is not None else None
-            return CancellationReason(
-                CONDITION_FAILED, "The conditional request failed", item
-            ), None
+            return CancellationReason(CONDITION_FAILED, _CONDITION_MESSAGE, item), None
         items = table.items
         if isinstance(write, Put):
-            new = dict(write.encoded)
-            return CancellationReason(None), lambda: items.__setitem__(key, new)
+            return _APPLIES, partial(items.__setitem__, key, dict(write.encoded))
         if isinstance(write, Delete):
-            return CancellationReason(
-                None
-            ), lambda: items.__delitem__(key) if key in items else None
+            return _APPLIES, partial(items.pop, key, None)
         if isinstance(write, ConditionCheck):
-            return CancellationReason(None), None
-        assert isinstance(write, UpdateWrite)
+            return _APPLIES, None
+        # An update of a missing item starts from its key, as DynamoDB's does.
         start = found if found is not None else dict(write.encoded_key)
         try:
             updated = apply_update(write.expression, start)
-        except ExpressionError as exc:
+        except ExpressionError as exc:  # DynamoDB cancels the transaction for it
             return CancellationReason("ValidationError", str(exc)), None
-        return CancellationReason(None), lambda: items.__setitem__(key, updated)
+        return _APPLIES, partial(items.__setitem__, key, updated)
 
     def _write(
         self,
