@@ -417,6 +417,7 @@ class PlainStore:
         self.inner = inner
         self.schema = inner.schema
         self.get_record = inner.get_record
+        self.get_records = inner.get_records
         self.put_record = inner.put_record
         self.update_record = inner.update_record
         self.renew_lease = inner.renew_lease
