@@ -35,7 +35,7 @@ from typing import Any
 import pydantic
 
 from idemstore.cache import LocalCache
-from idemstore.codec import result_size_error
+from idemstore.codec import result_size_error, to_item
 from idemstore.config import IdempotencyConfig
 from idemstore.decisions import Decision, decide, payload_mismatch
 from idemstore.errors import (
@@ -52,6 +52,8 @@ from idemstore.errors import (
     IdempotencySerializationError,
     IdempotencyStoreUnreachableError,
     IdempotencyTableNotFoundError,
+    IdempotencyTransactionCanceledError,
+    IdempotencyTransactionLimitError,
     IdempotencyValidationError,
 )
 from idemstore.keys import PayloadEncoder, hash_data, is_missing_key, make_key, to_json_data
@@ -60,6 +62,13 @@ from idemstore.records import DataRecord, RecordStatus
 from idemstore.serialization import BaseIdempotencySerializer, NoOpSerializer
 from idemstore.speedups import Heartbeat, consume_exception, shielded
 from idemstore.stores.contract import RecordStore, is_own_completion
+from idemstore.transactions import (
+    StagedWrite,
+    Staging,
+    TransactionalStore,
+    check_limits,
+    item_size,
+)
 
 __all__ = [
     "DISABLED_ENV",
@@ -287,7 +296,11 @@ class IdempotencyEngine:
     async def _unprotected(self, kind: OutcomeKind, call: Call) -> Outcome[Any]:
         if kind is OutcomeKind.DISABLED:
             DISABLED_NOTICE.warn()
-        result = await call()
+        with Staging(self.store, None) as staged:
+            result = await call()
+        if staged.writes and not (isinstance(result, Unstored) and result.releases):
+            # No record to complete: the writes still apply together, but not exactly once.
+            await self._transactional_store().complete_with_writes(None, staged.writes)
         if isinstance(result, Unstored):
             return Outcome(kind, result.value, unstored_reason=result.reason)
         return Outcome(kind, result)
@@ -395,16 +408,20 @@ class IdempotencyEngine:
     async def _execute(
         self, lock: DataRecord, identity: CallIdentity, call: Call, *, heartbeat: bool
     ) -> Outcome[Any]:
-        result = await self._call_with_heartbeat(lock, call, heartbeat)
+        result, writes = await self._call_with_heartbeat(lock, call, heartbeat)
         # The function has run: record its result even if the caller is cancelled meanwhile,
         # rather than leave the lock to block duplicates until it lapses.
-        return await shielded(self._finish(lock, identity, result))[1]
+        return await shielded(self._finish(lock, identity, result, writes))[1]
 
-    async def _call_with_heartbeat(self, lock: DataRecord, call: Call, heartbeat: bool) -> Any:
+    async def _call_with_heartbeat(
+        self, lock: DataRecord, call: Call, heartbeat: bool
+    ) -> tuple[Any, list[StagedWrite]]:
+        """The function's result and the writes it staged (``idemstore.transactions``)."""
         lease = self.config.in_progress_lease_seconds
         renewer = Heartbeat(lambda: self._heartbeat(lock), lease / 3) if heartbeat else None
         try:
-            result = await call()
+            with Staging(self.store, lock.idempotency_key) as staged:
+                result = await call()
         except BaseException as exc:  # cancellation must release the lock too
             if renewer is not None:
                 await renewer.stop()
@@ -412,7 +429,7 @@ class IdempotencyEngine:
             raise
         if renewer is not None:
             await renewer.stop()
-        return result
+        return result, staged.writes
 
     async def _heartbeat(self, lock: DataRecord) -> None:
         """Keep the lease alive while the function runs: renew now, then every third of it."""
@@ -428,29 +445,41 @@ class IdempotencyEngine:
                 logger.warning("renewing the lease on %s failed; retrying", lock.idempotency_key)
             await asyncio.sleep(lease / 3)
 
-    async def _finish(self, lock: DataRecord, identity: CallIdentity, result: Any) -> Outcome[Any]:
+    async def _finish(
+        self, lock: DataRecord, identity: CallIdentity, result: Any, writes: list[StagedWrite]
+    ) -> Outcome[Any]:
         """Record what the call returned, or release the lock; the call's outcome.
 
         An error raised from here says the function ran, and carries its value.
+        Staged writes commit with the completion; a call that records nothing
+        applies none of them.
         """
         try:
-            return await self._record(lock, identity, result)
+            return await self._record(lock, identity, result, writes)
         except IdempotencyError as error:
             error.function_ran = True
             error.result = result.value if isinstance(result, Unstored) else result
             raise
 
-    async def _record(self, lock: DataRecord, identity: CallIdentity, result: Any) -> Outcome[Any]:
+    async def _record(
+        self, lock: DataRecord, identity: CallIdentity, result: Any, writes: list[StagedWrite]
+    ) -> Outcome[Any]:
         if not isinstance(result, Unstored):
             unstorable, response_data = self._storable(lock, result)
             if unstorable is None:
-                record = await self._complete(lock, response_data)
+                record = await self._complete(lock, response_data, writes)
                 return Outcome(OutcomeKind.EXECUTED, result, identity, record, stored=True)
             result = self._unstorable(result, unstorable) if self._unstorable else None
             if result is None:
                 await self._release(lock, unstorable)
                 raise unstorable
         if result.releases:
+            if writes:
+                logger.warning(
+                    "%s: the result is not stored, so its %d staged writes are not applied",
+                    lock.idempotency_key,
+                    len(writes),
+                )
             await self._release_best_effort(lock)
             return Outcome(
                 OutcomeKind.EXECUTED, result.value, identity, unstored_reason=result.reason
@@ -459,7 +488,7 @@ class IdempotencyEngine:
         if unstorable is not None:
             await self._release(lock, unstorable)
             raise unstorable
-        record = await self._complete(lock, response_data)
+        record = await self._complete(lock, response_data, writes)
         return Outcome(
             OutcomeKind.EXECUTED, result.value, identity, record, unstored_reason=result.reason
         )
@@ -480,6 +509,20 @@ class IdempotencyEngine:
             error.__cause__ = exc
             return error, ""
         return result_size_error(self.store.schema, key, response_data), response_data
+
+    async def _complete_with_writes(
+        self, lock: DataRecord, completed: DataRecord, writes: list[StagedWrite]
+    ) -> None:
+        """One transaction: the fenced completion, then the staged writes."""
+        store = self._transactional_store()
+        schema = store.schema
+        check_limits(
+            writes,
+            own_table=store.table_name,
+            own_key=schema.key(lock.idempotency_key),
+            completion_bytes=item_size(to_item(schema, completed)),
+        )
+        await store.complete_with_writes(completed, writes)
 
     async def _release(self, lock: DataRecord, cause: BaseException) -> DataRecord | None:
         """Release the lock after the call failed; shielded from cancellation.
@@ -546,7 +589,14 @@ class IdempotencyEngine:
             pass  # unknown whether it was: the fenced release deletes only our own write
         await self._release_best_effort(lock)
 
-    async def _complete(self, lock: DataRecord, response_data: str) -> DataRecord:
+    def _transactional_store(self) -> TransactionalStore:
+        store = self.store
+        assert isinstance(store, TransactionalStore)  # stage() refuses writes otherwise
+        return store
+
+    async def _complete(
+        self, lock: DataRecord, response_data: str, writes: list[StagedWrite]
+    ) -> DataRecord:
         completed = lock.model_copy(
             update={
                 "status": RecordStatus.COMPLETED,
@@ -555,7 +605,14 @@ class IdempotencyEngine:
             }
         )
         try:
-            await self.store.update_record(completed)
+            if writes:
+                await self._complete_with_writes(lock, completed, writes)
+            else:
+                await self.store.update_record(completed)
+        except (IdempotencyTransactionCanceledError, IdempotencyTransactionLimitError) as exc:
+            # Nothing was applied: free the key, so a retry can run the function again.
+            await self._release(lock, exc)
+            raise
         except IdempotencyPersistenceLayerError as exc:
             holder = await self._release(lock, exc)
             if not is_own_completion(holder, lock):

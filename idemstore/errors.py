@@ -16,6 +16,9 @@ utility keep their meaning, so migrating is a change of import::
     ├── IdempotencyLeaseLostError            our lock was taken over; carries the current record
     ├── IdempotencyInconsistentStateError    the record kept changing under us; retries exhausted
     ├── IdempotencyStoreClosedError          the store was closed; it is never reopened
+    ├── IdempotencyStagingError              stage() where no transaction can commit the writes
+    ├── IdempotencyTransactionLimitError     staged writes DynamoDB would refuse in one transaction
+    ├── IdempotencyTransactionCanceledError  a staged write's condition failed; nothing applied
     ├── IdempotencySerializationError        a result cannot be stored or read back
     │   └── IdempotencyResponseTooLargeError result too large for one item, even compressed
     └── IdempotencyPersistenceLayerError     DynamoDB failed; the cause is chained
@@ -25,8 +28,8 @@ utility keep their meaning, so migrating is a change of import::
         └── IdempotencyCorruptRecordError    an item that is not a valid record
 
 ``IdempotencyConfigurationError``, ``ExpressionError`` and
-``IdempotencyBatchEventError`` also derive from
-``ValueError`` so code that validates arguments generically still catches them.
+``IdempotencyBatchEventError``, ``IdempotencyTransactionLimitError`` also derive
+from ``ValueError`` so code that validates arguments generically still catches them.
 
 An error the engine raises after the function returned (its completion failed,
 its lease was lost, its result could not be stored) says so: ``function_ran``
@@ -39,7 +42,10 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
     from idemstore.records import DataRecord
+    from idemstore.transactions import CancellationReason, StagedWrite
 
 
 class IdempotencyError(Exception):
@@ -127,6 +133,54 @@ class IdempotencyLeaseLostError(IdempotencyError):
         self.idempotency_key = idempotency_key
         self.current_record = current_record
         self.result = result
+
+
+class IdempotencyStagingError(IdempotencyError):
+    """``stage()`` was called where no transaction can commit the writes: outside an
+    idempotent call, or with a store that cannot commit them (the Redis store)."""
+
+
+class IdempotencyTransactionLimitError(IdempotencyError, ValueError):
+    """Staged writes DynamoDB would refuse in one transaction, found before sending.
+
+    ``limit`` names the rule: ``items`` (more than 100 actions, the completion
+    included), ``same_item`` (two actions on one item), ``bytes`` (over 4 MB in
+    all), or ``own_record`` (a write to the call's own idempotency record);
+    ``index`` is the offending staged write's position, when there is one.
+    """
+
+    def __init__(self, message: str, *, limit: str, index: int | None = None) -> None:
+        super().__init__(message)
+        self.limit = limit
+        self.index = index
+
+
+class IdempotencyTransactionCanceledError(IdempotencyError):
+    """The transaction of the completion and the staged writes was cancelled: nothing
+    applied, and the lock was released, so a retry runs the function again.
+
+    ``reasons`` are aligned with ``writes`` (the staged writes, in the order staged):
+    each says whether that write failed and why, with the item its condition was
+    checked against when the server returned it. ``failed`` lists the positions of
+    the writes that failed. ``result`` is the value the function returned.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        writes: Sequence[StagedWrite],
+        reasons: Sequence[CancellationReason],
+        result: Any = None,
+    ) -> None:
+        super().__init__(message)
+        self.writes = tuple(writes)
+        self.reasons = tuple(reasons)
+        self.result = result
+
+    @property
+    def failed(self) -> list[int]:
+        return [number for number, reason in enumerate(self.reasons) if reason.failed]
 
 
 class IdempotencyInconsistentStateError(IdempotencyError):

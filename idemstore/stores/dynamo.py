@@ -38,6 +38,7 @@ from idemstore.errors import (
     IdempotencyStoreClosedError,
     IdempotencyStoreUnreachableError,
     IdempotencyTableNotFoundError,
+    IdempotencyTransactionLimitError,
 )
 from idemstore.expressions import AttributeValue, CompiledRequest, compile_request
 from idemstore.lock_rules import (
@@ -57,6 +58,13 @@ from idemstore.stores.contract import (
     settle_put,
 )
 from idemstore.table import TableSchema
+from idemstore.transactions import (
+    CONDITION_FAILED,
+    StagedWrite,
+    client_request_token,
+    reasons_from_response,
+    settle_transaction,
+)
 
 if TYPE_CHECKING:
     from types_aiobotocore_dynamodb import DynamoDBClient
@@ -382,6 +390,72 @@ class AsyncDynamoStore:
             ),
         )
         settle_fenced(record, outcome, "release")
+
+    async def complete_with_writes(
+        self, record: DataRecord | None, writes: Sequence[StagedWrite]
+    ) -> None:
+        """The completion and the staged writes in one ``TransactWriteItems``, the
+        completion first (see ``idemstore.transactions.TransactionalStore``).
+
+        The request token derives from the lock's owner token, so every attempt of
+        one completion is the same transaction to DynamoDB: botocore's retries of an
+        attempt whose answer was lost are applied once. A retry refused because the
+        record already shows our own completion proves the first attempt applied.
+        """
+        items = [write.request() for write in writes]
+        kwargs: dict[str, Any] = {}
+        key = "<no record>"
+        if record is not None:
+            key = record.idempotency_key
+            request = completion_request(self._schema, record, fence_token(record))
+            completion = {
+                "TableName": self.table_name,
+                "Key": self._schema.key(key),
+                "ReturnValuesOnConditionCheckFailure": "ALL_OLD",
+                **request.as_kwargs(),
+            }
+            items.insert(0, {"Update": completion})
+            kwargs["ClientRequestToken"] = client_request_token(fence_token(record))
+        client = await self.client()
+        try:
+            # The pure transactions module builds plain dicts, not the stubs' TypedDicts.
+            await client.transact_write_items(TransactItems=items, **kwargs)  # type: ignore[arg-type]
+        except ClientError as exc:
+            code = _error_code(exc)
+            if code == "TransactionCanceledException":
+                raw = exc.response.get("CancellationReasons")
+                reasons = reasons_from_response(raw, len(items))
+                current = None
+                if record is not None and reasons[0].code == CONDITION_FAILED:
+                    current = await self._current(key, reasons[0].item)
+                settle_transaction(record, writes, reasons, current)
+                return
+            message = str(exc)
+            if code == "ResourceNotFoundException":
+                # Any of the tables may be the missing one: name them all, not only ours.
+                tables = sorted({self.table_name, *(write.table for write in writes)})
+                raise IdempotencyPersistenceLayerError(
+                    f"TransactWriteItems refused: one of the tables {tables} does not exist "
+                    f"at {self.endpoint_url or self.region_name}: {message}"
+                ) from exc
+            if code == "ValidationException" and "multiple operations on one item" in message:
+                raise IdempotencyTransactionLimitError(
+                    f"TransactWriteItems refused: {message}", limit="same_item"
+                ) from exc
+            raise self._translate(exc, "TransactWriteItems", key) from exc
+        except BotoCoreError as exc:
+            raise self._translate(exc, "TransactWriteItems", key) from exc
+
+    async def _current(
+        self, idempotency_key: str, item: Mapping[str, Any] | None
+    ) -> DataRecord | None:
+        """The record a failed condition was checked against: returned, or read."""
+        if item:
+            return from_item(self._schema, item)
+        try:
+            return await self.get_record(idempotency_key)
+        except IdempotencyItemNotFoundError:
+            return None
 
     async def purge_record(self, idempotency_key: str) -> None:
         """Delete a record whatever its state or owner.

@@ -180,10 +180,31 @@ async def test_kinesis_stream_stops_at_the_failure_and_resumes_there(
     assert "balance: 25" in out
 
 
+@pytest.mark.asyncio
+async def test_transfer_debits_once_despite_a_stalled_worker(
+    load_example: LoadExample, capsys: pytest.CaptureFixture[str]
+) -> None:
+    example = load_example("transfer")
+
+    summary = await example["main"]()
+
+    # A ran and stalled, B committed, the over-balance payment ran and was refused.
+    assert summary.body_runs == ["A", "B", "B"]
+    assert summary.late_worker_error == "IdempotencyLeaseLostError"
+    first, replayed = summary.receipts
+    assert first.worker == "B"
+    assert replayed == first
+    assert summary.ledger_entries == 1
+    assert summary.balance == 10000 - 3000
+    assert summary.refused == [0]  # the debit's condition failed
+    assert "debits applied: 1" in capsys.readouterr().out
+
+
 @pytest.mark.parametrize(
     ("script", "expected"),
     [
         ("quickstart.py", "function executions for 2 calls: 1"),
+        ("transfer.py", "function runs: 3; debits applied: 1"),
         ("lambda_handler.py", "orders created for 4 invocations: 2"),
         ("sqs_batch.py", "orders shipped: 2; batch response: {'batchItemFailures': [{'item"),
         ("kinesis_stream.py", "balance: 25"),

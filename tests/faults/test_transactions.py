@@ -1,0 +1,159 @@
+"""Staged writes under faults: a transaction whose answer is lost still applies exactly once.
+
+The completion and the staged writes go in one ``TransactWriteItems`` with a
+``ClientRequestToken`` derived from the lock's owner token. DynamoDB answers a
+retry of an applied transaction with the same token as success; moto ignores
+the token and re-runs the retry, which then fails the completion's fence on our
+own COMPLETED record — the proof that the first attempt applied. Either way the
+side table must show the writes once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+import pytest_asyncio
+
+from faults.helpers import ATTEMPTS, RETRIES, BodyRuns, key_of, stored
+from faults.proxy import FaultKind, FaultProxy
+from idemstore import IdempotencyPersistenceLayerError, RecordStatus, idempotent_function
+from idemstore.expressions import Attr
+from idemstore.stores.dynamo import AsyncDynamoStore
+from idemstore.transactions import Put, Update, client_request_token, stage
+
+AMBIGUOUS = [
+    pytest.param(FaultKind.DROP_RESPONSE, id="response-dropped"),
+    pytest.param(FaultKind.STALL, id="response-past-read-timeout"),
+    pytest.param(FaultKind.INTERNAL_ERROR, id="applied-then-500"),
+]
+
+
+@pytest_asyncio.fixture
+async def accounts(direct_store: AsyncDynamoStore) -> AsyncIterator[str]:
+    """A side table of balances, with account ``a`` holding 100."""
+    client = await direct_store.client()
+    name = f"{direct_store.table_name}-accounts"
+    await client.create_table(
+        TableName=name,
+        KeySchema=[{"AttributeName": "account", "KeyType": "HASH"}],
+        AttributeDefinitions=[{"AttributeName": "account", "AttributeType": "S"}],
+        BillingMode="PAY_PER_REQUEST",
+    )
+    await client.put_item(TableName=name, Item={"account": {"S": "a"}, "balance": {"N": "100"}})
+    yield name
+
+
+async def balance(store: AsyncDynamoStore, table: str) -> int:
+    client = await store.client()
+    item = await client.get_item(TableName=table, Key={"account": {"S": "a"}}, ConsistentRead=True)
+    return int(item["Item"]["balance"]["N"])
+
+
+async def ledger_entries(store: AsyncDynamoStore, table: str) -> int:
+    client = await store.client()
+    scanned = await client.scan(TableName=table, ConsistentRead=True)
+    return sum(1 for item in scanned["Items"] if item["account"]["S"].startswith("ledger#"))
+
+
+def debit_function(store: AsyncDynamoStore, table: str, runs: BodyRuns) -> Any:
+    @idempotent_function(data_keyword_argument="payment", persistence_store=store)
+    async def debit(*, payment: dict[str, Any]) -> dict[str, Any]:
+        runs.record(payment)
+        stage(
+            Update(
+                table,
+                {"account": "a"},
+                update=Attr("balance").add(-payment["amount"]),
+                condition=Attr("balance") >= payment["amount"],
+            ),
+            Put(table, {"account": f"ledger#{payment['id']}", "amount": payment["amount"]}),
+        )
+        return {"paid": payment["id"]}
+
+    return debit
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("kind", AMBIGUOUS)
+async def test_an_ambiguous_transaction_applies_once(
+    kind: FaultKind,
+    fault_proxy: FaultProxy,
+    faulty_store: AsyncDynamoStore,
+    direct_store: AsyncDynamoStore,
+    accounts: str,
+) -> None:
+    runs = BodyRuns()
+    debit = debit_function(faulty_store, accounts, runs)
+    fault_proxy.inject(kind, operation="TransactWriteItems", forward=True)
+
+    assert await debit(payment={"id": "p1", "amount": 30}) == {"paid": "p1"}
+
+    assert runs.count == 1
+    assert fault_proxy.operations == ["PutItem", "TransactWriteItems", "TransactWriteItems"]
+    tokens = {r.body["ClientRequestToken"] for r in fault_proxy.requests("TransactWriteItems")}
+    record = await stored(direct_store, key_of(debit, {"id": "p1", "amount": 30}))
+    assert record is not None
+    assert record.owner_token is not None
+    assert tokens == {client_request_token(record.owner_token)}  # one token for every attempt
+    assert record.status is RecordStatus.COMPLETED
+    assert await balance(direct_store, accounts) == 70
+    assert await ledger_entries(direct_store, accounts) == 1
+    # A duplicate replays: no second debit.
+    assert await debit(payment={"id": "p1", "amount": 30}) == {"paid": "p1"}
+    assert runs.count == 1
+    assert await balance(direct_store, accounts) == 70
+
+
+@pytest.mark.asyncio
+async def test_a_transaction_ambiguous_on_every_attempt_is_found_applied(
+    fault_proxy: FaultProxy,
+    faulty_store: AsyncDynamoStore,
+    direct_store: AsyncDynamoStore,
+    accounts: str,
+) -> None:
+    runs = BodyRuns()
+    debit = debit_function(faulty_store, accounts, runs)
+    fault_proxy.inject(
+        FaultKind.DROP_RESPONSE, operation="TransactWriteItems", forward=True, times=ATTEMPTS
+    )
+
+    assert await debit(payment={"id": "p2", "amount": 40}) == {"paid": "p2"}
+
+    # botocore gave up; the fenced release found our own completion and kept it.
+    assert fault_proxy.operations == [
+        "PutItem",
+        *["TransactWriteItems"] * ATTEMPTS,
+        "DeleteItem",
+    ]
+    assert runs.count == 1
+    assert await balance(direct_store, accounts) == 60
+    assert await ledger_entries(direct_store, accounts) == 1
+
+
+@pytest.mark.asyncio
+async def test_a_transaction_refused_on_every_attempt_applies_nothing_and_frees_the_key(
+    fault_proxy: FaultProxy,
+    faulty_store: AsyncDynamoStore,
+    direct_store: AsyncDynamoStore,
+    accounts: str,
+) -> None:
+    runs = BodyRuns()
+    debit = debit_function(faulty_store, accounts, runs)
+    fault_proxy.inject(
+        FaultKind.SERVICE_UNAVAILABLE, operation="TransactWriteItems", times=ATTEMPTS
+    )
+
+    with pytest.raises(IdempotencyPersistenceLayerError):
+        await debit(payment={"id": "p3", "amount": 10})
+
+    assert await balance(direct_store, accounts) == 100
+    assert await ledger_entries(direct_store, accounts) == 0
+    assert await stored(direct_store, key_of(debit, {"id": "p3", "amount": 10})) is None
+    # Within the budget, the retry commits once.
+    fault_proxy.inject(FaultKind.SERVICE_UNAVAILABLE, operation="TransactWriteItems", times=RETRIES)
+    assert await debit(payment={"id": "p3", "amount": 10}) == {"paid": "p3"}
+    assert runs.count == 2
+    assert await balance(direct_store, accounts) == 90
+    assert await ledger_entries(direct_store, accounts) == 1

@@ -1,0 +1,51 @@
+"""Staged writes from an HTTP handler behind the ASGI ``Idempotency-Key`` middleware."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+import pytest
+from fastapi import FastAPI, Response
+
+from idemstore import InMemoryStore
+from idemstore.expressions import Attr
+from idemstore.integrations.asgi import IdempotencyMiddleware
+from idemstore.transactions import Put, Update, stage
+
+
+def build_app(store: InMemoryStore, runs: list[str]) -> FastAPI:
+    app = FastAPI()
+
+    @app.post("/payments")
+    async def pay(payment: dict[str, Any], response: Response) -> dict[str, Any]:
+        runs.append(payment["id"])
+        stage(
+            Update("accounts", {"pk": "alice"}, update=Attr("balance").add(-payment["amount"])),
+            Put("accounts", {"pk": f"ledger#{payment['id']}", "amount": payment["amount"]}),
+        )
+        response.status_code = 201
+        return {"paid": payment["id"]}
+
+    app.add_middleware(IdempotencyMiddleware, store=store)
+    return app
+
+
+@pytest.mark.asyncio
+async def test_a_handlers_staged_writes_apply_once_per_idempotency_key() -> None:
+    store = InMemoryStore()
+    store.create_table("accounts", "pk")
+    await store.complete_with_writes(None, [Put("accounts", {"pk": "alice", "balance": 100})])
+    runs: list[str] = []
+    transport = httpx.ASGITransport(app=build_app(store, runs))
+    async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+        headers = {"Idempotency-Key": "pay-1"}
+        first = await client.post("/payments", json={"id": "p1", "amount": 30}, headers=headers)
+        second = await client.post("/payments", json={"id": "p1", "amount": 30}, headers=headers)
+
+    assert first.status_code == second.status_code == 201
+    assert second.json() == first.json() == {"paid": "p1"}
+    assert runs == ["p1"]
+    items = {item["pk"]["S"]: item for item in store.table_items("accounts")}
+    assert items["alice"]["balance"] == {"N": "70"}
+    assert items["ledger#p1"]["amount"] == {"N": "30"}
