@@ -15,6 +15,7 @@ AWS_ENDPOINT_URL) or a local server started for the run.
 from __future__ import annotations
 
 import asyncio
+import sys
 import uuid
 
 from dynamodb_endpoint import dynamodb_endpoint
@@ -56,7 +57,8 @@ def span_tree(spans: list[ReadableSpan]) -> list[str]:
 def main() -> list[str]:
     # Providers passed in rather than set globally, so the example leaves no trace behind.
     provider = TracerProvider()
-    provider.add_span_processor(SimpleSpanProcessor(ConsoleSpanExporter()))
+    # The exporter's default stream is the sys.stdout of the SDK's import; name the current one.
+    provider.add_span_processor(SimpleSpanProcessor(ConsoleSpanExporter(out=sys.stdout)))
     kept = InMemorySpanExporter()  # for the summary printed at the end
     provider.add_span_processor(SimpleSpanProcessor(kept))
     aiobotocore = AiobotocoreInstrumentor()  # type: ignore[no-untyped-call]  # unannotated
