@@ -14,7 +14,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
+import httpx
 import pytest
+from fastapi import FastAPI
 from opentelemetry import trace
 from opentelemetry.instrumentation.botocore import AiobotocoreInstrumentor
 from opentelemetry.instrumentation.utils import suppress_instrumentation
@@ -27,6 +29,7 @@ from opentelemetry.trace import SpanKind, StatusCode
 
 from engine.observed_paths import PREFIX, SCENARIOS, engine
 from idemstore import AsyncDynamoStore, IdempotencyConfigurationError
+from idemstore.integrations.asgi import HttpIdempotencyConfig, IdempotencyMiddleware
 from idemstore.observe import BatchPrecheck, emit, observers
 from idemstore.otel import IdempotencyInstrumentor
 
@@ -272,3 +275,34 @@ async def test_suppressed_instrumentation_records_nothing(
 
     assert telemetry.calls() == []
     assert trace.get_current_span() is trace.INVALID_SPAN
+
+
+@pytest.mark.asyncio
+async def test_the_http_middleware_gets_one_span_per_request(
+    telemetry: Telemetry, dynamo_store: AsyncDynamoStore
+) -> None:
+    app = FastAPI()
+    app.add_middleware(IdempotencyMiddleware, store=dynamo_store, config=HttpIdempotencyConfig())
+
+    @app.post("/payments")
+    async def pay() -> dict[str, str]:
+        return {"payment": "p-1"}
+
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+        answers = [
+            await client.post("/payments", headers={"Idempotency-Key": "k-1"}, json={})
+            for _ in range(2)
+        ]
+
+    assert [answer.json() for answer in answers] == [{"payment": "p-1"}] * 2
+    assert [_attrs(span)["idemstore.outcome"] for span in telemetry.calls()] == [
+        "executed",
+        "replayed",
+    ]
+    fresh, duplicate = telemetry.calls()
+    assert [span.name for span in telemetry.children(fresh)] == [
+        "DynamoDB.PutItem",
+        "DynamoDB.UpdateItem",
+    ]
+    assert [span.name for span in telemetry.children(duplicate)] == ["DynamoDB.PutItem"]
