@@ -15,9 +15,9 @@ Per call::
 Every call ends in an ``Outcome`` (idemstore.outcome) saying how its value was
 obtained. When observers are installed (idemstore.observe) or DEBUG logging is
 on, each call is also reported with its decision and facts; otherwise that
-costs one check per call. One engine serves one decorated function or one middleware; it holds
-that function's local cache and in-flight calls, and nothing about it is
-shared or global.
+costs one check per call. One engine serves one decorated function or one
+middleware; it holds that function's local cache and in-flight calls, and
+nothing about it is shared or global.
 """
 
 from __future__ import annotations
@@ -466,9 +466,10 @@ class IdempotencyEngine:
             if found.status is RecordStatus.INPROGRESS
             else StaleRecord.EXPIRED
         )
+        found_what = "a stale lock" if stale is StaleRecord.STALE_LOCK else "an expired record"
         self._event(
             TakeOver(self.key_prefix, self._store_kind, stale),
-            message=f"%s: found a {stale.value.replace('_', ' ')} record; taking it over",
+            message=f"%s: found {found_what}; taking it over",
         )
 
     async def _attach(self, key: str) -> DataRecord | None:
