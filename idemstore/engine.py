@@ -13,9 +13,11 @@ Per call::
                  replay / validation error / in progress (raise or wait) / retry
 
 Every call ends in an ``Outcome`` (idemstore.outcome) saying how its value was
-obtained. One engine serves one decorated function or one middleware; it holds
-that function's local cache and in-flight calls, and nothing about it is
-shared or global.
+obtained. When observers are installed (idemstore.observe) or DEBUG logging is
+on, each call is also reported with its decision and facts; otherwise that
+costs one check per call. One engine serves one decorated function or one
+middleware; it holds that function's local cache and in-flight calls, and
+nothing about it is shared or global.
 """
 
 from __future__ import annotations
@@ -57,6 +59,25 @@ from idemstore.errors import (
     IdempotencyValidationError,
 )
 from idemstore.keys import PayloadEncoder, hash_data, is_missing_key, make_key, to_json_data
+from idemstore.observe import (
+    CURRENT_CALL,
+    OBSERVERS,
+    CallFacts,
+    CallReport,
+    CallStart,
+    Event,
+    LeaseRenewal,
+    ReleaseFailed,
+    RenewalResult,
+    StaleRecord,
+    TakeOver,
+    count_request,
+    emit,
+    end_scopes,
+    event_log_fields,
+    start_scopes,
+    store_kind,
+)
 from idemstore.outcome import CallIdentity, Outcome, OutcomeKind, Unstored
 from idemstore.records import DataRecord, RecordStatus
 from idemstore.serialization import BaseIdempotencySerializer, NoOpSerializer
@@ -156,6 +177,7 @@ class IdempotencyEngine:
         self._in_flight: dict[str, asyncio.Future[DataRecord | None]] = {}
         self._background: set[asyncio.Future[None]] = set()
         """Cleanups left running after a caller's cancellation."""
+        self._store_kind = store_kind(store)
 
     # --- identity (pure) --------------------------------------------------------
 
@@ -206,19 +228,25 @@ class IdempotencyEngine:
         self, payload: Any, call: Call, *, lambda_context: Any = None
     ) -> Outcome[Any]:
         """Run ``call`` once for the payload's key; duplicates get the stored result."""
+        if OBSERVERS.installed or logger.isEnabledFor(logging.DEBUG):
+            return await self._observed(lambda: self.identify(payload), call, lambda_context)
         if disabled_by_environment():
             return await self._unprotected(OutcomeKind.DISABLED, call)
         identity = self.identify(payload)
-        return await self.execute(identity, call, lambda_context=lambda_context)
+        return await self._execute_identity(identity, call, lambda_context)
 
     async def process_keyed(
         self, key_data: Any, validation_data: Any, call: Call, *, lambda_context: Any = None
     ) -> Outcome[Any]:
         """``process`` for integrations that name the key data themselves (see ``identity_of``)."""
+        if OBSERVERS.installed or logger.isEnabledFor(logging.DEBUG):
+            return await self._observed(
+                lambda: self.identity_of(key_data, validation_data), call, lambda_context
+            )
         if disabled_by_environment():
             return await self._unprotected(OutcomeKind.DISABLED, call)
         identity = self.identity_of(key_data, validation_data)
-        return await self.execute(identity, call, lambda_context=lambda_context)
+        return await self._execute_identity(identity, call, lambda_context)
 
     async def run(self, payload: Any, call: Call, *, lambda_context: Any = None) -> Any:
         """``process``, giving only the value: what a decorated function returns."""
@@ -229,6 +257,13 @@ class IdempotencyEngine:
         self, identity: CallIdentity | None, call: Call, *, lambda_context: Any = None
     ) -> Outcome[Any]:
         """Run ``call`` once for an identity; None runs it unprotected."""
+        if OBSERVERS.installed or logger.isEnabledFor(logging.DEBUG):
+            return await self._observed(lambda: identity, call, lambda_context, kill_switch=False)
+        return await self._execute_identity(identity, call, lambda_context)
+
+    async def _execute_identity(
+        self, identity: CallIdentity | None, call: Call, lambda_context: Any
+    ) -> Outcome[Any]:
         if identity is None:
             return await self._unprotected(OutcomeKind.UNPROTECTED, call)
         # One deadline for the whole call: time spent attached counts against it.
@@ -291,15 +326,81 @@ class IdempotencyEngine:
             response = self.config.response_hook(response, record)
         return response
 
+    # --- observation (only when observers are installed or DEBUG logging is on) ------
+
+    async def _observed(
+        self,
+        identify: Callable[[], CallIdentity | None],
+        call: Call,
+        lambda_context: Any,
+        *,
+        kill_switch: bool = True,
+    ) -> Outcome[Any]:
+        """A call reported to the observers and the log: scopes opened before any request."""
+        started = self._clock()
+        facts = CallFacts(start_scopes(CallStart(self.key_prefix, self._store_kind)))
+        token = CURRENT_CALL.set(facts)
+        identity: CallIdentity | None = None
+        outcome: Outcome[Any] | None = None
+        error: BaseException | None = None
+        try:
+            if kill_switch and disabled_by_environment():
+                outcome = await self._unprotected(OutcomeKind.DISABLED, call)
+            else:
+                identity = identify()
+                outcome = await self._execute_identity(identity, call, lambda_context)
+            return outcome
+        except BaseException as exc:
+            error = exc
+            raise
+        finally:
+            CURRENT_CALL.reset(token)
+            report = CallReport(
+                function=self.key_prefix,
+                store=self._store_kind,
+                decision=facts.decision(outcome.kind if outcome else None, error),
+                requests=facts.requests,
+                attempts=facts.attempts,
+                wait_seconds=facts.wait_seconds,
+                duration_seconds=max(0.0, self._clock() - started),
+                error_type=type(error).__qualname__ if error is not None else None,
+                key=identity.key if identity is not None else None,
+            )
+            del error  # the error's traceback holds this frame
+            end_scopes(facts.scopes, report)
+            if logger.isEnabledFor(logging.DEBUG):
+                logger.debug(
+                    "%s call: %s",
+                    report.function,
+                    report.decision.value,
+                    extra=report.log_fields(),
+                )
+
+    def _event(self, event: Event, level: int = logging.WARNING, message: str = "") -> None:
+        """Log an event (warnings for trouble) and report it to the current call's scopes."""
+        if message and logger.isEnabledFor(level):
+            logger.log(level, message, self.key_prefix, extra=event_log_fields(event))
+        emit(event)
+
+    def _note_wait(self, since: float, *, polled: bool) -> None:
+        facts = CURRENT_CALL.get()
+        if facts is not None:
+            facts.wait_seconds += max(0.0, self._clock() - since)
+            facts.waited = facts.waited or polled
+
     # --- steps ----------------------------------------------------------------------
 
     async def _unprotected(self, kind: OutcomeKind, call: Call) -> Outcome[Any]:
+        facts = CURRENT_CALL.get()
+        if facts is not None:
+            facts.unprotected = kind
         if kind is OutcomeKind.DISABLED:
             DISABLED_NOTICE.warn()
         with Staging(self.store, None) as staged:
             result = await call()
         if staged.writes and not (isinstance(result, Unstored) and result.releases):
             # No record to complete: the writes still apply together, but not exactly once.
+            count_request()
             await self._transactional_store().complete_with_writes(None, staged.writes)
         if isinstance(result, Unstored):
             return Outcome(kind, result.value, unstored_reason=result.reason)
@@ -349,6 +450,7 @@ class IdempotencyEngine:
         )
 
     async def _fetch(self, key: str) -> DataRecord | None:
+        count_request()
         try:
             return await self.store.get_record(key)
         except IdempotencyItemNotFoundError:
@@ -368,27 +470,47 @@ class IdempotencyEngine:
         """A completed record to replay, or None to retry the acquire; raises otherwise."""
         delay = FIRST_POLL_SECONDS
         max_polls = math.ceil(self.config.wait_for_in_progress_seconds / FIRST_POLL_SECONDS) + 1
-        for _ in range(max_polls + 1):
-            if found is None:
-                return None
-            decision = decide(found, now=self._clock(), payload_hash=identity.payload_hash)
-            if decision is Decision.RETRY_ACQUIRE:
-                return None
-            if decision is Decision.PAYLOAD_MISMATCH:
-                self._validated(found, identity)  # raises
-            if decision is Decision.REPLAY:
-                if self._cache is not None:
-                    self._cache.put(found)
-                return found
-            remaining = wait_deadline - self._clock()
-            if remaining <= 0:
-                break
-            await asyncio.sleep(min(delay, remaining))
-            delay = min(delay * 2, MAX_POLL_SECONDS)
-            found = await self._fetch(identity.key)
-        raise IdempotencyAlreadyInProgressError(
-            f"Execution already in progress with idempotency key: {identity.key}",
-            old_data_record=found,
+        waiting_since: float | None = None
+        try:
+            for _ in range(max_polls + 1):
+                if found is None:
+                    return None
+                decision = decide(found, now=self._clock(), payload_hash=identity.payload_hash)
+                if decision is Decision.RETRY_ACQUIRE:
+                    self._took_over(found)
+                    return None
+                if decision is Decision.PAYLOAD_MISMATCH:
+                    self._validated(found, identity)  # raises
+                if decision is Decision.REPLAY:
+                    if self._cache is not None:
+                        self._cache.put(found)
+                    return found
+                remaining = wait_deadline - self._clock()
+                if remaining <= 0:
+                    break
+                if waiting_since is None:
+                    waiting_since = self._clock()
+                await asyncio.sleep(min(delay, remaining))
+                delay = min(delay * 2, MAX_POLL_SECONDS)
+                found = await self._fetch(identity.key)
+            raise IdempotencyAlreadyInProgressError(
+                f"Execution already in progress with idempotency key: {identity.key}",
+                old_data_record=found,
+            )
+        finally:
+            if waiting_since is not None:
+                self._note_wait(waiting_since, polled=True)
+
+    def _took_over(self, found: DataRecord) -> None:
+        stale = (
+            StaleRecord.STALE_LOCK
+            if found.status is RecordStatus.INPROGRESS
+            else StaleRecord.EXPIRED
+        )
+        found_what = "a stale lock" if stale is StaleRecord.STALE_LOCK else "an expired record"
+        self._event(
+            TakeOver(self.key_prefix, self._store_kind, stale),
+            message=f"%s: found {found_what}; taking it over",
         )
 
     async def _attach(self, key: str) -> DataRecord | None:
@@ -401,9 +523,13 @@ class IdempotencyEngine:
         if future is None or future.get_loop() is not asyncio.get_running_loop():
             return None
         timeout = self.config.wait_for_in_progress_seconds
-        with contextlib.suppress(TimeoutError):
-            return await asyncio.wait_for(asyncio.shield(future), timeout)
-        return None
+        since = self._clock()
+        try:
+            with contextlib.suppress(TimeoutError):
+                return await asyncio.wait_for(asyncio.shield(future), timeout)
+            return None
+        finally:
+            self._note_wait(since, polled=False)
 
     async def _execute(
         self, lock: DataRecord, identity: CallIdentity, call: Call, *, heartbeat: bool
@@ -423,6 +549,9 @@ class IdempotencyEngine:
             with Staging(self.store, lock.idempotency_key) as staged:
                 result = await call()
         except BaseException as exc:  # cancellation must release the lock too
+            facts = CURRENT_CALL.get()
+            if facts is not None:
+                facts.function_error = exc
             if renewer is not None:
                 await renewer.stop()
             await self._release(lock, exc)
@@ -436,14 +565,24 @@ class IdempotencyEngine:
         lease = self.config.in_progress_lease_seconds
         while True:
             expiry_ms = int((self._clock() + lease) * 1000)
+            count_request()
             try:
                 await self.store.renew_lease(lock, in_progress_expiry_timestamp=expiry_ms)
             except IdempotencyLeaseLostError:
-                logger.warning("lease on %s was taken over; stopping renewal", lock.idempotency_key)
+                self._renewed(RenewalResult.LOST, "%s: the lease was taken over; renewal stopped")
                 return
             except IdempotencyPersistenceLayerError:
-                logger.warning("renewing the lease on %s failed; retrying", lock.idempotency_key)
+                self._renewed(RenewalResult.FAILED, "%s: renewing the lease failed; retrying")
+            else:
+                self._renewed(RenewalResult.OK, "%s: lease renewed", logging.DEBUG)
             await asyncio.sleep(lease / 3)
+
+    def _renewed(self, result: RenewalResult, message: str, level: int = logging.WARNING) -> None:
+        self._event(LeaseRenewal(self.key_prefix, self._store_kind, result), level, message)
+
+    def _release_failed(self, error: BaseException, message: str) -> None:
+        event = ReleaseFailed(self.key_prefix, self._store_kind, type(error).__qualname__)
+        self._event(event, message=message)
 
     async def _finish(
         self, lock: DataRecord, identity: CallIdentity, result: Any, writes: list[StagedWrite]
@@ -529,13 +668,18 @@ class IdempotencyEngine:
 
         Returns the record found instead when the lock was no longer ours to release.
         """
+        count_request()
         try:
             await shielded(self.store.delete_record(lock))[1]
         except IdempotencyLeaseLostError as lost:
             return lost.current_record  # no longer an INPROGRESS lock of ours
         except IdempotencyError as release_error:
+            self._release_failed(
+                release_error,
+                f"%s: releasing the lock after {type(cause).__name__} failed "
+                f"({type(release_error).__name__}); it holds until its lease lapses",
+            )
             if not isinstance(cause, Exception):
-                logger.error("releasing %s failed: %s", lock.idempotency_key, release_error)
                 return None  # let the cancellation propagate; the lease will lapse
             raise IdempotencyPersistenceLayerError(
                 f"Failed to delete record {lock.idempotency_key!r} from idempotency store "
@@ -551,12 +695,17 @@ class IdempotencyEngine:
         Fenced on the lock's own token, so it deletes nothing but our write; a
         failure is logged, since the lease bounds the lock anyway.
         """
+        count_request()
         try:
             await shielded(self.store.delete_record(lock))[1]
         except IdempotencyLeaseLostError:
             return  # not ours any more: nothing of ours to release
         except IdempotencyError as exc:
-            logger.warning("releasing the lock on %s failed: %s", lock.idempotency_key, exc)
+            self._release_failed(
+                exc,
+                f"%s: releasing the lock failed ({type(exc).__name__}); "
+                "it holds until its lease lapses",
+            )
 
     async def _put_lock(self, lock: DataRecord) -> None:
         """The lock's conditional put, shielded from the caller's cancellation.
@@ -565,6 +714,7 @@ class IdempotencyEngine:
         took the lock: the put settles in the background, and a lock it took is
         released there, instead of blocking duplicates until its lease lapses.
         """
+        count_request(attempt=True)
         put, settled = shielded(self.store.put_record(lock, now=self._clock()))
         try:
             await settled
@@ -604,6 +754,7 @@ class IdempotencyEngine:
                 "expiry_timestamp": int(self._clock()) + self.config.expires_after_seconds,
             }
         )
+        count_request()
         try:
             if writes:
                 await self._complete_with_writes(lock, completed, writes)

@@ -200,12 +200,57 @@ async def test_transfer_debits_once_despite_a_stalled_worker(
     assert "debits applied: 1" in capsys.readouterr().out
 
 
+def test_otel_console_nests_the_dynamodb_spans_under_each_call(
+    load_example: LoadExample, capsys: pytest.CaptureFixture[str]
+) -> None:
+    example = load_example("otel_console")
+
+    tree = example["main"]()
+
+    prefix = "idemstore test-func.example_otel_console.charge_twice.<locals>.charge"
+    assert tree == [
+        f"{prefix}: executed",
+        "  DynamoDB.PutItem (UNSET)",
+        "  DynamoDB.UpdateItem (UNSET)",
+        f"{prefix}: replayed",
+        "  DynamoDB.PutItem (ERROR)",  # the refused conditional put that found the record
+    ]
+    out = capsys.readouterr().out
+    assert '"idemstore.outcome": "executed"' in out  # the console exporter's JSON
+
+
+def test_powertools_logger_and_metrics_get_every_decision(
+    load_example: LoadExample, capsys: pytest.CaptureFixture[str]
+) -> None:
+    example = load_example("lambda_powertools_observability")
+
+    responses = example["main"]()
+
+    assert responses[0] == responses[1]
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line[:1] == "{"]
+    decisions = [line for line in lines if line.get("message") == "idempotency decision"]
+    assert [line["idemstore_outcome"] for line in decisions] == ["executed", "replayed"]
+    assert [line["idemstore_requests"] for line in decisions] == [2, 1]
+    assert {line["idemstore_store"] for line in decisions} == {"dynamodb"}
+    emf = [line for line in lines if "_aws" in line]
+    assert [line["outcome"] for line in emf if "IdempotentCalls" in line] == [
+        "executed",
+        "replayed",
+    ]
+    assert [line["IdempotencyStoreRequests"] for line in emf if "service" in line] == [
+        [2.0],
+        [1.0],
+    ]
+
+
 @pytest.mark.parametrize(
     ("script", "expected"),
     [
         ("quickstart.py", "function executions for 2 calls: 1"),
         ("transfer.py", "function runs: 3; debits applied: 1"),
         ("lambda_handler.py", "orders created for 4 invocations: 2"),
+        ("otel_console.py", "charge: replayed\n  DynamoDB.PutItem (ERROR)"),
+        ("lambda_powertools_observability.py", "orders created for 2 invocations: 1"),
         ("sqs_batch.py", "orders shipped: 2; batch response: {'batchItemFailures': [{'item"),
         ("kinesis_stream.py", "balance: 25"),
     ],

@@ -32,7 +32,7 @@ def test_the_test_group_holds_the_extras_the_suite_uses_and_the_tools() -> None:
     extras = PYPROJECT["project"]["optional-dependencies"]
     group = PYPROJECT["dependency-groups"]["test"]
 
-    for extra in ("pytest", "fastapi", "aiohttp"):
+    for extra in ("pytest", "fastapi", "aiohttp", "otel"):
         assert set(extras[extra]) <= set(group), extra
     assert "idemstore" not in _names(group)  # a self-reference needs a recent pip
     assert {"mypy", "ruff", "nox", "build", "hypothesis"} <= _names(group)
