@@ -39,6 +39,7 @@ from idemstore.errors import (
 )
 from idemstore.idempotency import _engine as build_engine
 from idemstore.lambda_runtime import current_lambda_context, lambda_context_scope
+from idemstore.observe import BatchPrecheck, emit, store_kind
 from idemstore.outcome import CallIdentity, Outcome, OutcomeKind
 from idemstore.records import DataRecord
 from idemstore.serialization import BaseIdempotencySerializer
@@ -288,6 +289,12 @@ class _BatchRun:
                 continue
             if outcome is not None:
                 self.settled[index] = outcome
+        hits = sum(1 for settled in self.settled.values() if not isinstance(settled, Exception))
+        emit(
+            BatchPrecheck(
+                self.engine.key_prefix, store_kind(self.engine.store), hits, len(keys) - hits
+            )
+        )
         return True
 
     async def _run_lane(

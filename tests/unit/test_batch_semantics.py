@@ -27,6 +27,7 @@ from idemstore.batch import (
     process_partial_response,
 )
 from idemstore.lambda_runtime import lambda_context_scope
+from idemstore.observe import BatchPrecheck, CallStart, Event, observing
 from idemstore.outcome import OutcomeKind, Unstored
 from idemstore.records import DataRecord, RecordStatus
 from idemstore.testing import RequestLog
@@ -811,3 +812,25 @@ async def test_a_store_without_a_batch_read_takes_the_usual_path() -> None:
     assert not result.batch_read
     assert {r.outcome.kind for r in result.results if r.outcome} == {OutcomeKind.REPLAYED}
     assert len(recorder.ran) == 2
+
+
+@pytest.mark.asyncio
+async def test_a_batch_read_is_reported_as_a_precheck_event() -> None:
+    events: list[Event] = []
+
+    class Recorded:
+        def call_started(self, start: CallStart) -> None:
+            return None
+
+        def event(self, event: Event) -> None:
+            events.append(event)
+
+    recorder = Recorder()
+    processor = BatchProcessor(
+        handler_for(recorder), persistence_store=InMemoryStore(), config=BY_MESSAGE_ID
+    )
+    await processor.process(event(sqs("m-1"), sqs("m-2")))
+    with observing(Recorded()):
+        await processor.process(event(*(sqs(f"m-{i}", receive_count=2) for i in (1, 2, 3))))
+    (precheck,) = [e for e in events if isinstance(e, BatchPrecheck)]
+    assert (precheck.hits, precheck.misses) == (2, 1)
