@@ -16,10 +16,13 @@ import dataclasses
 import types
 import typing
 from collections.abc import Callable
-from typing import Any, Literal, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
 
-from pydantic import BaseModel, PydanticUserError, TypeAdapter
-from pydantic_core import SchemaSerializer
+if TYPE_CHECKING:
+    from pydantic import BaseModel, TypeAdapter
+
+# pydantic is imported where a typed result needs it, not with this module: a function
+# returning plain JSON data (the usual Lambda handler) never loads it.
 
 
 @runtime_checkable
@@ -49,6 +52,9 @@ class TypeAdapterSerializer:
     """
 
     def __init__(self, result_type: Any) -> None:
+        from pydantic import TypeAdapter
+        from pydantic_core import SchemaSerializer
+
         self.result_type = result_type
         self.adapter: TypeAdapter[Any] = TypeAdapter(result_type)
         # The core serializer and validator, called directly when built: the adapter's
@@ -119,6 +125,8 @@ def serializer_for_type(tp: Any) -> BaseIdempotencySerializer | None:
     already exact, or when pydantic cannot build a schema for it."""
     if json_exact(tp):
         return None
+    from pydantic import PydanticUserError
+
     try:
         return TypeAdapterSerializer(tp)
     except (PydanticUserError, TypeError, NameError):
@@ -175,6 +183,8 @@ def resolve_serializer(
                 )
             return inferred
         if isinstance(explicit, type):
+            from pydantic import BaseModel
+
             if not (issubclass(explicit, BaseModel) or dataclasses.is_dataclass(explicit)):
                 raise TypeError(
                     f"output_serializer type {explicit.__name__} is neither a pydantic model "
