@@ -98,12 +98,14 @@ _JSON_SCALARS: frozenset[Any] = frozenset({str, int, float, bool, type(None)})
 
 def json_exact(tp: Any) -> bool:
     """Whether a JSON round trip already gives back a value of type ``tp`` unchanged,
-    so no adapter is needed: ``Any``, ``dict``, ``list[str]``, ``dict[str, int | None]``...
+    so no adapter is needed: ``Any``, ``object``, ``dict``, ``list[str]``,
+    ``dict[str, object]``, ``dict[str, int | None]``...
 
     Only exact types count (a ``StrEnum`` is a ``str`` subclass that JSON would not
     give back), and only string-keyed dicts (JSON keys are strings).
     """
-    if tp is Any or tp is None or tp in (dict, list):
+    # ``object`` promises no more than ``Any``: whatever JSON gives back is one.
+    if tp is Any or tp is object or tp is None or tp in (dict, list):
         return True
     if isinstance(tp, type) and tp in _JSON_SCALARS:
         return True

@@ -151,7 +151,7 @@ def test_a_lambda_handler_on_dynamodb_loads_no_optional_part(opened: bool) -> No
         )
 
         @idempotent(persistence_store=store)
-        async def handle(event, context):
+        async def handle(event: dict[str, object], context: object) -> dict[str, object]:
             return event
 
         handler = lambda_entry_point(handle, open_stores=[store] if {opened} else ())
@@ -162,3 +162,4 @@ def test_a_lambda_handler_on_dynamodb_loads_no_optional_part(opened: bool) -> No
 
     assert "aiobotocore.session" in modules
     assert loaded_from(modules, NEVER_IMPORTED) == []
+    assert loaded_from(modules, PYDANTIC) == []
