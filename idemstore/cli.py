@@ -23,7 +23,7 @@ import os
 import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Any, NoReturn, TypeVar
 from urllib.parse import urlsplit
 
@@ -64,14 +64,16 @@ REGION_ENVS = ("AWS_REGION", "AWS_DEFAULT_REGION")
 FUNCTION_NAME_ENV = "AWS_LAMBDA_FUNCTION_NAME"
 # shake_* digests need a length, which the key format has no place for.
 HASH_FUNCTIONS = sorted(n for n in hashlib.algorithms_guaranteed if not n.startswith("shake"))
-DEFAULT_HASH_FUNCTION = str(IdempotencyConfig.model_fields["hash_function"].default)
+DEFAULT_HASH_FUNCTION = str(
+    next(f.default for f in fields(IdempotencyConfig) if f.name == "hash_function")
+)
 DEFAULT_HTTP_KEY_PREFIX = str(HttpIdempotencyConfig.model_fields["key_prefix"].default)
 RESULT_PREVIEW_CHARS = 200
 
 
 def _schema_default(name: str) -> str:
     """An attribute name's default, from the one place defaults are written."""
-    return str(TableSchema.model_fields[name].default)
+    return str(TableSchema.default(name))
 
 
 DEFAULT_KEY_ATTR = _schema_default("key_attr")

@@ -12,7 +12,7 @@ from __future__ import annotations
 import zlib
 from collections.abc import Mapping
 from decimal import Decimal, InvalidOperation
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal, overload
 
 from idemstore.errors import IdempotencyCorruptRecordError, IdempotencyResponseTooLargeError
 from idemstore.expressions import AttributeValue
@@ -93,9 +93,8 @@ def _surely_fits(schema: TableSchema, record: DataRecord, data_bytes: int) -> bo
 
 def _schema_chars(schema: TableSchema) -> int:
     """Characters of the schema's names, partition value and longest status; computed
-    once per schema (read through ``__pydantic_private__``, as lock_rules does)."""
-    private = schema.__pydantic_private__ or {}
-    bound: tuple[TableSchema, int] | None = private.get("_size_bound")
+    once per schema and kept on it, as lock_rules keeps its prepared requests."""
+    bound = schema._size_bound
     if bound is None or bound[0] is not schema:
         chars = sum(
             len(text or "")
@@ -111,7 +110,8 @@ def _schema_chars(schema: TableSchema) -> int:
                 schema.owner_token_attr,
             )
         ) + max(len(status.value) for status in RecordStatus)
-        bound = schema._size_bound = (schema, chars)
+        bound = (schema, chars)
+        object.__setattr__(schema, "_size_bound", bound)  # a cache, not an option
     return bound[1]
 
 
@@ -209,6 +209,14 @@ def _optional_string(item: Mapping[str, AttributeValue], attr: str, key: str | N
     return text
 
 
+@overload
+def _number(
+    item: Mapping[str, AttributeValue], attr: str, key: str, *, required: Literal[True]
+) -> int: ...
+@overload
+def _number(
+    item: Mapping[str, AttributeValue], attr: str, key: str, *, required: bool
+) -> int | None: ...
 def _number(
     item: Mapping[str, AttributeValue], attr: str, key: str, *, required: bool
 ) -> int | None:

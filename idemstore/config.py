@@ -8,14 +8,15 @@ nothing is ever written into it after construction.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass, field, fields
+from typing import Any
 
 import jmespath
 import jmespath.exceptions
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator
 
 from idemstore.errors import IdempotencyConfigurationError
 from idemstore.keys import CompatFunctions
@@ -28,86 +29,98 @@ ResponseHook = Callable[[Any, DataRecord], Any]
 """Called with a replayed response and its record; returns the response to give."""
 
 
-class IdempotencyConfig(BaseModel):
+def _unknown_options_are_configuration_errors(
+    cls: type[IdempotencyConfig],
+) -> type[IdempotencyConfig]:
+    """An unknown option raises ``IdempotencyConfigurationError`` naming it, as every
+    other mistake in a configuration does, rather than the call's ``TypeError``."""
+    init = cls.__init__
+    known = frozenset(option.name for option in fields(cls) if option.init)
+
+    @functools.wraps(init)
+    def checked_init(self: IdempotencyConfig, *args: Any, **options: Any) -> None:
+        unknown = sorted(options.keys() - known)
+        if unknown:
+            raise IdempotencyConfigurationError(
+                f"unknown option {', '.join(unknown)}; the options are {', '.join(sorted(known))}"
+            )
+        init(self, *args, **options)
+
+    # Set outside the class body, so type checkers keep the dataclass's own signature.
+    setattr(cls, "__init__", checked_init)  # noqa: B010  # an assignment mypy would refuse
+    return cls
+
+
+@_unknown_options_are_configuration_errors
+@dataclass(frozen=True, slots=True, kw_only=True)
+class IdempotencyConfig:
     """How idempotency keys are derived and records kept.
 
-    Raises ``IdempotencyConfigurationError`` for an invalid value.
+    Raises ``IdempotencyConfigurationError`` for an invalid value or an unknown
+    option (and ``TypeError``, as any Python call does, for a positional one).
     """
-
-    model_config = ConfigDict(frozen=True, extra="forbid", arbitrary_types_allowed=True)
 
     event_key_jmespath: str = ""
     payload_validation_jmespath: str = ""
     jmespath_options: dict[str, Any] | None = None
     raise_on_no_idempotency_key: bool = False
-    expires_after_seconds: int = Field(default=3600, gt=0)
+    expires_after_seconds: int = 3600
     use_local_cache: bool = False
-    local_cache_max_items: int = Field(default=256, gt=0)
+    local_cache_max_items: int = 256
     hash_function: str = "md5"
     response_hook: ResponseHook | None = None
-    in_progress_lease_seconds: float = Field(default=60.0, gt=0)
+    in_progress_lease_seconds: float = 60.0
     """Outside Lambda: how long a lock lasts; a heartbeat renews it while the function runs."""
-    wait_for_in_progress_seconds: float = Field(default=0.0, ge=0)
+    wait_for_in_progress_seconds: float = 0.0
     """0: a duplicate of a running call raises at once. More: it waits, then replays."""
     clock: Clock = time.time
 
-    _event_key: Any = PrivateAttr(default=None)
-    _validation_key: Any = PrivateAttr(default=None)
-    _jmespath_options: jmespath.Options = PrivateAttr()
+    # Compiled from the options when built: not options, outside equality.
+    _event_key: Any = field(default=None, init=False, repr=False, compare=False)
+    _validation_key: Any = field(default=None, init=False, repr=False, compare=False)
+    _jmespath_options: jmespath.Options | None = field(
+        default=None, init=False, repr=False, compare=False
+    )
 
-    if TYPE_CHECKING:
-        # What type checkers see: every option with its type, with or without the
-        # pydantic mypy plugin (whose own __init__ takes Any by default), so a misspelt
-        # or mistyped option fails there. A test keeps these defaults equal to the fields'.
-        def __init__(
+    def __post_init__(self) -> None:
+        # Plain checks instead of a validation library, which would cost a cold start
+        # its import; each names the option.
+        for name in ("event_key_jmespath", "payload_validation_jmespath", "hash_function"):
+            _require(self, name, isinstance(getattr(self, name), str), "a string")
+        for name in ("raise_on_no_idempotency_key", "use_local_cache"):
+            _require(self, name, isinstance(getattr(self, name), bool), "True or False")
+        for name in ("expires_after_seconds", "local_cache_max_items"):
+            value = getattr(self, name)
+            _require(self, name, _is_int(value) and value > 0, "an integer > 0")
+        lease = self.in_progress_lease_seconds
+        _require(self, "in_progress_lease_seconds", _is_number(lease) and lease > 0, "a number > 0")
+        wait = self.wait_for_in_progress_seconds
+        _require(
+            self, "wait_for_in_progress_seconds", _is_number(wait) and wait >= 0, "a number >= 0"
+        )
+        _require(self, "jmespath_options", isinstance(self.jmespath_options, dict | None), "a dict")
+        _require(
             self,
-            *,
-            event_key_jmespath: str = "",
-            payload_validation_jmespath: str = "",
-            jmespath_options: dict[str, Any] | None = None,
-            raise_on_no_idempotency_key: bool = False,
-            expires_after_seconds: int = 3600,
-            use_local_cache: bool = False,
-            local_cache_max_items: int = 256,
-            hash_function: str = "md5",
-            response_hook: ResponseHook | None = None,
-            in_progress_lease_seconds: float = 60.0,
-            wait_for_in_progress_seconds: float = 0.0,
-            clock: Clock = time.time,
-        ) -> None: ...
-    else:
-
-        def __init__(self, **data: Any) -> None:
-            # Any keyword reaches pydantic, so a misspelt option unseen by a type checker
-            # is IdempotencyConfigurationError too, not Python's TypeError.
-            try:
-                super().__init__(**data)
-            except ValidationError as exc:
-                raise IdempotencyConfigurationError(str(exc)) from exc
-
-    @field_validator("hash_function")
-    @classmethod
-    def _known_hash(cls, name: str) -> str:
-        if name not in hashlib.algorithms_available or not callable(getattr(hashlib, name, None)):
-            raise ValueError(f"unknown hash function {name!r}")
-        try:
-            getattr(hashlib, name)(b"").hexdigest()
-        except TypeError as exc:
-            # shake_* digests need a length, so no key could ever be made with them.
-            raise ValueError(f"hash function {name!r} cannot make a fixed-size digest") from exc
-        return name
-
-    def model_post_init(self, context: Any, /) -> None:
+            "response_hook",
+            self.response_hook is None or callable(self.response_hook),
+            "a callable or None",
+        )
+        _require(self, "clock", callable(self.clock), "a callable")
+        # Seconds are floats whichever number was given, as annotated.
+        object.__setattr__(self, "in_progress_lease_seconds", float(lease))
+        object.__setattr__(self, "wait_for_in_progress_seconds", float(wait))
+        _check_hash(self.hash_function)
         try:
             if self.event_key_jmespath:
-                self._event_key = jmespath.compile(self.event_key_jmespath)
+                object.__setattr__(self, "_event_key", jmespath.compile(self.event_key_jmespath))
             if self.payload_validation_jmespath:
-                self._validation_key = jmespath.compile(self.payload_validation_jmespath)
+                compiled = jmespath.compile(self.payload_validation_jmespath)
+                object.__setattr__(self, "_validation_key", compiled)
         except jmespath.exceptions.JMESPathError as exc:
             raise IdempotencyConfigurationError(f"invalid JMESPath expression: {exc}") from exc
         options = self.jmespath_options or {"custom_functions": CompatFunctions()}
         try:
-            self._jmespath_options = jmespath.Options(**options)
+            object.__setattr__(self, "_jmespath_options", jmespath.Options(**options))
         except TypeError as exc:
             raise IdempotencyConfigurationError(f"invalid jmespath_options: {exc}") from exc
 
@@ -130,3 +143,29 @@ class IdempotencyConfig(BaseModel):
         from idemstore.lambda_runtime import register_lambda_context
 
         register_lambda_context(lambda_context)
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _require(config: IdempotencyConfig, name: str, valid: bool, expected: str) -> None:
+    if not valid:
+        value = getattr(config, name)
+        raise IdempotencyConfigurationError(f"{name} must be {expected}, not {value!r}")
+
+
+def _check_hash(name: str) -> None:
+    if name not in hashlib.algorithms_available or not callable(getattr(hashlib, name, None)):
+        raise IdempotencyConfigurationError(f"hash_function: unknown hash function {name!r}")
+    try:
+        getattr(hashlib, name)(b"").hexdigest()
+    except TypeError as exc:
+        # shake_* digests need a length, so no key could ever be made with them.
+        raise IdempotencyConfigurationError(
+            f"hash_function: hash function {name!r} cannot make a fixed-size digest"
+        ) from exc

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 import logging
 import math
@@ -33,8 +34,6 @@ import warnings
 import zlib
 from collections.abc import Awaitable, Callable
 from typing import Any
-
-import pydantic
 
 from idemstore.cache import LocalCache
 from idemstore.codec import result_size_error, to_item
@@ -318,7 +317,7 @@ class IdempotencyEngine:
         try:
             data = json.loads(record.response_data) if record.response_data else None
             response = self.serializer.from_dict(data)
-        except (ValueError, TypeError, pydantic.ValidationError) as exc:
+        except (ValueError, TypeError) as exc:  # pydantic's ValidationError is a ValueError
             raise IdempotencySerializationError(
                 f"stored result of {record.idempotency_key!r} cannot be read back: {exc}"
             ) from exc
@@ -747,12 +746,11 @@ class IdempotencyEngine:
     async def _complete(
         self, lock: DataRecord, response_data: str, writes: list[StagedWrite]
     ) -> DataRecord:
-        completed = lock.model_copy(
-            update={
-                "status": RecordStatus.COMPLETED,
-                "response_data": response_data,
-                "expiry_timestamp": int(self._clock()) + self.config.expires_after_seconds,
-            }
+        completed = dataclasses.replace(
+            lock,
+            status=RecordStatus.COMPLETED,
+            response_data=response_data,
+            expiry_timestamp=int(self._clock()) + self.config.expires_after_seconds,
         )
         count_request()
         try:

@@ -7,6 +7,7 @@ utility keep their meaning, so migrating is a change of import::
     IdempotencyError
     ├── IdempotencyConfigurationError        bad configuration, found at construction
     ├── ExpressionError                      an expression DynamoDB would reject
+    ├── InvalidRecordError                   a DataRecord built with an invalid field
     ├── IdempotencyKeyError                  no idempotency key in the payload
     ├── IdempotencyBatchEventError           a batch event without its records' identifiers
     ├── IdempotencyValidationError           same key, different validated payload
@@ -27,8 +28,8 @@ utility keep their meaning, so migrating is a change of import::
         ├── IdempotencyItemTooLargeError     DynamoDB refused the item size
         └── IdempotencyCorruptRecordError    an item that is not a valid record
 
-``IdempotencyConfigurationError``, ``ExpressionError`` and
-``IdempotencyBatchEventError``, ``IdempotencyTransactionLimitError`` also derive
+``IdempotencyConfigurationError``, ``ExpressionError``, ``InvalidRecordError``,
+``IdempotencyBatchEventError`` and ``IdempotencyTransactionLimitError`` also derive
 from ``ValueError`` so code that validates arguments generically still catches them.
 
 An error the engine raises after the function returned (its completion failed,
@@ -67,6 +68,11 @@ class IdempotencyConfigurationError(IdempotencyError, ValueError):
 class ExpressionError(IdempotencyError, ValueError):
     """An expression DynamoDB would reject: when built (overlapping update paths, a
     malformed operand) or when applied to an item (an operand of the wrong type)."""
+
+
+class InvalidRecordError(IdempotencyError, ValueError):
+    """A ``DataRecord`` built with an invalid field: an empty key, an unknown or derived
+    status, a timestamp that is not an integer. Names the field."""
 
 
 class IdempotencyKeyError(IdempotencyError):

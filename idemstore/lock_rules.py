@@ -196,13 +196,12 @@ class PreparedRequests:
 
 def prepared_requests(schema: TableSchema) -> PreparedRequests:
     """The schema's prepared requests, made on first use and kept on the schema itself."""
-    # Read from pydantic's documented store of private attributes: reaching a private
-    # attribute by name goes through BaseModel.__getattr__, a microsecond per call.
-    private = schema.__pydantic_private__ or {}
-    prepared: PreparedRequests | None = private.get("_prepared_requests")
-    # A copy of a schema carries its original's requests along: make its own.
+    prepared = schema._prepared_requests
+    # A copy made by dataclasses.replace starts without requests; the check on the
+    # schema keeps that true of any other way of copying.
     if prepared is None or prepared.schema is not schema:
-        prepared = schema._prepared_requests = PreparedRequests(schema)
+        prepared = PreparedRequests(schema)
+        object.__setattr__(schema, "_prepared_requests", prepared)  # a cache, not an option
     return prepared
 
 

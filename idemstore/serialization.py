@@ -16,10 +16,13 @@ import dataclasses
 import types
 import typing
 from collections.abc import Callable
-from typing import Any, Literal, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
 
-from pydantic import BaseModel, PydanticUserError, TypeAdapter
-from pydantic_core import SchemaSerializer
+if TYPE_CHECKING:
+    from pydantic import BaseModel, TypeAdapter
+
+# pydantic is imported where a typed result needs it, not with this module: a function
+# returning plain JSON data (the usual Lambda handler) never loads it.
 
 
 @runtime_checkable
@@ -49,6 +52,9 @@ class TypeAdapterSerializer:
     """
 
     def __init__(self, result_type: Any) -> None:
+        from pydantic import TypeAdapter
+        from pydantic_core import SchemaSerializer
+
         self.result_type = result_type
         self.adapter: TypeAdapter[Any] = TypeAdapter(result_type)
         # The core serializer and validator, called directly when built: the adapter's
@@ -92,12 +98,14 @@ _JSON_SCALARS: frozenset[Any] = frozenset({str, int, float, bool, type(None)})
 
 def json_exact(tp: Any) -> bool:
     """Whether a JSON round trip already gives back a value of type ``tp`` unchanged,
-    so no adapter is needed: ``Any``, ``dict``, ``list[str]``, ``dict[str, int | None]``...
+    so no adapter is needed: ``Any``, ``object``, ``dict``, ``list[str]``,
+    ``dict[str, object]``, ``dict[str, int | None]``...
 
     Only exact types count (a ``StrEnum`` is a ``str`` subclass that JSON would not
     give back), and only string-keyed dicts (JSON keys are strings).
     """
-    if tp is Any or tp is None or tp in (dict, list):
+    # ``object`` promises no more than ``Any``: whatever JSON gives back is one.
+    if tp is Any or tp is object or tp is None or tp in (dict, list):
         return True
     if isinstance(tp, type) and tp in _JSON_SCALARS:
         return True
@@ -119,6 +127,8 @@ def serializer_for_type(tp: Any) -> BaseIdempotencySerializer | None:
     already exact, or when pydantic cannot build a schema for it."""
     if json_exact(tp):
         return None
+    from pydantic import PydanticUserError
+
     try:
         return TypeAdapterSerializer(tp)
     except (PydanticUserError, TypeError, NameError):
@@ -175,6 +185,8 @@ def resolve_serializer(
                 )
             return inferred
         if isinstance(explicit, type):
+            from pydantic import BaseModel
+
             if not (issubclass(explicit, BaseModel) or dataclasses.is_dataclass(explicit)):
                 raise TypeError(
                     f"output_serializer type {explicit.__name__} is neither a pydantic model "

@@ -8,9 +8,8 @@ these defaults from here.
 
 from __future__ import annotations
 
+from dataclasses import MISSING, dataclass, field, fields
 from typing import TYPE_CHECKING, Any
-
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, model_validator
 
 from idemstore.codec import DEFAULT_COMPRESS_THRESHOLD_BYTES
 from idemstore.errors import IdempotencyConfigurationError
@@ -32,70 +31,99 @@ def _static_pk_value_from_environment() -> str:
     return default_static_pk_value(lambda_function_name())
 
 
-class TableSchema(BaseModel):
+_NAME_OPTIONS = (
+    "key_attr",
+    "sort_key_attr",
+    "expiry_attr",
+    "in_progress_expiry_attr",
+    "status_attr",
+    "data_attr",
+    "validation_key_attr",
+    "owner_token_attr",
+    "compressed_data_attr",
+)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TableSchema:
     """Attribute names of the idempotency table, and the primary key of a record's item.
 
     ``static_pk_value`` defaults to ``idempotency#`` plus the Lambda function's
-    name (``AWS_LAMBDA_FUNCTION_NAME``), read when the schema is built.
+    name (``AWS_LAMBDA_FUNCTION_NAME``), read when the schema is built. An empty
+    or repeated name raises ``IdempotencyConfigurationError``.
     """
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    key_attr: str = Field(default="id", min_length=1)
-    sort_key_attr: str | None = Field(default=None, min_length=1)
-    static_pk_value: str = Field(default_factory=_static_pk_value_from_environment)
-    expiry_attr: str = Field(default="expiration", min_length=1)
-    in_progress_expiry_attr: str = Field(default="in_progress_expiration", min_length=1)
-    status_attr: str = Field(default="status", min_length=1)
-    data_attr: str = Field(default="data", min_length=1)
-    validation_key_attr: str = Field(default="validation", min_length=1)
-    owner_token_attr: str = Field(default="owner_token", min_length=1)
-    compressed_data_attr: str = Field(default="data_zlib", min_length=1)
-    compress_threshold_bytes: int | None = Field(default=DEFAULT_COMPRESS_THRESHOLD_BYTES, ge=0)
+    key_attr: str = "id"
+    sort_key_attr: str | None = None
+    static_pk_value: str = field(default_factory=_static_pk_value_from_environment)
+    expiry_attr: str = "expiration"
+    in_progress_expiry_attr: str = "in_progress_expiration"
+    status_attr: str = "status"
+    data_attr: str = "data"
+    validation_key_attr: str = "validation"
+    owner_token_attr: str = "owner_token"
+    compressed_data_attr: str = "data_zlib"
+    compress_threshold_bytes: int | None = DEFAULT_COMPRESS_THRESHOLD_BYTES
 
     # Requests sent on every call, compiled once for this schema (lock_rules.prepared_requests).
-    _prepared_requests: PreparedRequests | None = PrivateAttr(default=None)
-    # The schema's own part of codec's bound on an item's size, kept with the schema
-    # it was computed for (a copy with other names computes its own).
-    _size_bound: tuple[TableSchema, int] | None = PrivateAttr(default=None)
+    # Not options: outside the constructor, equality and hashing; a copy starts without them.
+    _prepared_requests: PreparedRequests | None = field(
+        default=None, init=False, repr=False, compare=False
+    )
+    # The schema's own part of codec's bound on an item's size.
+    _size_bound: tuple[TableSchema, int] | None = field(
+        default=None, init=False, repr=False, compare=False
+    )
 
-    @model_validator(mode="after")
-    def _distinct_names(self) -> TableSchema:
+    def __post_init__(self) -> None:
+        for name in _NAME_OPTIONS:
+            value = getattr(self, name)
+            if value is None and name == "sort_key_attr":
+                continue
+            if not isinstance(value, str) or not value:
+                raise IdempotencyConfigurationError(
+                    f"{name} must be a non-empty string, not {value!r}"
+                )
+        if not isinstance(self.static_pk_value, str):
+            raise IdempotencyConfigurationError(
+                f"static_pk_value must be a string, not {self.static_pk_value!r}"
+            )
+        threshold = self.compress_threshold_bytes
+        if threshold is not None and (
+            not isinstance(threshold, int) or isinstance(threshold, bool) or threshold < 0
+        ):
+            raise IdempotencyConfigurationError(
+                f"compress_threshold_bytes must be an integer >= 0 or None, not {threshold!r}"
+            )
         if self.sort_key_attr is not None and self.sort_key_attr == self.key_attr:
-            raise ValueError(
+            raise IdempotencyConfigurationError(
                 f"key_attr [{self.key_attr}] and sort_key_attr [{self.sort_key_attr}] "
                 "cannot be the same"
             )
-        names = [
-            self.key_attr,
-            self.sort_key_attr,
-            self.expiry_attr,
-            self.in_progress_expiry_attr,
-            self.status_attr,
-            self.data_attr,
-            self.validation_key_attr,
-            self.owner_token_attr,
-            self.compressed_data_attr,
-        ]
-        present = [n for n in names if n is not None]
-        if len(set(present)) != len(present):
-            raise ValueError(f"attribute names must be distinct: {present}")
-        return self
+        options_of: dict[str, list[str]] = {}
+        for name in _NAME_OPTIONS:
+            if (value := getattr(self, name)) is not None:
+                options_of.setdefault(value, []).append(name)
+        for value, options in options_of.items():
+            if len(options) > 1:
+                raise IdempotencyConfigurationError(
+                    f"attribute names must be distinct: {' and '.join(options)} are both {value!r}"
+                )
 
     @classmethod
     def build(cls, **kwargs: Any) -> TableSchema:
-        """Construct from the options given (None means the default), turning validation
-        failures into a configuration error."""
+        """Construct from the options given (None means the default); an invalid value
+        raises ``IdempotencyConfigurationError``."""
         options = {name: value for name, value in kwargs.items() if value is not None}
-        try:
-            return cls(**options)
-        except ValidationError as exc:
-            raise IdempotencyConfigurationError(str(exc)) from exc
+        return cls(**options)
 
     @classmethod
     def default(cls, name: str) -> Any:
         """The default of an option, e.g. ``TableSchema.default("key_attr")``."""
-        return cls.model_fields[name].get_default(call_default_factory=True)
+        option = {f.name: f for f in fields(cls) if f.init}[name]
+        if option.default_factory is not MISSING:
+            return option.default_factory()
+        return option.default
 
     @property
     def record_key_attr(self) -> str:

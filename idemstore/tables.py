@@ -26,7 +26,7 @@ TTL_ON = frozenset({"ENABLED", "ENABLING"})
 
 def _schema_default(name: str) -> str:
     """An attribute name's default, from the one place defaults are written."""
-    return str(TableSchema.model_fields[name].default)
+    return str(TableSchema.default(name))
 
 
 class TableSetup(enum.Enum):

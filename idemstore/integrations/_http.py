@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from http import HTTPStatus
 from typing import TYPE_CHECKING, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, InstanceOf, ValidationError, field_validator
 
 from idemstore.codec import RESULT_LIMIT_BYTES
 from idemstore.config import IdempotencyConfig
@@ -210,7 +210,8 @@ class HttpIdempotencyConfig(BaseModel):
     fail_open: bool = False
     key_prefix: str = Field(default="http", min_length=1)
     retry_after_seconds: int = Field(default=1, ge=0)
-    idempotency_config: IdempotencyConfig = Field(default_factory=IdempotencyConfig)
+    # A frozen dataclass, already validated when built: checked as an instance only.
+    idempotency_config: InstanceOf[IdempotencyConfig] = Field(default_factory=IdempotencyConfig)
 
     if TYPE_CHECKING:
         # What type checkers see: every option with the types it accepts (collections

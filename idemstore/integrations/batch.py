@@ -27,7 +27,7 @@ import inspect
 import logging
 import weakref
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Any, Literal, get_args
 
 from idemstore.config import IdempotencyConfig
@@ -458,7 +458,9 @@ async def process_partial_response(
 
 
 def _config_settings(config: IdempotencyConfig | None) -> Any:
-    return None if config is None else config.model_dump()
+    if config is None:
+        return None
+    return {f.name: getattr(config, f.name) for f in fields(config) if f.init}
 
 
 def _same_settings(known: tuple[Any, ...], wanted: tuple[Any, ...]) -> bool:

@@ -9,6 +9,7 @@ OpenTelemetry tests (the moto server).
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
@@ -149,8 +150,8 @@ async def lease_lost(store: RecordStore) -> list[str]:
         ours = await store.get_record(identity.key)
         assert ours.in_progress_expiry_timestamp is not None
         expiry = ours.in_progress_expiry_timestamp + 60_000
-        theirs = ours.model_copy(
-            update={"owner_token": "another", "in_progress_expiry_timestamp": expiry}
+        theirs = dataclasses.replace(
+            ours, owner_token="another", in_progress_expiry_timestamp=expiry
         )
         await overwrite(store, theirs)
         return "late"

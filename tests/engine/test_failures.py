@@ -11,6 +11,7 @@ import json
 import os
 import time
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -120,11 +121,10 @@ async def test_finisher_whose_lock_was_taken_over_gets_its_result_back(
         ours = await store.get_record(key_of(process, order))
         assert ours.status is RecordStatus.INPROGRESS
         assert ours.in_progress_expiry_timestamp is not None
-        theirs = ours.model_copy(
-            update={
-                "owner_token": "another-caller",
-                "in_progress_expiry_timestamp": ours.in_progress_expiry_timestamp + 60_000,
-            }
+        theirs = replace(
+            ours,
+            owner_token="another-caller",
+            in_progress_expiry_timestamp=ours.in_progress_expiry_timestamp + 60_000,
         )
         await overwrite(store, theirs)
         usurper.append(theirs)
@@ -146,12 +146,11 @@ async def test_finisher_cannot_overwrite_a_record_completed_by_another(
         ours = await store.get_record(key_of(process, order))
         await overwrite(
             store,
-            ours.model_copy(
-                update={
-                    "owner_token": "another-caller",
-                    "status": RecordStatus.COMPLETED,
-                    "response_data": '"theirs"',
-                }
+            replace(
+                ours,
+                owner_token="another-caller",
+                status=RecordStatus.COMPLETED,
+                response_data='"theirs"',
             ),
         )
         return "ours"
@@ -172,7 +171,7 @@ async def test_failing_finisher_does_not_release_the_new_owners_lock(
     @idempotent_function(data_keyword_argument="order", persistence_store=store)
     async def process(order: dict[str, Any]) -> None:
         ours = await store.get_record(key_of(process, order))
-        theirs = ours.model_copy(update={"owner_token": "another-caller"})
+        theirs = replace(ours, owner_token="another-caller")
         await overwrite(store, theirs)
         usurper.append(theirs)
         raise RuntimeError("boom")
@@ -196,7 +195,7 @@ async def test_heartbeat_stops_renewing_a_lock_taken_over(store: RecordStore) ->
     )
     async def process(order: dict[str, Any]) -> str:
         ours = await store.get_record(key_of(process, order))
-        theirs = ours.model_copy(update={"owner_token": "another-caller"})
+        theirs = replace(ours, owner_token="another-caller")
         await overwrite(store, theirs)
         usurper.append(theirs)
         renewals = log.operations.count("UpdateItem")
@@ -630,7 +629,7 @@ class AlwaysStale(DelegatingStore):
         except IdempotencyItemAlreadyExistsError as exc:
             found = exc.old_data_record
             assert found is not None
-            stale = found.model_copy(update={"in_progress_expiry_timestamp": 0})
+            stale = replace(found, in_progress_expiry_timestamp=0)
             raise IdempotencyItemAlreadyExistsError(str(exc), old_data_record=stale) from exc
 
 

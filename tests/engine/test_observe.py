@@ -6,6 +6,7 @@ On ``InMemoryStore`` (fast); ``test_otel.py`` runs the same paths on the moto se
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import time
 from collections.abc import Iterator
@@ -164,7 +165,7 @@ async def test_a_lost_lease_is_an_event_a_warning_and_the_decision(
 
     async def taken_over_while_running() -> str:
         ours = await store.get_record(identity.key)
-        theirs = ours.model_copy(update={"owner_token": "another"})
+        theirs = dataclasses.replace(ours, owner_token="another")
         await overwrite(store, theirs)
         await asyncio.sleep(0.1)  # the next renewal finds the lock gone
         return "late"

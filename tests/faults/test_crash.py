@@ -12,6 +12,7 @@ import json
 import signal
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -99,9 +100,7 @@ async def test_sigkilled_owner_keeps_the_lock_until_its_lease_ends(
     assert now_held.owner_token != dead.owner_token
 
     # The dead owner's token is fenced off: it can neither complete, renew nor release.
-    late = dead.model_copy(
-        update={"status": RecordStatus.COMPLETED, "response_data": json.dumps("late")}
-    )
+    late = replace(dead, status=RecordStatus.COMPLETED, response_data=json.dumps("late"))
     with pytest.raises(IdempotencyLeaseLostError) as lost:
         await direct_store.update_record(late)
     assert lost.value.current_record == now_held

@@ -15,6 +15,7 @@ import sys
 import time
 import uuid
 from collections.abc import Mapping, MutableMapping
+from dataclasses import fields, replace
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -441,11 +442,8 @@ def test_importing_idemstore_does_not_import_the_command_line() -> None:
 def test_attribute_defaults_come_from_the_table_schema() -> None:
     args = cli.build_parser().parse_args(["create-table", "t"])
     layout = cli.layout_from(args, {})
-    defaults = TableSchema.model_fields
-    assert (layout.key_attr, layout.expiry_attr) == (
-        defaults["key_attr"].default,
-        defaults["expiry_attr"].default,
-    )
+    defaults = {option.name: option.default for option in fields(TableSchema)}
+    assert (layout.key_attr, layout.expiry_attr) == (defaults["key_attr"], defaults["expiry_attr"])
 
 
 # --- key ------------------------------------------------------------------------
@@ -848,7 +846,7 @@ def test_release_of_an_expired_record_succeeds_without_deleting(
     # Expired is no lock: the next call takes the record over, whatever its owner.
     key, now = unique_key(), time.time()
     fresh = completed(key, now) if stored is RecordStatus.COMPLETED else in_progress(key, now)
-    record = fresh.model_copy(update={"expiry_timestamp": int(now) - 150, "owner_token": None})
+    record = replace(fresh, expiry_timestamp=int(now) - 150, owner_token=None)
     plant(moto_server, table, record)
 
     result = run_cli("release", key, "--table", table, *where, env=cli_env)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Mapping
+from dataclasses import replace
 from decimal import Decimal
 from typing import Any
 
@@ -120,9 +121,9 @@ async def test_fences_agree_with_the_server(dynamo_store: AsyncDynamoStore) -> N
     existing: list[DataRecord | None] = [
         None,
         base,
-        base.model_copy(update={"owner_token": "theirs"}),
-        base.model_copy(update={"owner_token": None}),
-        base.model_copy(update={"status": RecordStatus.COMPLETED, "response_data": "1"}),
+        replace(base, owner_token="theirs"),
+        replace(base, owner_token=None),
+        replace(base, status=RecordStatus.COMPLETED, response_data="1"),
     ]
     fences = [
         owned_in_progress(schema, "mine"),

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -80,12 +81,12 @@ def lock(token: str, *, key: str = "fn.mod.f#k1", **changes: Any) -> DataRecord:
 
 
 def completed(held: DataRecord, result: str = '{"ok": true}') -> DataRecord:
-    return held.model_copy(update={"status": RecordStatus.COMPLETED, "response_data": result})
+    return replace(held, status=RecordStatus.COMPLETED, response_data=result)
 
 
 def stale(held: DataRecord) -> DataRecord:
     """The same lock with its deadline passed, the record itself still live."""
-    return held.model_copy(update={"in_progress_expiry_timestamp": NOW_MS - 1})
+    return replace(held, in_progress_expiry_timestamp=NOW_MS - 1)
 
 
 # --- acquire ------------------------------------------------------------------
@@ -218,7 +219,7 @@ async def test_update_of_a_gone_record_loses_the_lease_and_creates_nothing(
 
 @pytest.mark.asyncio
 async def test_fenced_writes_need_a_token(store: RecordStore) -> None:
-    anonymous = lock("t1").model_copy(update={"owner_token": None})
+    anonymous = replace(lock("t1"), owner_token=None)
     with pytest.raises(ValueError, match="owner_token"):
         await store.update_record(completed(anonymous))
     with pytest.raises(ValueError, match="owner_token"):
@@ -245,7 +246,7 @@ async def test_renew_moves_our_lock_deadline(store: RecordStore) -> None:
     await store.put_record(ours, now=NOW)
     await store.renew_lease(ours, in_progress_expiry_timestamp=NOW_MS + 120_000)
     renewed = await store.get_record(ours.idempotency_key)
-    assert renewed == ours.model_copy(update={"in_progress_expiry_timestamp": NOW_MS + 120_000})
+    assert renewed == replace(ours, in_progress_expiry_timestamp=NOW_MS + 120_000)
 
 
 @pytest.mark.asyncio

@@ -8,6 +8,7 @@ import random
 import socket
 import uuid
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -53,7 +54,7 @@ def lock(token: str, *, key: str = "fn.mod.f#k1", **changes: Any) -> DataRecord:
 
 
 def completed(held: DataRecord, result: str = '{"ok": true}') -> DataRecord:
-    return held.model_copy(update={"status": RecordStatus.COMPLETED, "response_data": result})
+    return replace(held, status=RecordStatus.COMPLETED, response_data=result)
 
 
 def table_name() -> str:
@@ -106,7 +107,7 @@ async def test_every_operation_is_exactly_one_request(dynamo_store: AsyncDynamoS
         await dynamo_store.put_record(theirs, now=NOW)
     assert log.operations == ["PutItem"]  # the old record came with the refusal: no GetItem
     assert caught.value.old_data_record == completed(
-        ours.model_copy(update={"in_progress_expiry_timestamp": NOW_MS + 1})
+        replace(ours, in_progress_expiry_timestamp=NOW_MS + 1)
     )
 
     log.clear()

@@ -15,6 +15,7 @@ import sys
 import time
 import warnings
 from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import replace
 from typing import Any, TypeVar
 
 import pytest
@@ -75,7 +76,7 @@ def lock(token: str, *, key: str = "fn.mod.f#k1", **changes: Any) -> DataRecord:
 
 
 def completed(held: DataRecord, result: str = '{"ok": true}') -> DataRecord:
-    return held.model_copy(update={"status": RecordStatus.COMPLETED, "response_data": result})
+    return replace(held, status=RecordStatus.COMPLETED, response_data=result)
 
 
 @pytest_asyncio.fixture
@@ -201,9 +202,7 @@ async def test_the_key_lives_until_its_expiration_on_the_callers_clock(
     await redis_store.put_record(ours, now=NOW)
     # Taken over from expiration + 1 s: 3601 s after the caller's now, less time elapsed.
     assert 3_590_000 < await raw.pttl(ours.idempotency_key) <= 3_601_000
-    await redis_store.update_record(
-        completed(ours).model_copy(update={"expiry_timestamp": int(NOW) + 7200})
-    )
+    await redis_store.update_record(replace(completed(ours), expiry_timestamp=int(NOW) + 7200))
     assert 7_190_000 < await raw.pttl(ours.idempotency_key) <= 7_201_000
     assert await raw.ttl("fn.mod.f#k1") > 0
 

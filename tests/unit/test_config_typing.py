@@ -1,9 +1,13 @@
 """Configuration is type-checked: a misspelt or mistyped option fails in mypy, with and
-without the pydantic plugin, and at run time with ``IdempotencyConfigurationError``."""
+without the pydantic plugin, and at run time with ``IdempotencyConfigurationError``.
+
+``IdempotencyConfig`` is a dataclass, whose signature type checkers read from its fields;
+``HttpIdempotencyConfig`` is a pydantic model with a checked ``__init__`` written out."""
 
 from __future__ import annotations
 
 import ast
+import dataclasses
 import inspect
 import subprocess
 import sys
@@ -113,7 +117,7 @@ def test_mypy_reports_every_mistaken_option(tmp_path: Path, plugins: str) -> Non
     ],
 )
 def test_mistaken_options_are_configuration_errors_at_run_time(
-    config_class: type[BaseModel], options: dict[str, Any]
+    config_class: type[Any], options: dict[str, Any]
 ) -> None:
     with pytest.raises(IdempotencyConfigurationError, match=next(iter(options))):
         config_class(**options)
@@ -125,7 +129,16 @@ def test_positional_options_are_configuration_errors_at_run_time() -> None:
         positional("order_id")
 
 
-@pytest.mark.parametrize("config_class", [IdempotencyConfig, HttpIdempotencyConfig])
+def test_the_dataclass_signature_is_keyword_only_with_every_option() -> None:
+    options = [f for f in dataclasses.fields(IdempotencyConfig) if f.init]
+    parameters = list(inspect.signature(IdempotencyConfig).parameters.values())
+    assert [p.name for p in parameters] == [f.name for f in options]
+    assert all(p.kind is inspect.Parameter.KEYWORD_ONLY for p in parameters)
+    assert [p.default for p in parameters] == [f.default for f in options]
+    assert all(not f.name.startswith("_") for f in options)
+
+
+@pytest.mark.parametrize("config_class", [HttpIdempotencyConfig])
 def test_the_checked_signature_lists_every_field_with_its_default(
     config_class: type[BaseModel],
 ) -> None:

@@ -64,7 +64,7 @@ class TestDecide:
         assert decide(record, now=NOW, payload_hash="xyz") is Decision.PAYLOAD_MISMATCH
 
     def test_mismatch_on_an_in_progress_record_too(self) -> None:
-        record = in_progress(lock_ms_left=5_000).model_copy(update={"payload_hash": "abc"})
+        record = dataclasses.replace(in_progress(lock_ms_left=5_000), payload_hash="abc")
         assert decide(record, now=NOW, payload_hash="xyz") is Decision.PAYLOAD_MISMATCH
 
     def test_validation_off_ignores_the_stored_hash(self) -> None:
@@ -232,7 +232,7 @@ class TestConfig:
 
     def test_is_frozen(self) -> None:
         config = IdempotencyConfig()
-        with pytest.raises(pydantic.ValidationError, match="frozen"):
+        with pytest.raises(dataclasses.FrozenInstanceError):
             config.expires_after_seconds = 10  # type: ignore[misc]  # the point of the test
 
     @pytest.mark.parametrize(

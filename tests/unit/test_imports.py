@@ -88,6 +88,56 @@ def test_a_first_call_on_an_in_memory_store_loads_no_optional_part_and_no_aws_sd
     assert loaded_from(modules, AWS_SDK) == []
 
 
+PYDANTIC = ("pydantic", "pydantic_core", "annotated_types")
+"""Needed only for typed results and the HTTP configuration."""
+
+
+def test_a_plain_call_returning_a_dict_loads_no_pydantic() -> None:
+    modules = modules_after(
+        """
+        import asyncio
+        from idemstore import IdempotencyConfig, InMemoryStore, idempotent_function
+
+        store = InMemoryStore()
+        config = IdempotencyConfig(event_key_jmespath="id", use_local_cache=True)
+
+        @idempotent_function(
+            data_keyword_argument="order", persistence_store=store, config=config
+        )
+        async def process(order: dict) -> dict:
+            return {"accepted": order["id"]}
+
+        assert asyncio.run(process(order={"id": 1})) == {"accepted": 1}
+        assert asyncio.run(process(order={"id": 1})) == {"accepted": 1}
+        """
+    )
+
+    assert "idemstore.serialization" in modules
+    assert loaded_from(modules, PYDANTIC) == []
+
+
+def test_a_typed_result_loads_pydantic() -> None:
+    """The check above sees pydantic when a call does need it."""
+    modules = modules_after(
+        """
+        import asyncio, dataclasses
+        from idemstore import InMemoryStore, idempotent_function
+
+        @dataclasses.dataclass
+        class Receipt:
+            order: int
+
+        @idempotent_function(data_keyword_argument="order", persistence_store=InMemoryStore())
+        async def process(order: dict) -> Receipt:
+            return Receipt(order["id"])
+
+        assert asyncio.run(process(order={"id": 1})) == Receipt(1)
+        """
+    )
+
+    assert "pydantic" in loaded_from(modules, PYDANTIC)
+
+
 @pytest.mark.parametrize("opened", [False, True], ids=["lazy-client", "open-stores"])
 def test_a_lambda_handler_on_dynamodb_loads_no_optional_part(opened: bool) -> None:
     modules = modules_after(
@@ -101,7 +151,7 @@ def test_a_lambda_handler_on_dynamodb_loads_no_optional_part(opened: bool) -> No
         )
 
         @idempotent(persistence_store=store)
-        async def handle(event, context):
+        async def handle(event: dict[str, object], context: object) -> dict[str, object]:
             return event
 
         handler = lambda_entry_point(handle, open_stores=[store] if {opened} else ())
@@ -112,3 +162,4 @@ def test_a_lambda_handler_on_dynamodb_loads_no_optional_part(opened: bool) -> No
 
     assert "aiobotocore.session" in modules
     assert loaded_from(modules, NEVER_IMPORTED) == []
+    assert loaded_from(modules, PYDANTIC) == []

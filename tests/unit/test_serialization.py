@@ -208,6 +208,9 @@ def _returning(result_type: Any) -> Any:
         bool,
         None,
         dict[str, Any],
+        object,
+        dict[str, object],
+        list[object],
         list[str],
         dict[str, int | None],
         Optional[list[dict[str, float]]],  # noqa: UP045  # the typing.Optional spelling too
