@@ -12,7 +12,9 @@ from typing import TYPE_CHECKING, Any
 from idemstore.config import IdempotencyConfig
 from idemstore.engine import IdempotencyEngine, IdempotencyWarning
 from idemstore.errors import (
+    ExpressionError,
     IdempotencyAlreadyInProgressError,
+    IdempotencyBatchEventError,
     IdempotencyConfigurationError,
     IdempotencyCorruptRecordError,
     IdempotencyError,
@@ -25,11 +27,18 @@ from idemstore.errors import (
     IdempotencyPersistenceLayerError,
     IdempotencyResponseTooLargeError,
     IdempotencySerializationError,
+    IdempotencyStagingError,
+    IdempotencyStoreClosedError,
+    IdempotencyStoreUnreachableError,
     IdempotencyTableNotFoundError,
+    IdempotencyTransactionCanceledError,
+    IdempotencyTransactionLimitError,
     IdempotencyValidationError,
+    InvalidRecordError,
 )
 from idemstore.idempotency import idempotent, idempotent_function
 from idemstore.lambda_runtime import LambdaEntryPoint, lambda_entry_point, register_lambda_context
+from idemstore.outcome import Outcome, OutcomeKind, Unstored
 from idemstore.records import DataRecord, RecordStatus
 from idemstore.serialization import (
     BaseIdempotencySerializer,
@@ -62,7 +71,9 @@ __all__ = [
     "BaseIdempotencySerializer",
     "DataRecord",
     "DataclassSerializer",
+    "ExpressionError",
     "IdempotencyAlreadyInProgressError",
+    "IdempotencyBatchEventError",
     "IdempotencyConfig",
     "IdempotencyConfigurationError",
     "IdempotencyCorruptRecordError",
@@ -77,16 +88,25 @@ __all__ = [
     "IdempotencyPersistenceLayerError",
     "IdempotencyResponseTooLargeError",
     "IdempotencySerializationError",
+    "IdempotencyStagingError",
+    "IdempotencyStoreClosedError",
+    "IdempotencyStoreUnreachableError",
     "IdempotencyTableNotFoundError",
+    "IdempotencyTransactionCanceledError",
+    "IdempotencyTransactionLimitError",
     "IdempotencyValidationError",
     "IdempotencyWarning",
     "InMemoryStore",
+    "InvalidRecordError",
     "LambdaEntryPoint",
     "NoOpSerializer",
+    "Outcome",
+    "OutcomeKind",
     "PydanticSerializer",
     "RecordStatus",
     "RecordStore",
     "TableSchema",
+    "Unstored",
     "__version__",
     "create_table",
     "idempotent",
