@@ -152,8 +152,8 @@ class LoopbackTables:
     For stores built at import time (no ``endpoint_url``): ``create_table`` checks
     that the store's client really talks to the local server, creates the table
     the store names, and remembers both; ``aclose`` deletes those tables and
-    closes the stores' clients, so the next test starts empty and a later use
-    of the store reads the environment afresh.
+    drops the stores' clients (the stores stay open), so the next test starts
+    empty and a later use of the store reads the environment afresh.
     """
 
     def __init__(self, endpoint: MotoEndpoint) -> None:
@@ -181,7 +181,7 @@ class LoopbackTables:
         return store
 
     async def aclose(self) -> None:
-        """Delete the tables created here, then close every store's client."""
+        """Delete the tables created here, then drop every store's client."""
         try:
             for table_name, store in self._created.items():
                 client = await store.client()
@@ -190,7 +190,7 @@ class LoopbackTables:
             self._created.clear()
             stores, self._stores = self._stores, []
             for store in stores:
-                await store.aclose()
+                await store.drop_client()
 
 
 class LoopbackServer:

@@ -278,6 +278,12 @@ class AsyncDynamoStore:
     async def aclose(self) -> None:
         """Close the store for good, and the client it owns; a caller's client is left open."""
         self._state = StoreState.CLOSED
+        await self.drop_client()
+
+    async def drop_client(self) -> None:
+        """Close the client the store owns, if any, and stay open: the next operation
+        opens a new one, reading the environment afresh (for test fixtures that point
+        a module-level store somewhere for one test). A caller's client is left open."""
         owned, self._owned = self._owned, None
         if owned is not None:
             await owned.close()
