@@ -14,26 +14,21 @@ import subprocess
 import sys
 import time
 import warnings
-from collections.abc import AsyncIterator, Callable, Iterator
-from typing import Any, TypeVar
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
 
 import pytest
 import pytest_asyncio
 import redis
 import redis.asyncio
 import valkey.asyncio
-from aws_lambda_powertools.utilities.idempotency import (
-    IdempotencyConfig as PowertoolsConfig,
-)
-from aws_lambda_powertools.utilities.idempotency import (
-    idempotent_function as powertools_idempotent_function,
-)
 from aws_lambda_powertools.utilities.idempotency.exceptions import (
     IdempotencyAlreadyInProgressError as PowertoolsAlreadyInProgressError,
 )
 from aws_lambda_powertools.utilities.idempotency.persistence.redis import (
     RedisCachePersistenceLayer,
 )
+from powertools_twins import powertools_config, powertools_twin
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
@@ -53,8 +48,6 @@ from idemstore import (
 )
 from idemstore.loopback import RedisServer, start_redis_server
 from idemstore.records import DataRecord
-
-F = TypeVar("F", bound=Callable[..., Any])
 
 NOW = 1_700_000_000.0
 NOW_MS = int(NOW * 1000)
@@ -711,29 +704,6 @@ def powertools_layer(redis_server: RedisServer) -> Iterator[Any]:
         client.close()
 
 
-class FakeLambdaContext:
-    def get_remaining_time_in_millis(self) -> int:
-        return 30_000
-
-
-def powertools_twin(twin: Callable[..., Any], layer: Any, **options: Any) -> Callable[[F], F]:
-    """Powertools' decorator on a sync function with ``twin``'s module and qualname:
-    the same function before migrating, so the same keys."""
-    config = PowertoolsConfig(**options)
-    fake: Any = FakeLambdaContext()  # duck-typed: only the remaining time is read
-    config.register_lambda_context(fake)
-
-    def decorate(function: F) -> F:
-        function.__module__ = twin.__module__
-        function.__qualname__ = twin.__qualname__
-        decorated: F = powertools_idempotent_function(
-            function, data_keyword_argument="order", persistence_store=layer, config=config
-        )
-        return decorated
-
-    return decorate
-
-
 @pytest.mark.asyncio
 async def test_idemstore_replays_a_record_completed_by_powertools(
     redis_store: AsyncRedisStore, powertools_layer: Any
@@ -851,7 +821,7 @@ async def test_a_powertools_result_without_validation_is_a_mismatch(
         runs.append("idemstore")
         return "idemstore"
 
-    @powertools_twin(charge, powertools_layer, **options)
+    @powertools_twin(charge, powertools_layer, config=powertools_config(**options))
     def charge_sync(order: dict[str, Any]) -> str:
         runs.append("powertools")
         return "powertools"
