@@ -11,9 +11,11 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
+import store_records
 from aiobotocore.config import AioConfig
 from aiobotocore.session import AioSession
 from botocore.exceptions import BotoCoreError, ClientError, EndpointConnectionError
+from store_records import NOW, NOW_MS, completed
 
 from idemstore.codec import to_item
 from idemstore.errors import (
@@ -30,30 +32,17 @@ from idemstore.errors import (
     IdempotencyTableNotFoundError,
 )
 from idemstore.idempotency import idempotent_function
-from idemstore.records import DataRecord, RecordStatus
+from idemstore.records import DataRecord
 from idemstore.stores.dynamo import DEFAULT_CLIENT_CONFIG, AsyncDynamoStore, StoreState
 from idemstore.tables import create_table
 from idemstore.testing import DUMMY_REGION, MotoEndpoint, RequestLog, isolated_session
 
-NOW = 1_700_000_000.0
-NOW_MS = int(NOW * 1000)
 FAST_FAILURE = AioConfig(retries={"max_attempts": 1}, connect_timeout=1, read_timeout=1)
 
 
 def lock(token: str, *, key: str = "fn.mod.f#k1", **changes: Any) -> DataRecord:
-    fields: dict[str, Any] = {
-        "idempotency_key": key,
-        "status": RecordStatus.INPROGRESS,
-        "expiry_timestamp": int(NOW) + 3600,
-        "in_progress_expiry_timestamp": NOW_MS + 60_000,
-        "owner_token": token,
-    }
-    fields.update(changes)
-    return DataRecord(**fields)
-
-
-def completed(held: DataRecord, result: str = '{"ok": true}') -> DataRecord:
-    return held.model_copy(update={"status": RecordStatus.COMPLETED, "response_data": result})
+    """A lock with no payload hash."""
+    return store_records.lock(token, key=key, **{"payload_hash": None, **changes})
 
 
 def table_name() -> str:

@@ -31,6 +31,7 @@ from aws_lambda_powertools.utilities.idempotency.persistence.redis import (
 from powertools_twins import powertools_config, powertools_twin
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
+from store_records import NOW, NOW_MS, completed, lock
 
 from idemstore import (
     AsyncRedisStore,
@@ -47,28 +48,8 @@ from idemstore import (
     idempotent_function,
 )
 from idemstore.loopback import RedisServer, start_redis_server
-from idemstore.records import DataRecord
 
-NOW = 1_700_000_000.0
-NOW_MS = int(NOW * 1000)
 ORDER = {"order_id": "o-1", "amount": 1050, "customer": "c-9"}
-
-
-def lock(token: str, *, key: str = "fn.mod.f#k1", **changes: Any) -> DataRecord:
-    fields: dict[str, Any] = {
-        "idempotency_key": key,
-        "status": RecordStatus.INPROGRESS,
-        "expiry_timestamp": int(NOW) + 3600,
-        "in_progress_expiry_timestamp": NOW_MS + 60_000,
-        "payload_hash": "hash-1",
-        "owner_token": token,
-    }
-    fields.update(changes)
-    return DataRecord(**fields)
-
-
-def completed(held: DataRecord, result: str = '{"ok": true}') -> DataRecord:
-    return held.model_copy(update={"status": RecordStatus.COMPLETED, "response_data": result})
 
 
 @pytest_asyncio.fixture
