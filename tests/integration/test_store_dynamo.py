@@ -290,18 +290,25 @@ CORRUPT = [
 ]
 
 
+CORRUPT_KEY = "fn.mod.f#corrupt"
+
+
+async def plant_corrupt_item(store: AsyncDynamoStore, changes: dict[str, Any]) -> None:
+    """Store a completed record for ``CORRUPT_KEY`` with ``changes`` made to its item."""
+    client = await store.client()
+    item = {**to_item(store.schema, completed(lock("t1", key=CORRUPT_KEY))), **changes}
+    await client.put_item(TableName=store.table_name, Item=item)
+
+
 @pytest.mark.parametrize(("changes", "attribute"), CORRUPT)
 @pytest.mark.asyncio
 async def test_a_corrupt_item_is_reported_by_get(
     dynamo_store: AsyncDynamoStore, changes: dict[str, Any], attribute: str
 ) -> None:
-    key = "fn.mod.f#corrupt"
-    client = await dynamo_store.client()
-    item = {**to_item(dynamo_store.schema, completed(lock("t1", key=key))), **changes}
-    await client.put_item(TableName=dynamo_store.table_name, Item=item)
+    await plant_corrupt_item(dynamo_store, changes)
     with pytest.raises(IdempotencyCorruptRecordError) as caught:
-        await dynamo_store.get_record(key)
-    assert (caught.value.idempotency_key, caught.value.attribute) == (key, attribute)
+        await dynamo_store.get_record(CORRUPT_KEY)
+    assert (caught.value.idempotency_key, caught.value.attribute) == (CORRUPT_KEY, attribute)
 
 
 @pytest.mark.parametrize(
@@ -313,14 +320,11 @@ async def test_a_corrupt_item_is_reported_by_get(
 async def test_a_corrupt_item_is_reported_by_a_refused_put(
     dynamo_store: AsyncDynamoStore, changes: dict[str, Any], attribute: str
 ) -> None:
-    key = "fn.mod.f#corrupt"
-    client = await dynamo_store.client()
-    item = {**to_item(dynamo_store.schema, completed(lock("t1", key=key))), **changes}
-    await client.put_item(TableName=dynamo_store.table_name, Item=item)
-    log = RequestLog().attach(client)
+    await plant_corrupt_item(dynamo_store, changes)
+    log = RequestLog().attach(await dynamo_store.client())
     with pytest.raises(IdempotencyCorruptRecordError) as caught:
-        await dynamo_store.put_record(lock("t2", key=key), now=NOW)
-    assert (caught.value.idempotency_key, caught.value.attribute) == (key, attribute)
+        await dynamo_store.put_record(lock("t2", key=CORRUPT_KEY), now=NOW)
+    assert (caught.value.idempotency_key, caught.value.attribute) == (CORRUPT_KEY, attribute)
     assert log.operations == ["PutItem"]
 
 

@@ -14,7 +14,7 @@ import subprocess
 import sys
 import time
 import warnings
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
 from typing import Any
 
 import pytest
@@ -502,16 +502,25 @@ def one_retry_client(host: str, port: int) -> redis.asyncio.Redis:
     return redis.asyncio.Redis(host=host, port=port, retry=Retry(NoBackoff(), 1))
 
 
-@pytest.mark.asyncio
-async def test_a_server_down_gives_a_typed_error_and_runs_nothing(own_server: RedisServer) -> None:
-    client = one_retry_client(own_server.host, own_server.port)
-    store = AsyncRedisStore(client)
-    runs: list[str] = []
+def charging_function(
+    store: AsyncRedisStore, runs: list[str]
+) -> Callable[..., Coroutine[Any, Any, str]]:
+    """An idempotent ``charge(order=...)`` that appends ``"ran"`` to ``runs`` on each run."""
 
     @idempotent_function(data_keyword_argument="order", persistence_store=store)
     async def charge(order: dict[str, Any]) -> str:
         runs.append("ran")
         return "charged"
+
+    return charge
+
+
+@pytest.mark.asyncio
+async def test_a_server_down_gives_a_typed_error_and_runs_nothing(own_server: RedisServer) -> None:
+    client = one_retry_client(own_server.host, own_server.port)
+    store = AsyncRedisStore(client)
+    runs: list[str] = []
+    charge = charging_function(store, runs)
 
     try:
         own_server.stop()
@@ -639,11 +648,7 @@ async def test_a_lost_lock_reply_without_retry_is_typed_and_leaves_no_lock(
     )
     store = AsyncRedisStore(client)
     runs: list[str] = []
-
-    @idempotent_function(data_keyword_argument="order", persistence_store=store)
-    async def charge(order: dict[str, Any]) -> str:
-        runs.append("ran")
-        return "charged"
+    charge = charging_function(store, runs)
 
     try:
         await store.put_record(lock("t0", key="warm#up"), now=NOW)
