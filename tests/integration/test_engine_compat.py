@@ -7,24 +7,20 @@ has the same module and qualname, as one function before and after migrating.
 
 import asyncio
 import datetime as dt
-import threading
 from collections.abc import Callable
 from decimal import Decimal
 from typing import Any, TypeVar
 
 import pydantic
 import pytest
-from aws_lambda_powertools.utilities.idempotency.exceptions import (
-    IdempotencyAlreadyInProgressError as PowertoolsAlreadyInProgressError,
-)
 from aws_lambda_powertools.utilities.idempotency.serialization.pydantic import (
     PydanticSerializer as PowertoolsPydanticSerializer,
 )
+from compat_locks import idemstore_lock_blocks_powertools, powertools_lock_blocks_idemstore
 from powertools_twins import dynamo_layer, powertools_config, powertools_twin
 
 from idemstore import (
     AsyncDynamoStore,
-    IdempotencyAlreadyInProgressError,
     IdempotencyConfig,
     IdempotencyValidationError,
     RecordStatus,
@@ -175,64 +171,11 @@ async def test_payload_validation_agrees_across_libraries(
 async def test_idemstore_lock_blocks_powertools(
     dynamo_store: AsyncDynamoStore, powertools_layer: Any
 ) -> None:
-    release = asyncio.Event()
-    started = asyncio.Event()
-    runs: list[str] = []
-
-    @idempotent_function(data_keyword_argument="order", persistence_store=dynamo_store)
-    async def process_order(order: dict[str, Any]) -> str:
-        runs.append("idemstore")
-        started.set()
-        await release.wait()
-        return "idemstore"
-
-    @powertools_twin(process_order, powertools_layer)
-    def process_order_sync(order: dict[str, Any]) -> str:
-        runs.append("powertools")
-        return "powertools"
-
-    running = asyncio.create_task(process_order(order=ORDER))
-    await started.wait()
-    try:
-        with pytest.raises(PowertoolsAlreadyInProgressError):
-            await asyncio.to_thread(lambda: process_order_sync(order=ORDER))
-    finally:
-        release.set()
-    assert await running == "idemstore"
-    assert await asyncio.to_thread(lambda: process_order_sync(order=ORDER)) == "idemstore"
-    assert runs == ["idemstore"]
+    await idemstore_lock_blocks_powertools(dynamo_store, powertools_layer, ORDER)
 
 
 @pytest.mark.asyncio
 async def test_powertools_lock_blocks_idemstore(
     dynamo_store: AsyncDynamoStore, powertools_layer: Any
 ) -> None:
-    release = threading.Event()
-    started = threading.Event()
-    runs: list[str] = []
-
-    @idempotent_function(data_keyword_argument="order", persistence_store=dynamo_store)
-    async def process_order(order: dict[str, Any]) -> str:
-        runs.append("idemstore")
-        return "idemstore"
-
-    @powertools_twin(process_order, powertools_layer)
-    def process_order_sync(order: dict[str, Any]) -> str:
-        runs.append("powertools")
-        started.set()
-        release.wait(timeout=10)
-        return "powertools"
-
-    running = asyncio.create_task(asyncio.to_thread(lambda: process_order_sync(order=ORDER)))
-    assert await asyncio.to_thread(started.wait, 10)
-    try:
-        with pytest.raises(IdempotencyAlreadyInProgressError) as caught:
-            await process_order(order=ORDER)
-    finally:
-        release.set()
-    assert await running == "powertools"
-    lock = caught.value.old_data_record
-    assert lock is not None
-    assert lock.status is RecordStatus.INPROGRESS
-    assert await process_order(order=ORDER) == "powertools"
-    assert runs == ["powertools"]
+    await powertools_lock_blocks_idemstore(dynamo_store, powertools_layer, ORDER)

@@ -22,12 +22,10 @@ import pytest_asyncio
 import redis
 import redis.asyncio
 import valkey.asyncio
-from aws_lambda_powertools.utilities.idempotency.exceptions import (
-    IdempotencyAlreadyInProgressError as PowertoolsAlreadyInProgressError,
-)
 from aws_lambda_powertools.utilities.idempotency.persistence.redis import (
     RedisCachePersistenceLayer,
 )
+from compat_locks import idemstore_lock_blocks_powertools, powertools_lock_blocks_idemstore
 from powertools_twins import powertools_config, powertools_twin
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
@@ -735,56 +733,17 @@ async def test_powertools_replays_a_record_completed_by_idemstore(
 
 
 @pytest.mark.asyncio
-async def test_locks_block_each_other_both_ways(
+async def test_idemstore_lock_blocks_powertools(
     redis_store: AsyncRedisStore, powertools_layer: Any
 ) -> None:
-    release = asyncio.Event()
-    started = asyncio.Event()
-    runs: list[str] = []
+    await idemstore_lock_blocks_powertools(redis_store, powertools_layer, ORDER)
 
-    @idempotent_function(data_keyword_argument="order", persistence_store=redis_store)
-    async def process_order(order: dict[str, Any]) -> str:
-        runs.append("idemstore")
-        started.set()
-        await release.wait()
-        return "idemstore"
 
-    @powertools_twin(process_order, powertools_layer)
-    def process_order_sync(order: dict[str, Any]) -> str:
-        runs.append("powertools")
-        return "powertools"
-
-    running = asyncio.create_task(process_order(order=ORDER))
-    await started.wait()
-    try:
-        with pytest.raises(PowertoolsAlreadyInProgressError):
-            await asyncio.to_thread(lambda: process_order_sync(order=ORDER))
-    finally:
-        release.set()
-    assert await running == "idemstore"
-
-    # And the other way: Powertools' in-flight lock blocks idemstore.
-    other = {**ORDER, "order_id": "o-2"}
-    inside = asyncio.Event()
-    done = asyncio.Event()
-    loop = asyncio.get_running_loop()
-
-    @powertools_twin(process_order, powertools_layer)
-    def slow_sync(order: dict[str, Any]) -> str:
-        loop.call_soon_threadsafe(inside.set)
-        asyncio.run_coroutine_threadsafe(done.wait(), loop).result()
-        return "powertools"
-
-    worker = asyncio.create_task(asyncio.to_thread(lambda: slow_sync(order=other)))
-    await inside.wait()
-    try:
-        with pytest.raises(IdempotencyAlreadyInProgressError):
-            await process_order(order=other)
-    finally:
-        done.set()
-    assert await worker == "powertools"
-    assert await process_order(order=other) == "powertools"
-    assert runs == ["idemstore"]
+@pytest.mark.asyncio
+async def test_powertools_lock_blocks_idemstore(
+    redis_store: AsyncRedisStore, powertools_layer: Any
+) -> None:
+    await powertools_lock_blocks_idemstore(redis_store, powertools_layer, ORDER)
 
 
 @pytest.mark.asyncio
