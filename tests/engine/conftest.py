@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
 import pytest_asyncio
@@ -52,3 +53,22 @@ async def request_log(store: RecordStore) -> RequestLog:
         return RequestLog().watch(store)
     assert isinstance(store, AsyncDynamoStore)
     return RequestLog().attach(await store.client())
+
+
+class FakeClock:
+    """An injected clock that moves only when told to."""
+
+    def __init__(self, now: float) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+def key_of(function: Any, payload: Any) -> str:
+    """The idempotency key a decorated function derives from ``payload``."""
+    key: str = function.idempotency_engine.identify(payload).key
+    return key

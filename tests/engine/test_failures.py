@@ -10,13 +10,13 @@ import base64
 import json
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import replace
 from typing import Any
 
 import pytest
 
-from engine.conftest import request_log
+from engine.conftest import FakeClock, key_of, request_log
 from idemstore import (
     AsyncDynamoStore,
     DataRecord,
@@ -38,19 +38,6 @@ from idemstore import (
 )
 from idemstore.codec import to_item
 from idemstore.engine import MAX_ACQUIRE_ATTEMPTS
-
-
-class FakeClock:
-    """An injected clock that moves only when told to."""
-
-    def __init__(self, now: float) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
 
 
 class DelegatingStore:
@@ -101,9 +88,29 @@ async def record_or_none(store: RecordStore, key: str) -> DataRecord | None:
         return None
 
 
-def key_of(function: Any, payload: Any) -> str:
-    key: str = function.idempotency_engine.identify(payload).key
-    return key
+async def settled_record(
+    store: RecordStore, key: str, settled: Callable[[DataRecord | None], bool]
+) -> DataRecord | None:
+    """The record for ``key`` (or None) once ``settled`` holds for it, for work that finishes
+    in the background; gives up after two seconds and returns what is stored then."""
+    record = await record_or_none(store, key)
+    for _ in range(100):
+        if settled(record):
+            break
+        await asyncio.sleep(0.02)
+        record = await record_or_none(store, key)
+    return record
+
+
+def sleeper(store: RecordStore, started: asyncio.Event) -> Callable[..., Coroutine[Any, Any, None]]:
+    """An idempotent ``process(order=...)`` that sets ``started`` and sleeps until cancelled."""
+
+    @idempotent_function(data_keyword_argument="order", persistence_store=store)
+    async def process(order: dict[str, Any]) -> None:
+        started.set()
+        await asyncio.sleep(30)
+
+    return process
 
 
 # --- fencing ----------------------------------------------------------------------------
@@ -352,11 +359,7 @@ async def test_timeout_releases_the_record(store: RecordStore) -> None:
 async def test_task_cancel_releases_the_record(store: RecordStore) -> None:
     log = await request_log(store)
     started = asyncio.Event()
-
-    @idempotent_function(data_keyword_argument="order", persistence_store=store)
-    async def process(order: dict[str, Any]) -> None:
-        started.set()
-        await asyncio.sleep(30)
+    process = sleeper(store, started)
 
     task = asyncio.create_task(process(order={"id": 1}))
     await started.wait()
@@ -395,12 +398,10 @@ async def test_timeout_during_completion_still_records_the_result(
             await process(order={"id": 1})
     key = key_of(process, {"id": 1})
     # The function ran: its result is recorded, not left behind an orphaned lock.
-    record = await record_or_none(store, key)
-    for _ in range(100):  # the completion finishes in the background; bounded wait
-        if record is None or record.status is not RecordStatus.INPROGRESS:
-            break
-        await asyncio.sleep(0.02)
-        record = await record_or_none(store, key)
+    # The completion finishes in the background.
+    record = await settled_record(
+        store, key, lambda r: r is None or r.status is not RecordStatus.INPROGRESS
+    )
     assert record is not None
     assert record.status is RecordStatus.COMPLETED
     assert await process(order={"id": 1}) == "charged"
@@ -426,11 +427,7 @@ async def test_release_is_shielded_from_a_second_cancellation(
 ) -> None:
     slow = SlowRelease(store)
     started = asyncio.Event()
-
-    @idempotent_function(data_keyword_argument="order", persistence_store=slow)
-    async def process(order: dict[str, Any]) -> None:
-        started.set()
-        await asyncio.sleep(30)
+    process = sleeper(slow, started)
 
     task = asyncio.create_task(process(order={"id": 1}))
     await started.wait()
@@ -440,13 +437,8 @@ async def test_release_is_shielded_from_a_second_cancellation(
     with pytest.raises(asyncio.CancelledError):
         await task
     key = key_of(process, {"id": 1})
-    record = await record_or_none(store, key)
-    for _ in range(100):  # the release finishes in the background; bounded wait
-        if record is None:
-            break
-        await asyncio.sleep(0.02)
-        record = await record_or_none(store, key)
-    assert record is None
+    # The release finishes in the background.
+    assert await settled_record(store, key, lambda r: r is None) is None
 
 
 # --- results that cannot be stored -----------------------------------------------------------

@@ -4,6 +4,7 @@ import dataclasses
 import datetime as dt
 import enum
 import uuid
+from collections.abc import Callable, Coroutine
 from decimal import Decimal
 from typing import Any
 
@@ -262,6 +263,24 @@ async def test_a_function_mutating_its_payload_completes_the_original_record(
     assert runs == ["o-1"]
 
 
+def run_counting_handler(
+    store: RecordStore, runs: list[Any], **options: Any
+) -> Callable[..., Coroutine[Any, Any, str]]:
+    """An idempotent ``handle(event=...)`` configured by ``options``; it appends each event it
+    runs on to ``runs`` and returns ``"ran"``."""
+
+    @idempotent_function(
+        data_keyword_argument="event",
+        persistence_store=store,
+        config=IdempotencyConfig(**options),
+    )
+    async def handle(event: Any) -> str:
+        runs.append(event)
+        return "ran"
+
+    return handle
+
+
 MISSING_KEYS = [
     pytest.param("order_id", {"other": 1}, id="absent"),
     pytest.param("order_id", {"order_id": None}, id="none"),
@@ -278,15 +297,9 @@ async def test_missing_key_raises_when_configured(
 ) -> None:
     log = await request_log(store)
     runs: list[Any] = []
-
-    @idempotent_function(
-        data_keyword_argument="event",
-        persistence_store=store,
-        config=IdempotencyConfig(event_key_jmespath=jmespath, raise_on_no_idempotency_key=True),
+    handle = run_counting_handler(
+        store, runs, event_key_jmespath=jmespath, raise_on_no_idempotency_key=True
     )
-    async def handle(event: Any) -> str:
-        runs.append(event)
-        return "ran"
 
     with pytest.raises(IdempotencyKeyError, match="No data found"):
         await handle(event=payload)
@@ -301,15 +314,7 @@ async def test_missing_key_warns_and_runs_unprotected(
 ) -> None:
     log = await request_log(store)
     runs: list[Any] = []
-
-    @idempotent_function(
-        data_keyword_argument="event",
-        persistence_store=store,
-        config=IdempotencyConfig(event_key_jmespath=jmespath),
-    )
-    async def handle(event: Any) -> str:
-        runs.append(event)
-        return "ran"
+    handle = run_counting_handler(store, runs, event_key_jmespath=jmespath)
 
     for _ in range(2):
         with pytest.warns(IdempotencyWarning, match="No idempotency key value found"):

@@ -3,11 +3,12 @@
 import asyncio
 import time
 import uuid
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 import pytest
 
-from engine.conftest import request_log
+from engine.conftest import FakeClock, key_of, request_log
 from idemstore import (
     AsyncDynamoStore,
     DataRecord,
@@ -24,14 +25,6 @@ from idemstore import (
 from idemstore.testing import MotoEndpoint
 
 
-class FakeClock:
-    def __init__(self, now: float) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
-
-
 class FakeLambdaContext:
     """The part of Lambda's context object the engine reads."""
 
@@ -43,9 +36,17 @@ class FakeLambdaContext:
         return self.remaining_ms
 
 
-def key_of(function: Any, payload: Any) -> str:
-    key: str = function.idempotency_engine.identify(payload).key
-    return key
+def lock_recording_function(
+    store: RecordStore, config: IdempotencyConfig, locks: list[DataRecord]
+) -> Callable[..., Coroutine[Any, Any, str]]:
+    """An idempotent ``process(order=...)`` that appends the lock it runs under to ``locks``."""
+
+    @idempotent_function(data_keyword_argument="order", persistence_store=store, config=config)
+    async def process(order: dict[str, Any]) -> str:
+        locks.append(await store.get_record(key_of(process, order)))
+        return "processed"
+
+    return process
 
 
 # --- in Lambda: the lock lasts until the invocation's deadline ----------------------------
@@ -78,10 +79,7 @@ async def test_handler_registers_its_context_for_the_functions_it_calls(
     config = IdempotencyConfig(clock=clock, in_progress_lease_seconds=100)
     locks: list[DataRecord] = []
 
-    @idempotent_function(data_keyword_argument="order", persistence_store=store, config=config)
-    async def process(order: dict[str, Any]) -> str:
-        locks.append(await store.get_record(key_of(process, order)))
-        return "processed"
+    process = lock_recording_function(store, config, locks)
 
     @idempotent(persistence_store=store, config=config)
     async def handler(event: dict[str, Any], context: Any) -> str:
@@ -101,10 +99,7 @@ async def test_function_reads_the_registered_lambda_context(
     config = IdempotencyConfig(clock=clock, in_progress_lease_seconds=100)
     locks: list[DataRecord] = []
 
-    @idempotent_function(data_keyword_argument="order", persistence_store=store, config=config)
-    async def process(order: dict[str, Any]) -> str:
-        locks.append(await store.get_record(key_of(process, order)))
-        return "ok"
+    process = lock_recording_function(store, config, locks)
 
     async def lambda_handler(event: dict[str, Any], context: Any) -> str:
         if register == "module function":
@@ -114,7 +109,8 @@ async def test_function_reads_the_registered_lambda_context(
         return await process(order=event)
 
     # A task of its own, as each invocation is: the registration stays in it.
-    assert await asyncio.create_task(lambda_handler({"id": 1}, FakeLambdaContext(3_000))) == "ok"
+    invocation = lambda_handler({"id": 1}, FakeLambdaContext(3_000))
+    assert await asyncio.create_task(invocation) == "processed"
     assert locks[0].in_progress_expiry_timestamp == int(clock() * 1000) + 3_000
     # The config itself was not touched, and later calls without a context use the lease.
     await process(order={"id": 2})
@@ -156,10 +152,7 @@ async def test_handler_context_does_not_leak_into_the_callers_task(
     async def handler(event: dict[str, Any], context: Any) -> str:
         return "handled"
 
-    @idempotent_function(data_keyword_argument="order", persistence_store=store, config=config)
-    async def process(order: dict[str, Any]) -> str:
-        locks.append(await store.get_record(key_of(process, order)))
-        return "processed"
+    process = lock_recording_function(store, config, locks)
 
     assert await asyncio.create_task(handler({"id": 1}, FakeLambdaContext(2_000))) == "handled"
     assert await process(order={"id": 1}) == "processed"
@@ -174,14 +167,8 @@ async def test_lock_outside_lambda_is_a_lease(store: RecordStore) -> None:
     clock = FakeClock(time.time())
     locks: list[DataRecord] = []
 
-    @idempotent_function(
-        data_keyword_argument="order",
-        persistence_store=store,
-        config=IdempotencyConfig(clock=clock, in_progress_lease_seconds=12.5),
-    )
-    async def process(order: dict[str, Any]) -> str:
-        locks.append(await store.get_record(key_of(process, order)))
-        return "ok"
+    config = IdempotencyConfig(clock=clock, in_progress_lease_seconds=12.5)
+    process = lock_recording_function(store, config, locks)
 
     await process(order={"id": 1})
     assert locks[0].in_progress_expiry_timestamp == int(clock() * 1000) + 12_500

@@ -2,8 +2,8 @@
 poll across processes, give up at the deadline."""
 
 import asyncio
-from collections.abc import AsyncIterator
-from typing import Any
+from collections.abc import AsyncIterator, Callable, Coroutine
+from typing import Any, ParamSpec, TypeVar
 
 import pydantic
 import pytest
@@ -21,6 +21,9 @@ from idemstore import (
 )
 from idemstore.testing import MotoEndpoint
 
+P = ParamSpec("P")
+R = TypeVar("R")
+
 
 class Receipt(pydantic.BaseModel):
     order_id: int
@@ -33,6 +36,30 @@ async def until(condition: Any) -> None:
             return
         await asyncio.sleep(0.01)
     raise AssertionError("condition never held")
+
+
+def waiting_function(
+    store: RecordStore, seconds: float, **options: Any
+) -> Callable[[Callable[P, Coroutine[Any, Any, R]]], Callable[P, Coroutine[Any, Any, R]]]:
+    """``idempotent_function`` on ``order`` that waits up to ``seconds`` for a call in progress."""
+    config = IdempotencyConfig(wait_for_in_progress_seconds=seconds, **options)
+    return idempotent_function(
+        data_keyword_argument="order", persistence_store=store, config=config
+    )
+
+
+def deployed_elsewhere(
+    function: Any, store: RecordStore
+) -> Callable[[Callable[P, Coroutine[Any, Any, R]]], Callable[P, Coroutine[Any, Any, R]]]:
+    """``function``'s decorator (same config, same key prefix) on ``store``: the same
+    function deployed in another process, with its own engine and client."""
+    engine = function.idempotency_engine
+    return idempotent_function(
+        data_keyword_argument="order",
+        persistence_store=store,
+        config=engine.config,
+        key_prefix=engine.key_prefix,
+    )
 
 
 @pytest_asyncio.fixture
@@ -50,18 +77,12 @@ async def other_process_store(
 
 
 @pytest.mark.asyncio
-async def test_same_process_duplicates_attach_with_no_requests(
-    store: RecordStore,
-) -> None:
+async def test_same_process_duplicates_attach_with_no_requests(store: RecordStore) -> None:
     log = await request_log(store)
     release = asyncio.Event()
     runs: list[int] = []
 
-    @idempotent_function(
-        data_keyword_argument="order",
-        persistence_store=store,
-        config=IdempotencyConfig(wait_for_in_progress_seconds=5),
-    )
+    @waiting_function(store, 5)
     async def process(order: dict[str, Any]) -> Receipt:
         runs.append(order["id"])
         await release.wait()
@@ -88,11 +109,7 @@ async def test_simultaneous_calls_take_one_lock(store: RecordStore) -> None:
     log = await request_log(store)
     runs: list[int] = []
 
-    @idempotent_function(
-        data_keyword_argument="order",
-        persistence_store=store,
-        config=IdempotencyConfig(wait_for_in_progress_seconds=5),
-    )
+    @waiting_function(store, 5)
     async def process(order: dict[str, Any]) -> int:
         runs.append(order["id"])
         await asyncio.sleep(0.05)
@@ -108,15 +125,7 @@ async def test_attached_duplicate_is_validated(store: RecordStore) -> None:
     release = asyncio.Event()
     runs: list[int] = []
 
-    @idempotent_function(
-        data_keyword_argument="order",
-        persistence_store=store,
-        config=IdempotencyConfig(
-            wait_for_in_progress_seconds=5,
-            event_key_jmespath="id",
-            payload_validation_jmespath="amount",
-        ),
-    )
+    @waiting_function(store, 5, event_key_jmespath="id", payload_validation_jmespath="amount")
     async def charge(order: dict[str, Any]) -> str:
         runs.append(order["amount"])
         await release.wait()
@@ -136,17 +145,11 @@ async def test_attached_duplicate_is_validated(store: RecordStore) -> None:
 
 
 @pytest.mark.asyncio
-async def test_duplicates_of_a_failed_call_run_it_again_once(
-    store: RecordStore,
-) -> None:
+async def test_duplicates_of_a_failed_call_run_it_again_once(store: RecordStore) -> None:
     release = asyncio.Event()
     runs: list[str] = []
 
-    @idempotent_function(
-        data_keyword_argument="order",
-        persistence_store=store,
-        config=IdempotencyConfig(wait_for_in_progress_seconds=5),
-    )
+    @waiting_function(store, 5)
     async def process(order: dict[str, Any]) -> str:
         runs.append("run")
         if len(runs) == 1:
@@ -173,21 +176,15 @@ async def test_duplicate_in_another_process_polls_then_replays(
 ) -> None:
     release = asyncio.Event()
     runs: list[str] = []
-    config = IdempotencyConfig(wait_for_in_progress_seconds=5)
 
-    @idempotent_function(data_keyword_argument="order", persistence_store=store, config=config)
+    @waiting_function(store, 5)
     async def process(order: dict[str, Any]) -> Receipt:
         runs.append("here")
         await release.wait()
         return Receipt(order_id=order["id"])
 
     # The same function deployed elsewhere: same key prefix, its own engine and client.
-    @idempotent_function(
-        data_keyword_argument="order",
-        persistence_store=other_process_store,
-        config=config,
-        key_prefix=process.idempotency_engine.key_prefix,  # type: ignore[attr-defined]  # set by the decorator
-    )
+    @deployed_elsewhere(process, other_process_store)
     async def process_elsewhere(order: dict[str, Any]) -> Receipt:
         runs.append("elsewhere")
         return Receipt(order_id=-1)
@@ -214,20 +211,14 @@ async def test_duplicate_in_another_process_runs_when_the_first_call_fails(
 ) -> None:
     release = asyncio.Event()
     runs: list[str] = []
-    config = IdempotencyConfig(wait_for_in_progress_seconds=5)
 
-    @idempotent_function(data_keyword_argument="order", persistence_store=store, config=config)
+    @waiting_function(store, 5)
     async def process(order: dict[str, Any]) -> str:
         runs.append("here")
         await release.wait()
         raise ConnectionError("downstream failed")
 
-    @idempotent_function(
-        data_keyword_argument="order",
-        persistence_store=other_process_store,
-        config=config,
-        key_prefix=process.idempotency_engine.key_prefix,  # type: ignore[attr-defined]  # set by the decorator
-    )
+    @deployed_elsewhere(process, other_process_store)
     async def process_elsewhere(order: dict[str, Any]) -> str:
         runs.append("elsewhere")
         return "done elsewhere"
@@ -254,22 +245,13 @@ async def test_duplicate_in_another_process_gives_up_at_the_deadline(
     runs: list[str] = []
     wait = 0.3
 
-    @idempotent_function(
-        data_keyword_argument="order",
-        persistence_store=store,
-        config=IdempotencyConfig(wait_for_in_progress_seconds=wait),
-    )
+    @waiting_function(store, wait)
     async def process(order: dict[str, Any]) -> str:
         runs.append("here")
         await release.wait()
         return "done"
 
-    @idempotent_function(
-        data_keyword_argument="order",
-        persistence_store=other_process_store,
-        config=IdempotencyConfig(wait_for_in_progress_seconds=wait),
-        key_prefix=process.idempotency_engine.key_prefix,  # type: ignore[attr-defined]  # set by the decorator
-    )
+    @deployed_elsewhere(process, other_process_store)
     async def process_elsewhere(order: dict[str, Any]) -> str:
         runs.append("elsewhere")
         return "elsewhere"
@@ -292,17 +274,11 @@ async def test_duplicate_in_another_process_gives_up_at_the_deadline(
 
 
 @pytest.mark.asyncio
-async def test_same_process_duplicate_gives_up_at_the_deadline(
-    store: RecordStore,
-) -> None:
+async def test_same_process_duplicate_gives_up_at_the_deadline(store: RecordStore) -> None:
     release = asyncio.Event()
     runs: list[str] = []
 
-    @idempotent_function(
-        data_keyword_argument="order",
-        persistence_store=store,
-        config=IdempotencyConfig(wait_for_in_progress_seconds=0.3),
-    )
+    @waiting_function(store, 0.3)
     async def process(order: dict[str, Any]) -> str:
         runs.append("run")
         await release.wait()

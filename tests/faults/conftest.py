@@ -14,7 +14,7 @@ import pytest
 import pytest_asyncio
 from botocore.retries.standard import ExponentialBackoff
 
-from faults.helpers import new_table_name, proxied_store
+from faults.helpers import BodyRuns, PlaceOrder, new_table_name, order_function, proxied_store
 from faults.proxy import FaultProxy, running_proxy
 from idemstore.stores.dynamo import AsyncDynamoStore
 from idemstore.tables import create_table
@@ -65,3 +65,15 @@ async def faulty_store(
         yield store
     finally:
         await store.aclose()
+
+
+@pytest.fixture
+def runs() -> BodyRuns:
+    """The body runs of this test's ``place_order``."""
+    return BodyRuns()
+
+
+@pytest.fixture
+def place_order(faulty_store: AsyncDynamoStore, runs: BodyRuns) -> PlaceOrder:
+    """An idempotent ``place_order(order=...)`` through the fault proxy, counted in ``runs``."""
+    return order_function(faulty_store, runs)

@@ -5,8 +5,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import sys
+import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,7 +19,7 @@ from idemstore.config import IdempotencyConfig
 from idemstore.engine import IdempotencyEngine
 from idemstore.errors import IdempotencyItemNotFoundError
 from idemstore.idempotency import idempotent_function
-from idemstore.records import DataRecord
+from idemstore.records import DataRecord, RecordStatus
 from idemstore.stores.dynamo import AsyncDynamoStore
 from idemstore.testing import MotoEndpoint
 
@@ -73,6 +74,12 @@ async def stored(store: AsyncDynamoStore, key: str) -> DataRecord | None:
         return None
 
 
+async def status_of(store: AsyncDynamoStore, key: str) -> RecordStatus | None:
+    """The status of the record for ``key`` as the table holds it now, or None if there is none."""
+    record = await stored(store, key)
+    return None if record is None else record.status
+
+
 async def raw_item(store: AsyncDynamoStore, key: str) -> dict[str, Any] | None:
     """The item for ``key`` in DynamoDB's typed form, without decoding it."""
     client = await store.client()
@@ -125,6 +132,39 @@ def order_function(
         return {"order": order["id"], "total": order["qty"] * 10}
 
     return place_order
+
+
+Job = Callable[..., Coroutine[Any, Any, str]]
+
+
+def gated_function(
+    store: AsyncDynamoStore,
+    runs: BodyRuns,
+    started: asyncio.Event,
+    finish: asyncio.Event,
+    *,
+    config: IdempotencyConfig,
+    key_prefix: str,
+) -> Job:
+    """An idempotent ``job(job=...)`` that sets ``started`` and runs until ``finish`` is set;
+    it returns ``done <job> #<runs so far>``, so a result tells which run made it."""
+
+    @idempotent_function(
+        data_keyword_argument="job", persistence_store=store, config=config, key_prefix=key_prefix
+    )
+    async def job(job: str) -> str:
+        runs.record(job)
+        started.set()
+        await finish.wait()
+        return f"done {job} #{runs.count}"
+
+    return job
+
+
+async def until_lock_ends(record: DataRecord, *, margin: float = 0.01) -> None:
+    """Sleep until ``margin`` seconds past the end of ``record``'s lock (by the wall clock)."""
+    assert record.in_progress_expiry_timestamp is not None, "the record holds a lock"
+    await asyncio.sleep(max(0.0, record.in_progress_expiry_timestamp / 1000 - time.time()) + margin)
 
 
 async def eventually(

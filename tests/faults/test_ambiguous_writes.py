@@ -10,7 +10,7 @@ import json
 
 import pytest
 
-from faults.helpers import ATTEMPTS, BodyRuns, key_of, order_function, stored
+from faults.helpers import ATTEMPTS, BodyRuns, PlaceOrder, key_of, order_function, stored
 from faults.proxy import FaultKind, FaultProxy
 from idemstore import (
     IdempotencyPersistenceLayerError,
@@ -30,11 +30,10 @@ AMBIGUOUS = [
 async def test_ambiguous_lock_put_runs_once(
     kind: FaultKind,
     fault_proxy: FaultProxy,
-    faulty_store: AsyncDynamoStore,
+    place_order: PlaceOrder,
+    runs: BodyRuns,
     direct_store: AsyncDynamoStore,
 ) -> None:
-    runs = BodyRuns()
-    place_order = order_function(faulty_store, runs)
     fault_proxy.inject(kind, operation="PutItem", forward=True)
 
     result = await place_order(order={"id": 7, "qty": 3})
@@ -58,11 +57,10 @@ async def test_ambiguous_lock_put_runs_once(
 async def test_ambiguous_completion_runs_once(
     kind: FaultKind,
     fault_proxy: FaultProxy,
-    faulty_store: AsyncDynamoStore,
+    place_order: PlaceOrder,
+    runs: BodyRuns,
     direct_store: AsyncDynamoStore,
 ) -> None:
-    runs = BodyRuns()
-    place_order = order_function(faulty_store, runs)
     fault_proxy.inject(kind, operation="UpdateItem", forward=True)
 
     result = await place_order(order={"id": 8, "qty": 1})

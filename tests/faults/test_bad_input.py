@@ -18,7 +18,15 @@ import pytest
 from botocore.exceptions import EndpointConnectionError
 from pydantic import BaseModel
 
-from faults.helpers import FAULT_CLIENT_CONFIG, BodyRuns, item_count, key_of, raw_item, stored
+from faults.helpers import (
+    FAULT_CLIENT_CONFIG,
+    BodyRuns,
+    item_count,
+    key_of,
+    raw_item,
+    status_of,
+    stored,
+)
 from idemstore import (
     AsyncDynamoStore,
     IdempotencyConfig,
@@ -219,9 +227,7 @@ async def test_unicode_and_10_kb_keys_are_hashed_into_a_short_key(
     assert runs.count == 1
     key = key_of(echo, payload)
     assert len(key.encode()) < 100  # far below DynamoDB's 2048-byte key limit
-    record = await stored(dynamo_store, key)
-    assert record is not None
-    assert record.status is RecordStatus.COMPLETED
+    assert await status_of(dynamo_store, key) is RecordStatus.COMPLETED
 
 
 # --- corrupt items in the table --------------------------------------------------------

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from faults.helpers import BodyRuns, eventually, key_of, stored
+from faults.helpers import BodyRuns, eventually, gated_function, key_of, status_of, stored
 from faults.proxy import FaultKind, FaultProxy
 from idemstore import IdempotencyConfig, RecordStatus, idempotent_function
 from idemstore.stores.dynamo import AsyncDynamoStore
@@ -43,35 +43,55 @@ def gone(store: AsyncDynamoStore, key: str) -> Callable[[], Awaitable[bool]]:
     return check
 
 
+@pytest.fixture
+def started() -> asyncio.Event:
+    """Set when a body starts."""
+    return asyncio.Event()
+
+
+@pytest.fixture
+def run_job(faulty_store: AsyncDynamoStore, runs: BodyRuns, started: asyncio.Event) -> Job:
+    """A 30-second job through the fault proxy, counted in ``runs``."""
+    return job_function(faulty_store, runs, started)
+
+
+async def cancel_once(reached: asyncio.Event, call: Coroutine[Any, Any, str]) -> None:
+    """Start ``call`` and cancel it once ``reached`` is set: the caller sees the cancellation."""
+    task = asyncio.create_task(call)
+    await reached.wait()
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert task.cancelled()
+
+
 # --- mid-function ----------------------------------------------------------------
 
 
 @pytest.mark.asyncio
 async def test_task_cancel_mid_function_releases_the_lock(
-    fault_proxy: FaultProxy, faulty_store: AsyncDynamoStore, direct_store: AsyncDynamoStore
+    fault_proxy: FaultProxy,
+    run_job: Job,
+    runs: BodyRuns,
+    started: asyncio.Event,
+    direct_store: AsyncDynamoStore,
 ) -> None:
-    runs, started = BodyRuns(), asyncio.Event()
-    run_job = job_function(faulty_store, runs, started)
-    task = asyncio.create_task(run_job(job="a"))
-    await started.wait()
-
-    task.cancel()
-    with pytest.raises(asyncio.CancelledError):
-        await task
+    await cancel_once(started, run_job(job="a"))
 
     assert runs.count == 1
     assert fault_proxy.operations == ["PutItem", "DeleteItem"]
     # The release completed before the cancellation reached the caller.
     assert await stored(direct_store, key_of(run_job, "a")) is None
-    assert task.cancelled()
 
 
 @pytest.mark.asyncio
 async def test_timeout_mid_function_releases_the_lock(
-    fault_proxy: FaultProxy, faulty_store: AsyncDynamoStore, direct_store: AsyncDynamoStore
+    fault_proxy: FaultProxy,
+    run_job: Job,
+    runs: BodyRuns,
+    started: asyncio.Event,
+    direct_store: AsyncDynamoStore,
 ) -> None:
-    runs, started = BodyRuns(), asyncio.Event()
-    run_job = job_function(faulty_store, runs, started)
     timeouts: list[asyncio.Timeout] = []
 
     async def call_with_timeout() -> str:
@@ -99,18 +119,13 @@ async def test_timeout_mid_function_releases_the_lock(
 async def test_cancel_during_the_lock_put_leaves_no_lock(
     applied: bool,
     fault_proxy: FaultProxy,
+    run_job: Job,
+    runs: BodyRuns,
     faulty_store: AsyncDynamoStore,
     direct_store: AsyncDynamoStore,
 ) -> None:
-    runs, started = BodyRuns(), asyncio.Event()
-    run_job = job_function(faulty_store, runs, started)
     stall = fault_proxy.inject(FaultKind.STALL, operation="PutItem", forward=applied)
-    task = asyncio.create_task(run_job(job="c"))
-    await stall.reached.wait()
-
-    task.cancel()
-    with pytest.raises(asyncio.CancelledError):
-        await task
+    await cancel_once(stall.reached, run_job(job="c"))
 
     assert runs.count == 0
     key = key_of(run_job, "c")
@@ -126,11 +141,11 @@ async def test_cancel_during_the_lock_put_leaves_no_lock(
 async def test_wait_for_timeout_during_the_lock_put_leaves_no_lock(
     applied: bool,
     fault_proxy: FaultProxy,
+    run_job: Job,
+    runs: BodyRuns,
     faulty_store: AsyncDynamoStore,
     direct_store: AsyncDynamoStore,
 ) -> None:
-    runs, started = BodyRuns(), asyncio.Event()
-    run_job = job_function(faulty_store, runs, started)
     await faulty_store.client()  # the client exists: the timeout falls in the request
     fault_proxy.inject(FaultKind.STALL, operation="PutItem", forward=applied)
 
@@ -148,24 +163,19 @@ async def test_cancel_during_completion_still_stores_the_result(
     applied: bool,
     fault_proxy: FaultProxy,
     faulty_store: AsyncDynamoStore,
+    runs: BodyRuns,
+    started: asyncio.Event,
     direct_store: AsyncDynamoStore,
 ) -> None:
-    runs, started = BodyRuns(), asyncio.Event()
     run_job = job_function(faulty_store, runs, started, seconds=0)
     stall = fault_proxy.inject(FaultKind.STALL, operation="UpdateItem", forward=applied)
-    task = asyncio.create_task(run_job(job="e"))
-    await stall.reached.wait()
-
-    task.cancel()
-    with pytest.raises(asyncio.CancelledError):
-        await task
+    await cancel_once(stall.reached, run_job(job="e"))
 
     assert runs.count == 1
     key = key_of(run_job, "e")
 
     async def completed() -> bool:
-        record = await stored(direct_store, key)
-        return record is not None and record.status is RecordStatus.COMPLETED
+        return await status_of(direct_store, key) is RecordStatus.COMPLETED
 
     # The function ran: its result is stored (the stalled attempt times out and
     # is retried), not thrown away with a released lock that would run it again.
@@ -182,18 +192,8 @@ async def test_a_cancelled_leader_does_not_strand_its_waiters(
     fault_proxy: FaultProxy, faulty_store: AsyncDynamoStore, direct_store: AsyncDynamoStore
 ) -> None:
     runs, started, finish = BodyRuns(), asyncio.Event(), asyncio.Event()
-
-    @idempotent_function(
-        data_keyword_argument="job",
-        persistence_store=faulty_store,
-        config=IdempotencyConfig(wait_for_in_progress_seconds=10),
-        key_prefix="jobs",
-    )
-    async def run_job(job: str) -> str:
-        runs.record(job)
-        started.set()
-        await finish.wait()
-        return f"done {job} #{runs.count}"
+    config = IdempotencyConfig(wait_for_in_progress_seconds=10)
+    run_job = gated_function(faulty_store, runs, started, finish, config=config, key_prefix="jobs")
 
     leader = asyncio.create_task(run_job(job="f"))
     await started.wait()
@@ -209,6 +209,4 @@ async def test_a_cancelled_leader_does_not_strand_its_waiters(
 
     assert await asyncio.gather(*waiters) == ["done f #2"] * 3
     assert runs.count == 2
-    record = await stored(direct_store, key_of(run_job, "f"))
-    assert record is not None
-    assert record.status is RecordStatus.COMPLETED
+    assert await status_of(direct_store, key_of(run_job, "f")) is RecordStatus.COMPLETED

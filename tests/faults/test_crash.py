@@ -7,7 +7,6 @@ token, so it can neither complete nor release the new owner's record.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import signal
 import time
@@ -17,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from faults.helpers import BodyRuns, stored, worker_processes
+from faults.helpers import BodyRuns, stored, until_lock_ends, worker_processes
 from idemstore import (
     IdempotencyAlreadyInProgressError,
     IdempotencyConfig,
@@ -27,7 +26,6 @@ from idemstore import (
 )
 from idemstore.config import Clock
 from idemstore.keys import make_key
-from idemstore.records import DataRecord
 from idemstore.stores.dynamo import AsyncDynamoStore
 from idemstore.testing import MotoEndpoint
 
@@ -58,11 +56,6 @@ def marker_count(marks: Path) -> int:
     return sum(1 for _ in marks.iterdir())
 
 
-async def until_lease_ends(record: DataRecord) -> None:
-    assert record.in_progress_expiry_timestamp is not None
-    await asyncio.sleep(max(0.0, record.in_progress_expiry_timestamp / 1000 - time.time()) + 0.01)
-
-
 @pytest.mark.asyncio
 async def test_sigkilled_owner_keeps_the_lock_until_its_lease_ends(
     moto_server: MotoEndpoint, direct_store: AsyncDynamoStore, tmp_path: Path
@@ -89,7 +82,7 @@ async def test_sigkilled_owner_keeps_the_lock_until_its_lease_ends(
     assert runs.count == 0
 
     # After it: the function runs again, once.
-    await until_lease_ends(dead)
+    await until_lock_ends(dead)
     retry = retry_function(direct_store, runs)
     assert await retry(key="job") == "retried result"
     assert runs.count == 1
@@ -127,7 +120,7 @@ async def test_owner_frozen_past_its_lease_cannot_complete_late(
         try:
             frozen = await stored(direct_store, KEY)
             assert frozen is not None
-            await until_lease_ends(frozen)
+            await until_lock_ends(frozen)
             runs = BodyRuns()
             assert await retry_function(direct_store, runs)(key="job") == "retried result"
             taken_over = await stored(direct_store, KEY)

@@ -7,49 +7,26 @@ well past the first lease; a duplicate arriving then must not run.
 from __future__ import annotations
 
 import asyncio
-import time
-from collections.abc import Callable, Coroutine
-from typing import Any
 
 import pytest
 
-from faults.helpers import BodyRuns, key_of, stored
+from faults.helpers import BodyRuns, Job, gated_function, key_of, stored, until_lock_ends
 from faults.proxy import FaultProxy
 from idemstore import (
     IdempotencyAlreadyInProgressError,
     IdempotencyConfig,
     RecordStatus,
-    idempotent_function,
 )
-from idemstore.records import DataRecord
 from idemstore.stores.dynamo import AsyncDynamoStore
 
 LEASE = 1.5
-
-Job = Callable[..., Coroutine[Any, Any, str]]
 
 
 def long_function(
     store: AsyncDynamoStore, runs: BodyRuns, started: asyncio.Event, finish: asyncio.Event
 ) -> Job:
-    @idempotent_function(
-        data_keyword_argument="job",
-        persistence_store=store,
-        config=IdempotencyConfig(in_progress_lease_seconds=LEASE),
-        key_prefix="long",
-    )
-    async def long_job(job: str) -> str:
-        runs.record(job)
-        started.set()
-        await finish.wait()
-        return f"done {job}"
-
-    return long_job
-
-
-async def past_lock_end(record: DataRecord) -> None:
-    assert record.in_progress_expiry_timestamp is not None
-    await asyncio.sleep(max(0.0, record.in_progress_expiry_timestamp / 1000 - time.time()) + 0.1)
+    config = IdempotencyConfig(in_progress_lease_seconds=LEASE)
+    return gated_function(store, runs, started, finish, config=config, key_prefix="long")
 
 
 @pytest.mark.asyncio
@@ -65,7 +42,7 @@ async def test_heartbeat_keeps_the_lock_and_a_duplicate_does_not_run(
     assert first is not None
     assert first.in_progress_expiry_timestamp is not None
 
-    await past_lock_end(first)  # the first lease is over; the renewed one is not
+    await until_lock_ends(first, margin=0.1)  # the first lease is over; the renewed one is not
 
     held = await stored(direct_store, key)
     assert held is not None
@@ -82,13 +59,13 @@ async def test_heartbeat_keeps_the_lock_and_a_duplicate_does_not_run(
     assert runs.count == 1
 
     finish.set()
-    assert await task == "done report"
+    assert await task == "done report #1"
     assert runs.count == 1
     done = await stored(direct_store, key)
     assert done is not None
     assert done.status is RecordStatus.COMPLETED
     assert done.owner_token == first.owner_token
-    assert await other(job="report") == "done report"
+    assert await other(job="report") == "done report #1"
     assert runs.count == 1
     # Renewal requests are fenced: each carries the owner's token in its condition.
     assert first.owner_token is not None

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from faults.helpers import BodyRuns, key_of, new_table_name, proxied_store, raw_item, stored
+from faults.helpers import BodyRuns, key_of, new_table_name, proxied_store, raw_item, status_of
 from faults.proxy import FaultProxy
 from idemstore import (
     AsyncDynamoStore,
@@ -75,9 +75,7 @@ async def exercise(store: AsyncDynamoStore, payloads: list[str]) -> None:
     big = await act(payload={"id": second, "note": "big", "pad": 100_000})
     assert len(big["pad"]) == 100_000
     assert runs.count == 3
-    record = await stored(store, key_of(act, {"id": first, "note": "n"}))
-    assert record is not None
-    assert record.status is RecordStatus.COMPLETED
+    assert await status_of(store, key_of(act, {"id": first, "note": "n"})) is RecordStatus.COMPLETED
 
 
 def expressions(proxy: FaultProxy) -> list[tuple[str, str, str]]:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import pytest
 
-from faults.helpers import BodyRuns, key_of, order_function, stored
+from faults.helpers import BodyRuns, PlaceOrder, key_of, status_of
 from faults.proxy import FaultKind, FaultProxy
 from idemstore import IdempotencyAlreadyInProgressError, RecordStatus
 from idemstore.stores.dynamo import AsyncDynamoStore
@@ -15,10 +15,8 @@ from idemstore.stores.dynamo import AsyncDynamoStore
 
 @pytest.mark.asyncio
 async def test_a_duplicate_replays_after_one_fallback_read(
-    fault_proxy: FaultProxy, faulty_store: AsyncDynamoStore
+    fault_proxy: FaultProxy, place_order: PlaceOrder, runs: BodyRuns
 ) -> None:
-    runs = BodyRuns()
-    place_order = order_function(faulty_store, runs)
     fault_proxy.inject(FaultKind.NO_OLD_ITEM, times=None)
     assert await place_order(order={"id": 1, "qty": 2}) == {"order": 1, "total": 20}
     fault_proxy.seen.clear()
@@ -31,10 +29,8 @@ async def test_a_duplicate_replays_after_one_fallback_read(
 
 @pytest.mark.asyncio
 async def test_an_ambiguous_lock_put_is_recognised_by_the_fallback_read(
-    fault_proxy: FaultProxy, faulty_store: AsyncDynamoStore, direct_store: AsyncDynamoStore
+    fault_proxy: FaultProxy, place_order: PlaceOrder, runs: BodyRuns, direct_store: AsyncDynamoStore
 ) -> None:
-    runs = BodyRuns()
-    place_order = order_function(faulty_store, runs)
     fault_proxy.inject(FaultKind.DROP_RESPONSE, operation="PutItem", forward=True)
     fault_proxy.inject(FaultKind.NO_OLD_ITEM, times=None)
 
@@ -42,36 +38,34 @@ async def test_an_ambiguous_lock_put_is_recognised_by_the_fallback_read(
 
     assert runs.count == 1
     assert fault_proxy.operations == ["PutItem", "PutItem", "GetItem", "UpdateItem"]
-    record = await stored(direct_store, key_of(place_order, {"id": 2, "qty": 1}))
-    assert record is not None
-    assert record.status is RecordStatus.COMPLETED
+    assert (
+        await status_of(direct_store, key_of(place_order, {"id": 2, "qty": 1}))
+        is RecordStatus.COMPLETED
+    )
 
 
 @pytest.mark.asyncio
 async def test_an_ambiguous_completion_is_recognised_without_the_old_item(
-    fault_proxy: FaultProxy, faulty_store: AsyncDynamoStore, direct_store: AsyncDynamoStore
+    fault_proxy: FaultProxy, place_order: PlaceOrder, runs: BodyRuns, direct_store: AsyncDynamoStore
 ) -> None:
-    runs = BodyRuns()
-    place_order = order_function(faulty_store, runs)
     fault_proxy.inject(FaultKind.DROP_RESPONSE, operation="UpdateItem")
     fault_proxy.inject(FaultKind.NO_OLD_ITEM, times=None)
 
     assert await place_order(order={"id": 3, "qty": 1}) == {"order": 3, "total": 10}
 
     assert runs.count == 1
-    record = await stored(direct_store, key_of(place_order, {"id": 3, "qty": 1}))
-    assert record is not None
-    assert record.status is RecordStatus.COMPLETED
+    assert (
+        await status_of(direct_store, key_of(place_order, {"id": 3, "qty": 1}))
+        is RecordStatus.COMPLETED
+    )
     assert await place_order(order={"id": 3, "qty": 1}) == {"order": 3, "total": 10}
     assert runs.count == 1
 
 
 @pytest.mark.asyncio
 async def test_a_duplicate_of_a_running_call_is_told_so(
-    fault_proxy: FaultProxy, faulty_store: AsyncDynamoStore, direct_store: AsyncDynamoStore
+    fault_proxy: FaultProxy, place_order: PlaceOrder, runs: BodyRuns, direct_store: AsyncDynamoStore
 ) -> None:
-    runs = BodyRuns()
-    place_order = order_function(faulty_store, runs)
     fault_proxy.inject(FaultKind.NO_OLD_ITEM, times=None)
     key = key_of(place_order, {"id": 4, "qty": 1})
     client = await direct_store.client()

@@ -8,13 +8,20 @@ outlives the failure: it is released at once, or at worst lapses with its lease.
 
 from __future__ import annotations
 
-import asyncio
-import time
-
 import pytest
 from botocore.exceptions import ClientError, ConnectionClosedError
 
-from faults.helpers import ATTEMPTS, RETRIES, BodyRuns, key_of, order_function, stored
+from faults.helpers import (
+    ATTEMPTS,
+    RETRIES,
+    BodyRuns,
+    PlaceOrder,
+    key_of,
+    order_function,
+    status_of,
+    stored,
+    until_lock_ends,
+)
 from faults.proxy import FaultKind, FaultProxy
 from idemstore import (
     IdempotencyConfig,
@@ -45,11 +52,10 @@ async def test_burst_within_the_retry_budget_succeeds(
     code: str,
     operation: str,
     fault_proxy: FaultProxy,
-    faulty_store: AsyncDynamoStore,
+    place_order: PlaceOrder,
+    runs: BodyRuns,
     direct_store: AsyncDynamoStore,
 ) -> None:
-    runs = BodyRuns()
-    place_order = order_function(faulty_store, runs)
     fault_proxy.inject(kind, operation=operation, times=RETRIES)
 
     assert await place_order(order={"id": 1, "qty": 4}) == {"order": 1, "total": 40}
@@ -57,58 +63,49 @@ async def test_burst_within_the_retry_budget_succeeds(
     assert runs.count == 1
     assert fault_proxy.operations.count(operation) == ATTEMPTS
     assert [r.fault for r in fault_proxy.requests(operation)] == [kind] * RETRIES + [None]
-    record = await stored(direct_store, key_of(place_order, {"id": 1, "qty": 4}))
-    assert record is not None
-    assert record.status is RecordStatus.COMPLETED
+    assert await status_of(direct_store, key_of(place_order, {"id": 1, "qty": 4})) is (
+        RecordStatus.COMPLETED
+    )
+
+
+BURSTS_BEYOND_THE_BUDGET = [
+    pytest.param("PutItem", 0, ["PutItem"] * ATTEMPTS + ["DeleteItem"], id="lock-runs-nothing"),
+    pytest.param(
+        "UpdateItem",
+        1,
+        ["PutItem"] + ["UpdateItem"] * ATTEMPTS + ["DeleteItem"],
+        id="completion-releases-the-lock",
+    ),
+]
+"""The faulted operation, the body runs it lets happen, and the requests sent."""
 
 
 @pytest.mark.asyncio
 @pytest.mark.parametrize(("kind", "code"), SERVER_ERRORS)
-async def test_lock_burst_beyond_the_budget_fails_typed_and_runs_nothing(
+@pytest.mark.parametrize(("operation", "runs_before", "operations"), BURSTS_BEYOND_THE_BUDGET)
+async def test_burst_beyond_the_budget_fails_typed_and_leaves_no_lock(
     kind: FaultKind,
     code: str,
+    operation: str,
+    runs_before: int,
+    operations: list[str],
     fault_proxy: FaultProxy,
-    faulty_store: AsyncDynamoStore,
+    place_order: PlaceOrder,
+    runs: BodyRuns,
     direct_store: AsyncDynamoStore,
 ) -> None:
-    runs = BodyRuns()
-    place_order = order_function(faulty_store, runs)
-    fault_proxy.inject(kind, operation="PutItem", times=ATTEMPTS)
+    fault_proxy.inject(kind, operation=operation, times=ATTEMPTS)
 
     with pytest.raises(IdempotencyPersistenceLayerError) as caught:
         await place_order(order={"id": 2, "qty": 1})
 
     assert error_code(caught.value) == code
-    assert runs.count == 0
+    assert runs.count == runs_before
+    assert fault_proxy.operations == operations
     assert await stored(direct_store, key_of(place_order, {"id": 2, "qty": 1})) is None
-    # The burst is over: the next call runs.
+    # The burst is over, and the caller was told the call failed: the next call runs.
     assert await place_order(order={"id": 2, "qty": 1}) == {"order": 2, "total": 10}
-    assert runs.count == 1
-
-
-@pytest.mark.asyncio
-@pytest.mark.parametrize(("kind", "code"), SERVER_ERRORS)
-async def test_completion_burst_beyond_the_budget_releases_the_lock(
-    kind: FaultKind,
-    code: str,
-    fault_proxy: FaultProxy,
-    faulty_store: AsyncDynamoStore,
-    direct_store: AsyncDynamoStore,
-) -> None:
-    runs = BodyRuns()
-    place_order = order_function(faulty_store, runs)
-    fault_proxy.inject(kind, operation="UpdateItem", times=ATTEMPTS)
-
-    with pytest.raises(IdempotencyPersistenceLayerError) as caught:
-        await place_order(order={"id": 3, "qty": 1})
-
-    assert error_code(caught.value) == code
-    assert runs.count == 1
-    assert fault_proxy.operations == ["PutItem"] + ["UpdateItem"] * ATTEMPTS + ["DeleteItem"]
-    assert await stored(direct_store, key_of(place_order, {"id": 3, "qty": 1})) is None
-    # The caller was told the call failed, so a retry runs it again.
-    assert await place_order(order={"id": 3, "qty": 1}) == {"order": 3, "total": 10}
-    assert runs.count == 2
+    assert runs.count == runs_before + 1
 
 
 @pytest.mark.asyncio
@@ -134,20 +131,16 @@ async def test_outage_during_completion_and_release_lasts_only_the_lease(
     assert stuck.in_progress_expiry_timestamp is not None
     # The outage ends; the lock lapses with its lease and nothing longer.
     fault_proxy.clear_faults()
-    await asyncio.sleep(max(0.0, stuck.in_progress_expiry_timestamp / 1000 - time.time()) + 0.01)
+    await until_lock_ends(stuck)
     assert await place_order(order={"id": 4, "qty": 1}) == {"order": 4, "total": 10}
     assert runs.count == 2
-    record = await stored(direct_store, key)
-    assert record is not None
-    assert record.status is RecordStatus.COMPLETED
+    assert await status_of(direct_store, key) is RecordStatus.COMPLETED
 
 
 @pytest.mark.asyncio
 async def test_lock_put_ambiguous_on_every_attempt_leaves_no_lock(
-    fault_proxy: FaultProxy, faulty_store: AsyncDynamoStore, direct_store: AsyncDynamoStore
+    fault_proxy: FaultProxy, place_order: PlaceOrder, runs: BodyRuns, direct_store: AsyncDynamoStore
 ) -> None:
-    runs = BodyRuns()
-    place_order = order_function(faulty_store, runs)
     fault_proxy.inject(FaultKind.DROP_RESPONSE, operation="PutItem", times=ATTEMPTS)
 
     with pytest.raises(IdempotencyPersistenceLayerError) as caught:
@@ -165,10 +158,8 @@ async def test_lock_put_ambiguous_on_every_attempt_leaves_no_lock(
 
 @pytest.mark.asyncio
 async def test_completion_ambiguous_on_every_attempt_keeps_the_stored_result(
-    fault_proxy: FaultProxy, faulty_store: AsyncDynamoStore, direct_store: AsyncDynamoStore
+    fault_proxy: FaultProxy, place_order: PlaceOrder, runs: BodyRuns, direct_store: AsyncDynamoStore
 ) -> None:
-    runs = BodyRuns()
-    place_order = order_function(faulty_store, runs)
     fault_proxy.inject(FaultKind.DROP_RESPONSE, operation="UpdateItem", times=ATTEMPTS)
 
     result = await place_order(order={"id": 11, "qty": 2})
@@ -178,19 +169,18 @@ async def test_completion_ambiguous_on_every_attempt_keeps_the_stored_result(
     assert result == {"order": 11, "total": 20}
     assert runs.count == 1
     assert fault_proxy.operations == ["PutItem"] + ["UpdateItem"] * ATTEMPTS + ["DeleteItem"]
-    record = await stored(direct_store, key_of(place_order, {"id": 11, "qty": 2}))
-    assert record is not None
-    assert record.status is RecordStatus.COMPLETED
+    assert (
+        await status_of(direct_store, key_of(place_order, {"id": 11, "qty": 2}))
+        is RecordStatus.COMPLETED
+    )
     assert await place_order(order={"id": 11, "qty": 2}) == result
     assert runs.count == 1
 
 
 @pytest.mark.asyncio
 async def test_connections_reset_before_forwarding_are_retried(
-    fault_proxy: FaultProxy, faulty_store: AsyncDynamoStore, direct_store: AsyncDynamoStore
+    fault_proxy: FaultProxy, place_order: PlaceOrder, runs: BodyRuns, direct_store: AsyncDynamoStore
 ) -> None:
-    runs = BodyRuns()
-    place_order = order_function(faulty_store, runs)
     fault_proxy.inject(FaultKind.DROP_REQUEST, operation="PutItem", times=RETRIES)
     fault_proxy.inject(FaultKind.DROP_REQUEST, operation="UpdateItem", times=RETRIES)
 
@@ -198,17 +188,16 @@ async def test_connections_reset_before_forwarding_are_retried(
 
     assert runs.count == 1
     assert fault_proxy.operations == ["PutItem"] * ATTEMPTS + ["UpdateItem"] * ATTEMPTS
-    record = await stored(direct_store, key_of(place_order, {"id": 5, "qty": 1}))
-    assert record is not None
-    assert record.status is RecordStatus.COMPLETED
+    assert (
+        await status_of(direct_store, key_of(place_order, {"id": 5, "qty": 1}))
+        is RecordStatus.COMPLETED
+    )
 
 
 @pytest.mark.asyncio
 async def test_connections_reset_beyond_the_budget_fail_typed(
-    fault_proxy: FaultProxy, faulty_store: AsyncDynamoStore, direct_store: AsyncDynamoStore
+    fault_proxy: FaultProxy, place_order: PlaceOrder, runs: BodyRuns, direct_store: AsyncDynamoStore
 ) -> None:
-    runs = BodyRuns()
-    place_order = order_function(faulty_store, runs)
     fault_proxy.inject(FaultKind.DROP_REQUEST, operation="PutItem", times=ATTEMPTS)
 
     with pytest.raises(IdempotencyPersistenceLayerError) as caught:

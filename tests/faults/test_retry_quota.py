@@ -14,9 +14,8 @@ from __future__ import annotations
 import pytest
 from botocore.retries.quota import RetryQuota
 
-from faults.helpers import BodyRuns, order_function
+from faults.helpers import BodyRuns, PlaceOrder
 from faults.proxy import FaultKind, FaultProxy
-from idemstore.stores.dynamo import AsyncDynamoStore
 
 RETRY_COST = 5
 """What botocore's standard mode takes from the quota for retrying a throttle."""
@@ -27,10 +26,8 @@ DRAINING_CALLS = RetryQuota.INITIAL_CAPACITY // RETRY_COST
 
 @pytest.mark.asyncio
 async def test_late_throttles_are_still_retried_after_many_refused_duplicates(
-    fault_proxy: FaultProxy, faulty_store: AsyncDynamoStore
+    fault_proxy: FaultProxy, place_order: PlaceOrder, runs: BodyRuns
 ) -> None:
-    runs = BodyRuns()
-    place_order = order_function(faulty_store, runs)
     first = await place_order(order={"id": 1, "qty": 1})
 
     # Sustained faults: every duplicate meets a throttle or a 500 first, and its

@@ -20,6 +20,7 @@ import json
 import os
 import sys
 import uuid
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -79,8 +80,10 @@ async def contend(args: argparse.Namespace) -> None:
     print(json.dumps({"pid": os.getpid(), "outcomes": outcomes}), flush=True)
 
 
-async def hold(args: argparse.Namespace) -> None:
-    store = open_store(args.endpoint, args.table)
+def crash_function(
+    store: AsyncDynamoStore, args: argparse.Namespace, seconds: float, result: str
+) -> Callable[..., Awaitable[str]]:
+    """The function the crash proofs lock: marks its run, says so, then runs ``seconds``."""
     marks = Path(args.marks)
     config = IdempotencyConfig(in_progress_lease_seconds=args.lease)
 
@@ -90,26 +93,21 @@ async def hold(args: argparse.Namespace) -> None:
     async def work(key: str) -> str:
         mark_run(marks, key)
         print("running", flush=True)
-        await asyncio.sleep(3600)  # until killed
-        return "unreachable"
+        await asyncio.sleep(seconds)
+        return result
 
+    return work
+
+
+async def hold(args: argparse.Namespace) -> None:
+    store = open_store(args.endpoint, args.table)
+    work = crash_function(store, args, seconds=3600, result="unreachable")  # until killed
     await work(key=args.key)
 
 
 async def pause(args: argparse.Namespace) -> None:
     store = open_store(args.endpoint, args.table)
-    marks = Path(args.marks)
-    config = IdempotencyConfig(in_progress_lease_seconds=args.lease)
-
-    @idempotent_function(
-        data_keyword_argument="key", persistence_store=store, config=config, key_prefix="crash"
-    )
-    async def work(key: str) -> str:
-        mark_run(marks, key)
-        print("running", flush=True)
-        await asyncio.sleep(args.body_seconds)
-        return "late result"
-
+    work = crash_function(store, args, seconds=args.body_seconds, result="late result")
     try:
         report: dict[str, Any] = {"outcome": "result", "result": await work(key=args.key)}
     except IdempotencyLeaseLostError as exc:

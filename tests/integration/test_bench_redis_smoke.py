@@ -7,12 +7,12 @@ the benchmark is measured by running it, not by the test suite.
 from __future__ import annotations
 
 import json
-import subprocess
 import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
+from processes import run_captured
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -20,13 +20,10 @@ ROOT = Path(__file__).resolve().parents[2]
 @pytest.fixture(scope="module")
 def rows(tmp_path_factory: pytest.TempPathFactory) -> dict[tuple[str, str], dict[str, Any]]:
     out = tmp_path_factory.mktemp("bench") / "redis.json"
-    result = subprocess.run(
+    result = run_captured(
         [sys.executable, "-m", "benchmarks.redis_store", "--quick", "--json", str(out)],
         cwd=ROOT,
-        capture_output=True,
-        text=True,
         timeout=120,
-        check=False,
     )
     assert result.returncode == 0, result.stderr[-4000:]
     assert result.stdout.startswith("# idemstore Redis store benchmark")

@@ -7,12 +7,12 @@ benchmarks are measured by ``nox -s bench``, not by the test suite.
 from __future__ import annotations
 
 import json
-import subprocess
 import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
+from processes import run_captured
 
 ROOT = Path(__file__).resolve().parents[2]
 CONTENDERS = ("idemstore", "raw-aiobotocore", "powertools-to-thread", "powertools-16-threads")
@@ -24,7 +24,7 @@ COLD_START_SAMPLES = 2
 @pytest.fixture(scope="module")
 def report(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     out = tmp_path_factory.mktemp("bench")
-    result = subprocess.run(
+    result = run_captured(
         [
             sys.executable,
             "-m",
@@ -38,10 +38,7 @@ def report(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
             str(out),
         ],
         cwd=ROOT,
-        capture_output=True,
-        text=True,
         timeout=300,
-        check=False,
     )
     assert result.returncode == 0, result.stderr[-4000:]
     markdown = (out / "latest.md").read_text()

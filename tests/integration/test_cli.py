@@ -23,6 +23,7 @@ from typing import Any
 import httpx
 import pytest
 from botocore.exceptions import NoCredentialsError, NoRegionError
+from moto_tables import new_table
 
 from idemstore import (
     AsyncDynamoStore,
@@ -199,14 +200,7 @@ def cli_env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
 
 @pytest.fixture(scope="module")
 def table(moto_server: MotoEndpoint) -> str:
-    name = f"cli-{uuid.uuid4().hex[:12]}"
-
-    async def make() -> None:
-        async with moto_server.store(name) as store:
-            await create_table(store)
-
-    asyncio.run(make())
-    return name
+    return new_table(moto_server, "cli")
 
 
 @pytest.fixture

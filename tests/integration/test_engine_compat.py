@@ -7,33 +7,20 @@ has the same module and qualname, as one function before and after migrating.
 
 import asyncio
 import datetime as dt
-import threading
 from collections.abc import Callable
 from decimal import Decimal
 from typing import Any, TypeVar
 
-import boto3  # type: ignore[import-untyped]  # boto3 ships no type information
 import pydantic
 import pytest
-from aws_lambda_powertools.utilities.idempotency import (
-    DynamoDBPersistenceLayer,
-)
-from aws_lambda_powertools.utilities.idempotency import (
-    IdempotencyConfig as PowertoolsConfig,
-)
-from aws_lambda_powertools.utilities.idempotency import (
-    idempotent_function as powertools_idempotent_function,
-)
-from aws_lambda_powertools.utilities.idempotency.exceptions import (
-    IdempotencyAlreadyInProgressError as PowertoolsAlreadyInProgressError,
-)
 from aws_lambda_powertools.utilities.idempotency.serialization.pydantic import (
     PydanticSerializer as PowertoolsPydanticSerializer,
 )
+from compat_locks import idemstore_lock_blocks_powertools, powertools_lock_blocks_idemstore
+from powertools_twins import dynamo_layer, powertools_config, powertools_twin
 
 from idemstore import (
     AsyncDynamoStore,
-    IdempotencyAlreadyInProgressError,
     IdempotencyConfig,
     IdempotencyValidationError,
     RecordStatus,
@@ -63,49 +50,7 @@ def function_name(monkeypatch: pytest.MonkeyPatch) -> None:
 
 @pytest.fixture
 def powertools_layer(moto_server: MotoEndpoint, dynamo_store: AsyncDynamoStore) -> Any:
-    client = boto3.client(
-        "dynamodb",
-        region_name=moto_server.region_name,
-        aws_access_key_id="testing",
-        aws_secret_access_key="testing",  # not a secret: the local server accepts anything
-        endpoint_url=moto_server.url,
-    )
-    return DynamoDBPersistenceLayer(table_name=dynamo_store.table_name, boto3_client=client)
-
-
-class FakeLambdaContext:
-    """What Powertools reads from the Lambda context: the time left."""
-
-    def get_remaining_time_in_millis(self) -> int:
-        return 30_000
-
-
-def powertools_config(**options: Any) -> Any:
-    config = PowertoolsConfig(**options)
-    fake: Any = FakeLambdaContext()  # duck-typed: only the remaining time is read
-    config.register_lambda_context(fake)
-    return config
-
-
-def powertools_twin(
-    twin: Callable[..., Any], layer: Any, *, config: Any = None, **options: Any
-) -> Callable[[F], F]:
-    """Powertools' decorator on a sync function named like ``twin``: the same function,
-    before migrating (same module and qualname, so the same keys)."""
-
-    def decorate(function: F) -> F:
-        function.__module__ = twin.__module__
-        function.__qualname__ = twin.__qualname__
-        decorated: F = powertools_idempotent_function(
-            function,
-            data_keyword_argument="order",
-            persistence_store=layer,
-            config=config or powertools_config(),
-            **options,
-        )
-        return decorated
-
-    return decorate
+    return dynamo_layer(moto_server, dynamo_store.table_name)
 
 
 @pytest.mark.asyncio
@@ -226,64 +171,11 @@ async def test_payload_validation_agrees_across_libraries(
 async def test_idemstore_lock_blocks_powertools(
     dynamo_store: AsyncDynamoStore, powertools_layer: Any
 ) -> None:
-    release = asyncio.Event()
-    started = asyncio.Event()
-    runs: list[str] = []
-
-    @idempotent_function(data_keyword_argument="order", persistence_store=dynamo_store)
-    async def process_order(order: dict[str, Any]) -> str:
-        runs.append("idemstore")
-        started.set()
-        await release.wait()
-        return "idemstore"
-
-    @powertools_twin(process_order, powertools_layer)
-    def process_order_sync(order: dict[str, Any]) -> str:
-        runs.append("powertools")
-        return "powertools"
-
-    running = asyncio.create_task(process_order(order=ORDER))
-    await started.wait()
-    try:
-        with pytest.raises(PowertoolsAlreadyInProgressError):
-            await asyncio.to_thread(lambda: process_order_sync(order=ORDER))
-    finally:
-        release.set()
-    assert await running == "idemstore"
-    assert await asyncio.to_thread(lambda: process_order_sync(order=ORDER)) == "idemstore"
-    assert runs == ["idemstore"]
+    await idemstore_lock_blocks_powertools(dynamo_store, powertools_layer, ORDER)
 
 
 @pytest.mark.asyncio
 async def test_powertools_lock_blocks_idemstore(
     dynamo_store: AsyncDynamoStore, powertools_layer: Any
 ) -> None:
-    release = threading.Event()
-    started = threading.Event()
-    runs: list[str] = []
-
-    @idempotent_function(data_keyword_argument="order", persistence_store=dynamo_store)
-    async def process_order(order: dict[str, Any]) -> str:
-        runs.append("idemstore")
-        return "idemstore"
-
-    @powertools_twin(process_order, powertools_layer)
-    def process_order_sync(order: dict[str, Any]) -> str:
-        runs.append("powertools")
-        started.set()
-        release.wait(timeout=10)
-        return "powertools"
-
-    running = asyncio.create_task(asyncio.to_thread(lambda: process_order_sync(order=ORDER)))
-    assert await asyncio.to_thread(started.wait, 10)
-    try:
-        with pytest.raises(IdempotencyAlreadyInProgressError) as caught:
-            await process_order(order=ORDER)
-    finally:
-        release.set()
-    assert await running == "powertools"
-    lock = caught.value.old_data_record
-    assert lock is not None
-    assert lock.status is RecordStatus.INPROGRESS
-    assert await process_order(order=ORDER) == "powertools"
-    assert runs == ["powertools"]
+    await powertools_lock_blocks_idemstore(dynamo_store, powertools_layer, ORDER)

@@ -7,13 +7,13 @@ import asyncio
 import json
 import os
 import runpy
-import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
+from processes import run_captured
 
 from idemstore import DataRecord, RecordStatus
 from idemstore.testing import MotoEndpoint
@@ -89,14 +89,11 @@ def test_the_store_reads_the_endpoint_from_botocores_variables(
         AWS_SECRET_ACCESS_KEY="testing",  # the local server accepts anything
     )
 
-    result = subprocess.run(
+    result = run_captured(
         [sys.executable, "-W", "error", str(EXAMPLES / "quickstart.py")],
         cwd=tmp_path,
         env=env,
-        capture_output=True,
-        text=True,
         timeout=120,
-        check=False,
     )
 
     assert result.returncode == 0, result.stderr
@@ -263,14 +260,11 @@ def test_example_runs_as_a_script_without_aws(script: str, expected: str, tmp_pa
     }
     env["HOME"] = str(tmp_path)  # no ~/.aws: nothing but the local server can be used
 
-    result = subprocess.run(
+    result = run_captured(
         [sys.executable, "-W", "error", str(EXAMPLES / script)],
         cwd=tmp_path,
         env=env,
-        capture_output=True,
-        text=True,
         timeout=120,
-        check=False,
     )
 
     assert result.returncode == 0, result.stderr
@@ -299,14 +293,11 @@ def test_the_readme_quick_start_runs_as_shown(moto_server: MotoEndpoint, tmp_pat
     )
 
     runs = [
-        subprocess.run(
+        run_captured(
             [sys.executable, "-W", "error", str(script)],
             cwd=tmp_path,
             env=env,
-            capture_output=True,
-            text=True,
             timeout=120,
-            check=False,
         )
         for _ in range(2)
     ]

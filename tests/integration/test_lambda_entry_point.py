@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import asyncio
-import uuid
 from typing import Any
 
 import pytest
+from moto_tables import new_table
 
 from idemstore import (
     AsyncDynamoStore,
     IdempotencyConfigurationError,
-    create_table,
     idempotent,
     lambda_entry_point,
 )
@@ -76,14 +75,7 @@ def test_a_store_that_cannot_open_fails_init_and_closes_what_was_opened() -> Non
 
 @pytest.fixture
 def table_name(moto_server: MotoEndpoint) -> str:
-    name = f"idemstore-init-{uuid.uuid4().hex[:12]}"
-
-    async def create() -> None:
-        async with moto_server.store(name) as creator:
-            await create_table(creator)
-
-    asyncio.run(create())
-    return name
+    return new_table(moto_server, "idemstore-init")
 
 
 def test_the_client_opened_at_init_serves_the_invocations_which_send_only_their_requests(

@@ -23,6 +23,7 @@ from urllib.parse import urlsplit
 
 import pytest
 from botocore.exceptions import ClientError
+from processes import run_captured
 
 from idemstore import AsyncDynamoStore, IdempotencyConfigurationError
 from idemstore.stores.dynamo import StoreState
@@ -113,14 +114,11 @@ def test_the_environment_is_restored() -> None:
 def _run_pytest(
     python: Path | str, project: Path, *args: str, env: dict[str, str], flags: tuple[str, ...] = ()
 ) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
+    return run_captured(
         [str(python), *flags, "-m", "pytest", "-p", "no:cacheprovider", "-rN", *args],
         cwd=project,
         env=env,
-        capture_output=True,
-        text=True,
         timeout=180,
-        check=False,
     )
 
 

@@ -11,27 +11,16 @@ import dataclasses
 import json
 from collections.abc import Callable
 from decimal import Decimal
-from typing import Any, TypeVar
+from typing import Any
 
-import boto3  # type: ignore[import-untyped]  # boto3 ships no type information
 import pytest
-from aws_lambda_powertools.utilities.idempotency import (
-    DynamoDBPersistenceLayer,
-)
-from aws_lambda_powertools.utilities.idempotency import (
-    IdempotencyConfig as PowertoolsConfig,
-)
-from aws_lambda_powertools.utilities.idempotency import (
-    idempotent_function as powertools_idempotent_function,
-)
 from aws_lambda_powertools.utilities.idempotency.serialization.dataclass import (
     DataclassSerializer as PowertoolsDataclassSerializer,
 )
+from powertools_twins import F, dynamo_layer, powertools_twin
 
 from idemstore import AsyncDynamoStore, idempotent_function
 from idemstore.testing import MotoEndpoint
-
-F = TypeVar("F", bound=Callable[..., Any])
 
 
 @pytest.fixture(autouse=True)
@@ -43,42 +32,12 @@ def function_name(monkeypatch: pytest.MonkeyPatch) -> None:
 
 @pytest.fixture
 def powertools_layer(moto_server: MotoEndpoint, dynamo_store: AsyncDynamoStore) -> Any:
-    client = boto3.client(
-        "dynamodb",
-        region_name=moto_server.region_name,
-        aws_access_key_id="testing",
-        aws_secret_access_key="testing",  # not a secret: the local server accepts anything
-        endpoint_url=moto_server.url,
-    )
-    return DynamoDBPersistenceLayer(table_name=dynamo_store.table_name, boto3_client=client)
+    return dynamo_layer(moto_server, dynamo_store.table_name)
 
 
-class FakeLambdaContext:
-    """What Powertools reads from the Lambda context: the time left."""
-
-    def get_remaining_time_in_millis(self) -> int:
-        return 30_000
-
-
-def powertools_twin(twin: Callable[..., Any], layer: Any, **options: Any) -> Callable[[F], F]:
-    """Powertools' decorator on a sync function named like ``twin``."""
-
-    def decorate(function: F) -> F:
-        function.__module__ = twin.__module__
-        function.__qualname__ = twin.__qualname__
-        config = PowertoolsConfig()
-        fake: Any = FakeLambdaContext()  # duck-typed: only the remaining time is read
-        config.register_lambda_context(fake)
-        decorated: F = powertools_idempotent_function(
-            function,
-            data_keyword_argument="request",
-            persistence_store=layer,
-            config=config,
-            **options,
-        )
-        return decorated
-
-    return decorate
+def request_twin(twin: Callable[..., Any], layer: Any, **options: Any) -> Callable[[F], F]:
+    """Powertools' twin of a function whose payload is its ``request`` argument."""
+    return powertools_twin(twin, layer, data_keyword_argument="request", **options)
 
 
 def report(size_bytes: int) -> dict[str, Any]:
@@ -111,7 +70,7 @@ async def test_powertools_replays_a_large_result_stored_by_idemstore(
         runs.append("idemstore")
         return result
 
-    @powertools_twin(build_report, powertools_layer)
+    @request_twin(build_report, powertools_layer)
     def build_report_sync(request: dict[str, Any]) -> dict[str, Any]:
         runs.append("powertools")
         return {"unexpected": True}
@@ -191,7 +150,7 @@ async def test_typed_dataclass_results_replay_across_libraries(
         runs.append("idemstore")
         return SHIPMENT
 
-    @powertools_twin(ship, powertools_layer, output_serializer=PowertoolsDataclassSerializer)
+    @request_twin(ship, powertools_layer, output_serializer=PowertoolsDataclassSerializer)
     def ship_sync(request: dict[str, Any]) -> Shipment:
         runs.append("powertools")
         return SHIPMENT

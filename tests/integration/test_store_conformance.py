@@ -12,17 +12,17 @@ import json
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import replace
-from typing import Any
 
 import pytest
 import pytest_asyncio
+from store_records import NOW, NOW_MS, completed, lock
 
 from idemstore.errors import (
     IdempotencyItemAlreadyExistsError,
     IdempotencyItemNotFoundError,
     IdempotencyLeaseLostError,
 )
-from idemstore.records import DataRecord, RecordStatus
+from idemstore.records import DataRecord
 from idemstore.stores.contract import RecordStore
 from idemstore.stores.dynamo import AsyncDynamoStore
 from idemstore.stores.memory import InMemoryStore
@@ -30,8 +30,6 @@ from idemstore.table import TableSchema
 from idemstore.tables import create_table
 from idemstore.testing import MotoEndpoint
 
-NOW = 1_700_000_000.0
-NOW_MS = int(NOW * 1000)
 STATIC_PK = "idempotency#conformance"
 
 
@@ -64,24 +62,6 @@ def memory_sort_key_store() -> InMemoryStore:
 def store(request: pytest.FixtureRequest) -> RecordStore:
     found: RecordStore = request.getfixturevalue(request.param)
     return found
-
-
-def lock(token: str, *, key: str = "fn.mod.f#k1", **changes: Any) -> DataRecord:
-    """An INPROGRESS record taken at NOW: live for an hour, lock held for a minute."""
-    fields: dict[str, Any] = {
-        "idempotency_key": key,
-        "status": RecordStatus.INPROGRESS,
-        "expiry_timestamp": int(NOW) + 3600,
-        "in_progress_expiry_timestamp": NOW_MS + 60_000,
-        "payload_hash": "hash-1",
-        "owner_token": token,
-    }
-    fields.update(changes)
-    return DataRecord(**fields)
-
-
-def completed(held: DataRecord, result: str = '{"ok": true}') -> DataRecord:
-    return replace(held, status=RecordStatus.COMPLETED, response_data=result)
 
 
 def stale(held: DataRecord) -> DataRecord:

@@ -12,9 +12,11 @@ from dataclasses import replace
 from typing import Any
 
 import pytest
+import store_records
 from aiobotocore.config import AioConfig
 from aiobotocore.session import AioSession
 from botocore.exceptions import BotoCoreError, ClientError, EndpointConnectionError
+from store_records import NOW, NOW_MS, completed
 
 from idemstore.codec import to_item
 from idemstore.errors import (
@@ -31,30 +33,17 @@ from idemstore.errors import (
     IdempotencyTableNotFoundError,
 )
 from idemstore.idempotency import idempotent_function
-from idemstore.records import DataRecord, RecordStatus
+from idemstore.records import DataRecord
 from idemstore.stores.dynamo import DEFAULT_CLIENT_CONFIG, AsyncDynamoStore, StoreState
 from idemstore.tables import create_table
 from idemstore.testing import DUMMY_REGION, MotoEndpoint, RequestLog, isolated_session
 
-NOW = 1_700_000_000.0
-NOW_MS = int(NOW * 1000)
 FAST_FAILURE = AioConfig(retries={"max_attempts": 1}, connect_timeout=1, read_timeout=1)
 
 
 def lock(token: str, *, key: str = "fn.mod.f#k1", **changes: Any) -> DataRecord:
-    fields: dict[str, Any] = {
-        "idempotency_key": key,
-        "status": RecordStatus.INPROGRESS,
-        "expiry_timestamp": int(NOW) + 3600,
-        "in_progress_expiry_timestamp": NOW_MS + 60_000,
-        "owner_token": token,
-    }
-    fields.update(changes)
-    return DataRecord(**fields)
-
-
-def completed(held: DataRecord, result: str = '{"ok": true}') -> DataRecord:
-    return replace(held, status=RecordStatus.COMPLETED, response_data=result)
+    """A lock with no payload hash."""
+    return store_records.lock(token, key=key, **{"payload_hash": None, **changes})
 
 
 def table_name() -> str:
@@ -302,18 +291,25 @@ CORRUPT = [
 ]
 
 
+CORRUPT_KEY = "fn.mod.f#corrupt"
+
+
+async def plant_corrupt_item(store: AsyncDynamoStore, changes: dict[str, Any]) -> None:
+    """Store a completed record for ``CORRUPT_KEY`` with ``changes`` made to its item."""
+    client = await store.client()
+    item = {**to_item(store.schema, completed(lock("t1", key=CORRUPT_KEY))), **changes}
+    await client.put_item(TableName=store.table_name, Item=item)
+
+
 @pytest.mark.parametrize(("changes", "attribute"), CORRUPT)
 @pytest.mark.asyncio
 async def test_a_corrupt_item_is_reported_by_get(
     dynamo_store: AsyncDynamoStore, changes: dict[str, Any], attribute: str
 ) -> None:
-    key = "fn.mod.f#corrupt"
-    client = await dynamo_store.client()
-    item = {**to_item(dynamo_store.schema, completed(lock("t1", key=key))), **changes}
-    await client.put_item(TableName=dynamo_store.table_name, Item=item)
+    await plant_corrupt_item(dynamo_store, changes)
     with pytest.raises(IdempotencyCorruptRecordError) as caught:
-        await dynamo_store.get_record(key)
-    assert (caught.value.idempotency_key, caught.value.attribute) == (key, attribute)
+        await dynamo_store.get_record(CORRUPT_KEY)
+    assert (caught.value.idempotency_key, caught.value.attribute) == (CORRUPT_KEY, attribute)
 
 
 @pytest.mark.parametrize(
@@ -325,14 +321,11 @@ async def test_a_corrupt_item_is_reported_by_get(
 async def test_a_corrupt_item_is_reported_by_a_refused_put(
     dynamo_store: AsyncDynamoStore, changes: dict[str, Any], attribute: str
 ) -> None:
-    key = "fn.mod.f#corrupt"
-    client = await dynamo_store.client()
-    item = {**to_item(dynamo_store.schema, completed(lock("t1", key=key))), **changes}
-    await client.put_item(TableName=dynamo_store.table_name, Item=item)
-    log = RequestLog().attach(client)
+    await plant_corrupt_item(dynamo_store, changes)
+    log = RequestLog().attach(await dynamo_store.client())
     with pytest.raises(IdempotencyCorruptRecordError) as caught:
-        await dynamo_store.put_record(lock("t2", key=key), now=NOW)
-    assert (caught.value.idempotency_key, caught.value.attribute) == (key, attribute)
+        await dynamo_store.put_record(lock("t2", key=CORRUPT_KEY), now=NOW)
+    assert (caught.value.idempotency_key, caught.value.attribute) == (CORRUPT_KEY, attribute)
     assert log.operations == ["PutItem"]
 
 

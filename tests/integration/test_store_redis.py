@@ -14,29 +14,23 @@ import subprocess
 import sys
 import time
 import warnings
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
 from dataclasses import replace
-from typing import Any, TypeVar
+from typing import Any
 
 import pytest
 import pytest_asyncio
 import redis
 import redis.asyncio
 import valkey.asyncio
-from aws_lambda_powertools.utilities.idempotency import (
-    IdempotencyConfig as PowertoolsConfig,
-)
-from aws_lambda_powertools.utilities.idempotency import (
-    idempotent_function as powertools_idempotent_function,
-)
-from aws_lambda_powertools.utilities.idempotency.exceptions import (
-    IdempotencyAlreadyInProgressError as PowertoolsAlreadyInProgressError,
-)
 from aws_lambda_powertools.utilities.idempotency.persistence.redis import (
     RedisCachePersistenceLayer,
 )
+from compat_locks import idemstore_lock_blocks_powertools, powertools_lock_blocks_idemstore
+from powertools_twins import powertools_config, powertools_twin
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
+from store_records import NOW, NOW_MS, completed, lock
 
 from idemstore import (
     AsyncRedisStore,
@@ -53,30 +47,8 @@ from idemstore import (
     idempotent_function,
 )
 from idemstore.loopback import RedisServer, start_redis_server
-from idemstore.records import DataRecord
 
-F = TypeVar("F", bound=Callable[..., Any])
-
-NOW = 1_700_000_000.0
-NOW_MS = int(NOW * 1000)
 ORDER = {"order_id": "o-1", "amount": 1050, "customer": "c-9"}
-
-
-def lock(token: str, *, key: str = "fn.mod.f#k1", **changes: Any) -> DataRecord:
-    fields: dict[str, Any] = {
-        "idempotency_key": key,
-        "status": RecordStatus.INPROGRESS,
-        "expiry_timestamp": int(NOW) + 3600,
-        "in_progress_expiry_timestamp": NOW_MS + 60_000,
-        "payload_hash": "hash-1",
-        "owner_token": token,
-    }
-    fields.update(changes)
-    return DataRecord(**fields)
-
-
-def completed(held: DataRecord, result: str = '{"ok": true}') -> DataRecord:
-    return replace(held, status=RecordStatus.COMPLETED, response_data=result)
 
 
 @pytest_asyncio.fixture
@@ -527,16 +499,25 @@ def one_retry_client(host: str, port: int) -> redis.asyncio.Redis:
     return redis.asyncio.Redis(host=host, port=port, retry=Retry(NoBackoff(), 1))
 
 
-@pytest.mark.asyncio
-async def test_a_server_down_gives_a_typed_error_and_runs_nothing(own_server: RedisServer) -> None:
-    client = one_retry_client(own_server.host, own_server.port)
-    store = AsyncRedisStore(client)
-    runs: list[str] = []
+def charging_function(
+    store: AsyncRedisStore, runs: list[str]
+) -> Callable[..., Coroutine[Any, Any, str]]:
+    """An idempotent ``charge(order=...)`` that appends ``"ran"`` to ``runs`` on each run."""
 
     @idempotent_function(data_keyword_argument="order", persistence_store=store)
     async def charge(order: dict[str, Any]) -> str:
         runs.append("ran")
         return "charged"
+
+    return charge
+
+
+@pytest.mark.asyncio
+async def test_a_server_down_gives_a_typed_error_and_runs_nothing(own_server: RedisServer) -> None:
+    client = one_retry_client(own_server.host, own_server.port)
+    store = AsyncRedisStore(client)
+    runs: list[str] = []
+    charge = charging_function(store, runs)
 
     try:
         own_server.stop()
@@ -664,11 +645,7 @@ async def test_a_lost_lock_reply_without_retry_is_typed_and_leaves_no_lock(
     )
     store = AsyncRedisStore(client)
     runs: list[str] = []
-
-    @idempotent_function(data_keyword_argument="order", persistence_store=store)
-    async def charge(order: dict[str, Any]) -> str:
-        runs.append("ran")
-        return "charged"
+    charge = charging_function(store, runs)
 
     try:
         await store.put_record(lock("t0", key="warm#up"), now=NOW)
@@ -708,29 +685,6 @@ def powertools_layer(redis_server: RedisServer) -> Iterator[Any]:
         yield layer
     finally:
         client.close()
-
-
-class FakeLambdaContext:
-    def get_remaining_time_in_millis(self) -> int:
-        return 30_000
-
-
-def powertools_twin(twin: Callable[..., Any], layer: Any, **options: Any) -> Callable[[F], F]:
-    """Powertools' decorator on a sync function with ``twin``'s module and qualname:
-    the same function before migrating, so the same keys."""
-    config = PowertoolsConfig(**options)
-    fake: Any = FakeLambdaContext()  # duck-typed: only the remaining time is read
-    config.register_lambda_context(fake)
-
-    def decorate(function: F) -> F:
-        function.__module__ = twin.__module__
-        function.__qualname__ = twin.__qualname__
-        decorated: F = powertools_idempotent_function(
-            function, data_keyword_argument="order", persistence_store=layer, config=config
-        )
-        return decorated
-
-    return decorate
 
 
 @pytest.mark.asyncio
@@ -778,56 +732,17 @@ async def test_powertools_replays_a_record_completed_by_idemstore(
 
 
 @pytest.mark.asyncio
-async def test_locks_block_each_other_both_ways(
+async def test_idemstore_lock_blocks_powertools(
     redis_store: AsyncRedisStore, powertools_layer: Any
 ) -> None:
-    release = asyncio.Event()
-    started = asyncio.Event()
-    runs: list[str] = []
+    await idemstore_lock_blocks_powertools(redis_store, powertools_layer, ORDER)
 
-    @idempotent_function(data_keyword_argument="order", persistence_store=redis_store)
-    async def process_order(order: dict[str, Any]) -> str:
-        runs.append("idemstore")
-        started.set()
-        await release.wait()
-        return "idemstore"
 
-    @powertools_twin(process_order, powertools_layer)
-    def process_order_sync(order: dict[str, Any]) -> str:
-        runs.append("powertools")
-        return "powertools"
-
-    running = asyncio.create_task(process_order(order=ORDER))
-    await started.wait()
-    try:
-        with pytest.raises(PowertoolsAlreadyInProgressError):
-            await asyncio.to_thread(lambda: process_order_sync(order=ORDER))
-    finally:
-        release.set()
-    assert await running == "idemstore"
-
-    # And the other way: Powertools' in-flight lock blocks idemstore.
-    other = {**ORDER, "order_id": "o-2"}
-    inside = asyncio.Event()
-    done = asyncio.Event()
-    loop = asyncio.get_running_loop()
-
-    @powertools_twin(process_order, powertools_layer)
-    def slow_sync(order: dict[str, Any]) -> str:
-        loop.call_soon_threadsafe(inside.set)
-        asyncio.run_coroutine_threadsafe(done.wait(), loop).result()
-        return "powertools"
-
-    worker = asyncio.create_task(asyncio.to_thread(lambda: slow_sync(order=other)))
-    await inside.wait()
-    try:
-        with pytest.raises(IdempotencyAlreadyInProgressError):
-            await process_order(order=other)
-    finally:
-        done.set()
-    assert await worker == "powertools"
-    assert await process_order(order=other) == "powertools"
-    assert runs == ["idemstore"]
+@pytest.mark.asyncio
+async def test_powertools_lock_blocks_idemstore(
+    redis_store: AsyncRedisStore, powertools_layer: Any
+) -> None:
+    await powertools_lock_blocks_idemstore(redis_store, powertools_layer, ORDER)
 
 
 @pytest.mark.asyncio
@@ -850,7 +765,7 @@ async def test_a_powertools_result_without_validation_is_a_mismatch(
         runs.append("idemstore")
         return "idemstore"
 
-    @powertools_twin(charge, powertools_layer, **options)
+    @powertools_twin(charge, powertools_layer, config=powertools_config(**options))
     def charge_sync(order: dict[str, Any]) -> str:
         runs.append("powertools")
         return "powertools"

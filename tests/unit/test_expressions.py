@@ -9,6 +9,7 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
+from condition_reading import Tokens, read_condition, tree_of
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -460,81 +461,36 @@ def plain(cond: Compare | Exists) -> Attr:
 
 
 def shape(cond: Condition) -> Any:
-    """A comparable form of a condition tree; AND/OR chains flattened (both associate)."""
-    if isinstance(cond, Compare):
-        return ("cmp", plain(cond).name, cond.op, tuple(to_attribute_value(cond.value).items()))
-    if isinstance(cond, Exists):
+    """A comparable form of a condition tree (see ``tree_of``)."""
+
+    def leaf(cond: Condition) -> Any:
+        if isinstance(cond, Compare):
+            value = tuple(to_attribute_value(cond.value).items())
+            return ("cmp", plain(cond).name, cond.op, value)
+        assert isinstance(cond, Exists), cond
         return ("exists", cond.attr.name, cond.present)
-    if isinstance(cond, Not):
-        return ("not", shape(cond.inner))
-    assert isinstance(cond, And | Or)
-    kind = "and" if isinstance(cond, And) else "or"
-    parts: list[Any] = []
-    for side in (cond.left, cond.right):
-        sub = shape(side)
-        parts.extend(sub[1] if sub[0] == kind else [sub])
-    return (kind, parts)
+
+    return tree_of(cond, leaf)
 
 
 def parse_condition(compiled: CompiledRequest) -> Any:
     """Read a compiled condition back as DynamoDB's grammar does (NOT > AND > OR)."""
     assert compiled.condition is not None
-    stream = tokens(compiled.condition)
-    position = 0
-
-    def take(expected: str | None = None) -> str:
-        nonlocal position
-        token = stream[position]
-        position += 1
-        assert expected is None or token == expected, (token, expected)
-        return token
-
-    def peek() -> str | None:
-        return stream[position] if position < len(stream) else None
-
-    def chain(kind: str, word: str, operand: Callable[[], Any]) -> Any:
-        parts = [operand()]
-        while peek() == word:
-            take(word)
-            parts.append(operand())
-        if len(parts) == 1:
-            return parts[0]
-        flat: list[Any] = []
-        for part in parts:
-            flat.extend(part[1] if part[0] == kind else [part])
-        return (kind, flat)
-
-    def disjunction() -> Any:
-        return chain("or", "OR", conjunction)
-
-    def conjunction() -> Any:
-        return chain("and", "AND", negation)
-
-    def negation() -> Any:
-        if peek() == "NOT":
-            take("NOT")
-            return ("not", negation())
-        return primary()
+    stream = Tokens(tokens(compiled.condition))
 
     def primary() -> Any:
-        token = take()
-        if token == "(":
-            inner = disjunction()
-            take(")")
-            return inner
+        token = stream.take()
         if token in ("attribute_exists", "attribute_not_exists"):
-            take("(")
-            name = compiled.names[take()]
-            take(")")
+            stream.take("(")
+            name = compiled.names[stream.take()]
+            stream.take(")")
             return ("exists", name, token == "attribute_exists")
         name = compiled.names[token]
-        op = take()
-        value = compiled.values[take()]
+        op = stream.take()
+        value = compiled.values[stream.take()]
         return ("cmp", name, op, tuple(value.items()))
 
-    result = disjunction()
-    assert position == len(stream), f"trailing tokens in {compiled.condition!r}"
-    return result
+    return read_condition(compiled.condition, stream, primary)
 
 
 def used_names(cond: Condition | Update) -> set[str]:

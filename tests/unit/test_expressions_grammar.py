@@ -12,13 +12,13 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
+from condition_reading import Tokens, read_condition, tree_of
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from idemstore.errors import ExpressionError, IdempotencyError
 from idemstore.expressions import (
     Action,
-    And,
     Attr,
     AttributeType,
     AttributeValue,
@@ -30,8 +30,6 @@ from idemstore.expressions import (
     Contains,
     Exists,
     In,
-    Not,
-    Or,
     Param,
     Size,
     TypeName,
@@ -782,48 +780,34 @@ def encoded(value: Any) -> str:
 
 
 def tree_shape(cond: Condition) -> Any:
-    """A comparable form of a condition tree; AND/OR chains flattened (both associate)."""
-    if isinstance(cond, Compare):
-        return ("cmp", subject_shape(cond.attr), cond.op, encoded(cond.value))
-    if isinstance(cond, Between):
-        return ("between", subject_shape(cond.attr), encoded(cond.low), encoded(cond.high))
-    if isinstance(cond, In):
-        return ("in", subject_shape(cond.attr), tuple(encoded(v) for v in cond.values))
-    if isinstance(cond, Exists):
-        return ("exists", cond.attr.path, cond.present)
-    if isinstance(cond, BeginsWith):
-        return ("begins_with", cond.attr.path, encoded(cond.prefix))
-    if isinstance(cond, Contains):
-        return ("contains", cond.attr.path, encoded(cond.value))
-    if isinstance(cond, AttributeType):
-        return ("attribute_type", cond.attr.path, encoded(cond.type_name))
-    if isinstance(cond, Not):
-        return ("not", tree_shape(cond.inner))
-    assert isinstance(cond, And | Or)
-    kind = "and" if isinstance(cond, And) else "or"
-    parts: list[Any] = []
-    for side in (cond.left, cond.right):
-        sub = tree_shape(side)
-        parts.extend(sub[1] if sub[0] == kind else [sub])
-    return (kind, parts)
+    """A comparable form of a condition tree (see ``tree_of``)."""
+
+    def leaf(cond: Condition) -> Any:
+        if isinstance(cond, Compare):
+            return ("cmp", subject_shape(cond.attr), cond.op, encoded(cond.value))
+        if isinstance(cond, Between):
+            return ("between", subject_shape(cond.attr), encoded(cond.low), encoded(cond.high))
+        if isinstance(cond, In):
+            return ("in", subject_shape(cond.attr), tuple(encoded(v) for v in cond.values))
+        if isinstance(cond, Exists):
+            return ("exists", cond.attr.path, cond.present)
+        if isinstance(cond, BeginsWith):
+            return ("begins_with", cond.attr.path, encoded(cond.prefix))
+        if isinstance(cond, Contains):
+            return ("contains", cond.attr.path, encoded(cond.value))
+        if isinstance(cond, AttributeType):
+            return ("attribute_type", cond.attr.path, encoded(cond.type_name))
+        raise AssertionError(f"not a leaf: {cond!r}")
+
+    return tree_of(cond, leaf)
 
 
 def read_back(compiled: CompiledRequest) -> Any:
     """Parse a compiled condition with DynamoDB's precedence: comparisons, BETWEEN
     and IN, then functions, then NOT, then AND, then OR."""
     assert compiled.condition is not None
-    stream: list[str] = TOKEN.findall(compiled.condition)
-    position = 0
-
-    def peek() -> str | None:
-        return stream[position] if position < len(stream) else None
-
-    def take(expected: str | None = None) -> str:
-        nonlocal position
-        token = stream[position]
-        position += 1
-        assert expected is None or token == expected, (token, expected)
-        return token
+    stream = Tokens(TOKEN.findall(compiled.condition))
+    peek, take = stream.peek, stream.take
 
     def path() -> tuple[str | int, ...]:
         steps: list[str | int] = [compiled.names[take()]]
@@ -844,37 +828,8 @@ def read_back(compiled: CompiledRequest) -> Any:
             return ("size", inner)
         return path()
 
-    def chain(kind: str, word: str, part: Any) -> Any:
-        parts = [part()]
-        while peek() == word:
-            take(word)
-            parts.append(part())
-        if len(parts) == 1:
-            return parts[0]
-        flat: list[Any] = []
-        for sub in parts:
-            flat.extend(sub[1] if sub[0] == kind else [sub])
-        return (kind, flat)
-
-    def disjunction() -> Any:
-        return chain("or", "OR", conjunction)
-
-    def conjunction() -> Any:
-        return chain("and", "AND", negation)
-
-    def negation() -> Any:
-        if peek() == "NOT":
-            take("NOT")
-            return ("not", negation())
-        return primary()
-
     def primary() -> Any:
         token = peek()
-        if token == "(":
-            take("(")
-            inner = disjunction()
-            take(")")
-            return inner
         if token in ("attribute_exists", "attribute_not_exists"):
             take()
             take("(")
@@ -905,9 +860,7 @@ def read_back(compiled: CompiledRequest) -> Any:
             return ("in", subject, tuple(members))
         return ("cmp", subject, word, value())
 
-    result = disjunction()
-    assert position == len(stream), f"trailing tokens in {compiled.condition!r}"
-    return result
+    return read_condition(compiled.condition, stream, primary)
 
 
 @settings(deadline=None, max_examples=300)

@@ -7,6 +7,7 @@ from decimal import Decimal
 import pytest
 from hypothesis import assume, given
 from hypothesis import strategies as st
+from table_schemas import RENAMED_ATTRIBUTES
 
 from idemstore.codec import to_item
 from idemstore.expressions import (
@@ -176,17 +177,7 @@ def test_a_parameter_without_a_value_is_an_error() -> None:
 SCHEMAS = [
     TableSchema(),
     TableSchema(sort_key_attr="sk", static_pk_value="idempotency#fn"),
-    TableSchema(
-        key_attr="pk",
-        expiry_attr="ttl",
-        in_progress_expiry_attr="lock_until",
-        status_attr="state",
-        data_attr="result",
-        validation_key_attr="hash",
-        owner_token_attr="owner",
-        compressed_data_attr="result_z",
-        compress_threshold_bytes=64,
-    ),
+    TableSchema(**RENAMED_ATTRIBUTES, expiry_attr="ttl", compress_threshold_bytes=64),
 ]
 
 

@@ -19,6 +19,7 @@ from aws_lambda_powertools.utilities.idempotency.persistence.dynamodb import (
 )
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from table_schemas import RENAMED_ATTRIBUTES
 
 from idemstore.codec import MAX_ITEM_BYTES, from_item, to_item
 from idemstore.errors import (
@@ -366,16 +367,7 @@ schemas = st.sampled_from(
         TableSchema(compress_threshold_bytes=20),
         TableSchema(sort_key_attr="sk", static_pk_value="idempotency#fn"),
         TableSchema(
-            key_attr="pk",
-            sort_key_attr="sk",
-            expiry_attr="exp",
-            in_progress_expiry_attr="lock_until",
-            status_attr="state",
-            data_attr="result",
-            validation_key_attr="hash",
-            owner_token_attr="owner",
-            compressed_data_attr="result_z",
-            compress_threshold_bytes=10,
+            **RENAMED_ATTRIBUTES, sort_key_attr="sk", expiry_attr="exp", compress_threshold_bytes=10
         ),
     ]
 )
