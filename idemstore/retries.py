@@ -5,14 +5,17 @@ store replaces it, on the clients it opens, by one made of the same parts
 (``aiobotocore.retries.standard``, async versions of ``botocore.retries.standard``)
 with two changes:
 
-- **A request that never reached the server fails fast.** A refused connection, a
-  host name that does not resolve or a connect timeout means not a byte was sent:
-  nothing can have been applied, and the endpoint is most likely down. Such attempts
+- **A refused connection fails fast.** A refused connection or a host name that
+  does not resolve means not a byte was sent and the endpoint is down: such attempts
   are capped at ``connect_attempts`` in all (the full ``max_attempts`` with growing
-  backoff made a dead endpoint take twelve seconds to fail). When no attempt of a
-  request got further than connecting, its final error is marked, so the store can
-  say "nothing was written" (:func:`never_sent`). Everything that may have been
-  applied (read timeouts, dropped answers, 5xx, throttling) keeps its retries.
+  backoff made a dead endpoint take twelve seconds to fail). A connect *timeout*
+  sends nothing either, but it is what an overloaded endpoint's full listen queue
+  looks like (its SYNs dropped, then retransmitted), where retrying is what helps:
+  it keeps the standard retries (capping it failed 10,000 concurrent first calls on
+  a loaded machine). When no attempt of a request got further than connecting, its
+  final error is marked, so the store can say "nothing was written"
+  (:func:`never_sent`). Everything that may have been applied (read timeouts,
+  dropped answers, 5xx, throttling) keeps its retries.
 - **A refused condition counts as a success for the retry quota.** The standard mode
   keeps one quota per client: each retry takes from it and only 2xx answers give
   back. Every duplicate's refused put and every fenced write that finds another
@@ -95,11 +98,12 @@ class _Conditions:
         request: dict[str, Any] = context.request_context
         error = context.caught_exception
         if connect_failed(error):
-            failures = request[_CONNECT_FAILURES] = request.get(_CONNECT_FAILURES, 0) + 1
             if not request.get(_MAYBE_SENT):
                 setattr(error, _NEVER_SENT, True)
-            if failures >= self._connect_attempts:
-                return False
+            if not isinstance(error, ConnectTimeoutError):  # refused or unresolved: down
+                failures = request[_CONNECT_FAILURES] = request.get(_CONNECT_FAILURES, 0) + 1
+                if failures >= self._connect_attempts:
+                    return False
         else:
             request[_MAYBE_SENT] = True
         return self._standard.is_retryable(context)
