@@ -27,7 +27,7 @@ from aws_lambda_powertools.utilities.idempotency.persistence.redis import (
     RedisCachePersistenceLayer,
 )
 from compat_locks import idemstore_lock_blocks_powertools, powertools_lock_blocks_idemstore
-from powertools_twins import powertools_config, powertools_twin
+from powertools_twins import twins
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from store_records import NOW, NOW_MS, completed, lock
@@ -691,44 +691,34 @@ def powertools_layer(redis_server: RedisServer) -> Iterator[Any]:
 async def test_idemstore_replays_a_record_completed_by_powertools(
     redis_store: AsyncRedisStore, powertools_layer: Any
 ) -> None:
-    runs: list[str] = []
+    pair = twins(
+        redis_store,
+        powertools_layer,
+        idemstore_result=lambda order: {"unexpected": True},
+        powertools_result=lambda order: {"receipt": order["order_id"], "lines": [1, 2]},
+    )
 
-    @idempotent_function(data_keyword_argument="order", persistence_store=redis_store)
-    async def process_order(order: dict[str, Any]) -> dict[str, Any]:
-        runs.append("idemstore")
-        return {"unexpected": True}
-
-    @powertools_twin(process_order, powertools_layer)
-    def process_order_sync(order: dict[str, Any]) -> dict[str, Any]:
-        runs.append("powertools")
-        return {"receipt": order["order_id"], "lines": [1, 2]}
-
-    first = await asyncio.to_thread(lambda: process_order_sync(order=ORDER))
+    first = await pair.powertools_call(ORDER)
     assert first == {"receipt": "o-1", "lines": [1, 2]}
-    assert await process_order(order=ORDER) == {"receipt": "o-1", "lines": [1, 2]}
-    assert runs == ["powertools"]
+    assert await pair.idemstore(order=ORDER) == {"receipt": "o-1", "lines": [1, 2]}
+    assert pair.runs == ["powertools"]
 
 
 @pytest.mark.asyncio
 async def test_powertools_replays_a_record_completed_by_idemstore(
     redis_store: AsyncRedisStore, powertools_layer: Any
 ) -> None:
-    runs: list[str] = []
+    pair = twins(
+        redis_store,
+        powertools_layer,
+        idemstore_result=lambda order: {"receipt": order["order_id"], "gift": False},
+        powertools_result=lambda order: {"unexpected": True},
+    )
 
-    @idempotent_function(data_keyword_argument="order", persistence_store=redis_store)
-    async def process_order(order: dict[str, Any]) -> dict[str, Any]:
-        runs.append("idemstore")
-        return {"receipt": order["order_id"], "gift": False}
-
-    @powertools_twin(process_order, powertools_layer)
-    def process_order_sync(order: dict[str, Any]) -> dict[str, Any]:
-        runs.append("powertools")
-        return {"unexpected": True}
-
-    assert await process_order(order=ORDER) == {"receipt": "o-1", "gift": False}
-    replayed = await asyncio.to_thread(lambda: process_order_sync(order=ORDER))
+    assert await pair.idemstore(order=ORDER) == {"receipt": "o-1", "gift": False}
+    replayed = await pair.powertools_call(ORDER)
     assert replayed == {"receipt": "o-1", "gift": False}
-    assert runs == ["idemstore"]
+    assert pair.runs == ["idemstore"]
 
 
 @pytest.mark.asyncio
@@ -750,33 +740,23 @@ async def test_a_powertools_result_without_validation_is_a_mismatch(
     redis_store: AsyncRedisStore, powertools_layer: Any
 ) -> None:
     # Powertools drops ``validation`` when it completes; a missing hash is not a match.
-    options: dict[str, Any] = {
-        "event_key_jmespath": "order_id",
-        "payload_validation_jmespath": "amount",
-    }
-    runs: list[str] = []
-
-    @idempotent_function(
-        data_keyword_argument="order",
-        persistence_store=redis_store,
-        config=IdempotencyConfig(**options),
+    pair = twins(
+        redis_store,
+        powertools_layer,
+        idemstore_result=lambda order: "idemstore",
+        powertools_result=lambda order: "powertools",
+        event_key_jmespath="order_id",
+        payload_validation_jmespath="amount",
     )
-    async def charge(order: dict[str, Any]) -> str:
-        runs.append("idemstore")
-        return "idemstore"
+    runs = pair.runs
 
-    @powertools_twin(charge, powertools_layer, config=powertools_config(**options))
-    def charge_sync(order: dict[str, Any]) -> str:
-        runs.append("powertools")
-        return "powertools"
-
-    await asyncio.to_thread(lambda: charge_sync(order=ORDER))
-    key = charge.idempotency_engine.identify(ORDER).key  # type: ignore[attr-defined]  # set by the decorator
+    await pair.powertools_call(ORDER)
+    key = pair.idemstore.idempotency_engine.identify(ORDER).key  # type: ignore[attr-defined]  # set by the decorator
     stored = await redis_store.get_record(key)
     assert stored.status is RecordStatus.COMPLETED
     assert stored.payload_hash is None
     with pytest.raises(IdempotencyValidationError):
-        await charge(order=ORDER)
+        await pair.idemstore(order=ORDER)
     assert runs == ["powertools"]
 
     # Without validation the same record replays.
