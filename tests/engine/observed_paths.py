@@ -11,11 +11,12 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import os
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
 
+from engine.delegating import DelegatingStore
 from idemstore import (
     AsyncDynamoStore,
     DataRecord,
@@ -29,7 +30,6 @@ from idemstore import (
     IdempotencyWarning,
     InMemoryStore,
     RecordStore,
-    TableSchema,
 )
 from idemstore.codec import to_item
 from idemstore.engine import DISABLED_ENV, DISABLED_NOTICE
@@ -181,35 +181,11 @@ async def disabled(store: RecordStore) -> list[str]:
     return ["disabled"]
 
 
-class FailingPuts:
+class FailingPuts(DelegatingStore):
     """A store whose lock puts fail as an unreachable table's would."""
-
-    def __init__(self, inner: RecordStore) -> None:
-        self.inner = inner
-
-    @property
-    def schema(self) -> TableSchema:
-        return self.inner.schema
-
-    async def get_record(self, idempotency_key: str) -> DataRecord:
-        return await self.inner.get_record(idempotency_key)
-
-    async def get_records(self, idempotency_keys: Sequence[str]) -> dict[str, DataRecord]:
-        return await self.inner.get_records(idempotency_keys)
 
     async def put_record(self, record: DataRecord, *, now: float) -> None:
         raise IdempotencyPersistenceLayerError("the table cannot be reached")
-
-    async def update_record(self, record: DataRecord) -> None:
-        await self.inner.update_record(record)
-
-    async def renew_lease(self, record: DataRecord, *, in_progress_expiry_timestamp: int) -> None:
-        await self.inner.renew_lease(
-            record, in_progress_expiry_timestamp=in_progress_expiry_timestamp
-        )
-
-    async def delete_record(self, record: DataRecord) -> None:
-        await self.inner.delete_record(record)
 
 
 async def store_error(store: RecordStore) -> list[str]:
