@@ -27,7 +27,7 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 
 class FakeLambdaContext:
-    """What Powertools reads from the Lambda context: the time left."""
+    """What both libraries read from the Lambda context: the time left."""
 
     def get_remaining_time_in_millis(self) -> int:
         return 30_000
@@ -43,6 +43,15 @@ def dynamo_layer(moto_server: MotoEndpoint, table_name: str) -> Any:
         endpoint_url=moto_server.url,
     )
     return DynamoDBPersistenceLayer(table_name=table_name, boto3_client=client)
+
+
+def as_lambda_function(monkeypatch: Any, name: str) -> None:
+    """Run as the Lambda function ``name``, with Powertools' idempotency enabled.
+
+    idemstore reads the name when decorating and Powertools on each call: set it first.
+    """
+    monkeypatch.setenv("AWS_LAMBDA_FUNCTION_NAME", name)
+    monkeypatch.delenv("POWERTOOLS_IDEMPOTENCY_DISABLED", raising=False)
 
 
 def powertools_config(**options: Any) -> Any:

@@ -17,7 +17,7 @@ from aws_lambda_powertools.utilities.idempotency.serialization.pydantic import (
     PydanticSerializer as PowertoolsPydanticSerializer,
 )
 from compat_locks import idemstore_lock_blocks_powertools, powertools_lock_blocks_idemstore
-from powertools_twins import dynamo_layer, powertools_twin, twins
+from powertools_twins import as_lambda_function, dynamo_layer, powertools_twin, twins
 
 from idemstore import (
     AsyncDynamoStore,
@@ -42,9 +42,7 @@ ORDER = {"order_id": "o-1", "amount": Decimal("10.50"), "customer": "c-9"}
 
 @pytest.fixture(autouse=True)
 def function_name(monkeypatch: pytest.MonkeyPatch) -> None:
-    # Read by idemstore when decorating and by Powertools on each call: set it first.
-    monkeypatch.setenv("AWS_LAMBDA_FUNCTION_NAME", "orders-service")
-    monkeypatch.delenv("POWERTOOLS_IDEMPOTENCY_DISABLED", raising=False)
+    as_lambda_function(monkeypatch, "orders-service")
 
 
 @pytest.fixture

@@ -27,7 +27,7 @@ from aws_lambda_powertools.utilities.idempotency.persistence.redis import (
     RedisCachePersistenceLayer,
 )
 from compat_locks import idemstore_lock_blocks_powertools, powertools_lock_blocks_idemstore
-from powertools_twins import twins
+from powertools_twins import as_lambda_function, twins
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from store_records import NOW, NOW_MS, completed, lock
@@ -668,8 +668,7 @@ async def test_a_lost_lock_reply_without_retry_is_typed_and_leaves_no_lock(
 
 @pytest.fixture(autouse=True)
 def function_name(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("AWS_LAMBDA_FUNCTION_NAME", "orders-service")
-    monkeypatch.delenv("POWERTOOLS_IDEMPOTENCY_DISABLED", raising=False)
+    as_lambda_function(monkeypatch, "orders-service")
 
 
 @pytest.fixture
