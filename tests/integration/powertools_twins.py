@@ -100,18 +100,26 @@ class Twins:
         return await asyncio.to_thread(lambda: self.powertools(order=order))
 
 
+# Keys from the order id; a replay must match the amount the record was made for.
+VALIDATING_AMOUNT: dict[str, Any] = {
+    "event_key_jmespath": "order_id",
+    "payload_validation_jmespath": "amount",
+}
+
+
 def twins(
     store: RecordStore,
     layer: Any,
     *,
-    idemstore_result: Callable[[dict[str, Any]], Any],
-    powertools_result: Callable[[dict[str, Any]], Any],
+    idemstore_result: Callable[[dict[str, Any]], Any] = lambda order: "idemstore",
+    powertools_result: Callable[[dict[str, Any]], Any] = lambda order: "powertools",
     **options: Any,
 ) -> Twins:
     """An idemstore function on ``store`` and its Powertools twin on ``layer``.
 
     Both get the config ``options``; each appends its library's name to ``runs``
-    and returns its own result, so a test sees which one ran or replayed.
+    and returns its own result (by default its name), so a test sees which one
+    ran or replayed.
     """
     runs: list[str] = []
 

@@ -17,7 +17,13 @@ from aws_lambda_powertools.utilities.idempotency.serialization.pydantic import (
     PydanticSerializer as PowertoolsPydanticSerializer,
 )
 from compat_locks import idemstore_lock_blocks_powertools, powertools_lock_blocks_idemstore
-from powertools_twins import as_lambda_function, dynamo_layer, powertools_twin, twins
+from powertools_twins import (
+    VALIDATING_AMOUNT,
+    as_lambda_function,
+    dynamo_layer,
+    powertools_twin,
+    twins,
+)
 
 from idemstore import (
     AsyncDynamoStore,
@@ -130,14 +136,7 @@ async def test_typed_results_replay_across_libraries(
 async def test_payload_validation_agrees_across_libraries(
     dynamo_store: AsyncDynamoStore, powertools_layer: Any
 ) -> None:
-    pair = twins(
-        dynamo_store,
-        powertools_layer,
-        idemstore_result=lambda order: "idemstore",
-        powertools_result=lambda order: "powertools",
-        event_key_jmespath="order_id",
-        payload_validation_jmespath="amount",
-    )
+    pair = twins(dynamo_store, powertools_layer, **VALIDATING_AMOUNT)
 
     await pair.powertools_call(ORDER)
     assert await pair.idemstore(order={**ORDER, "customer": "someone else"}) == "powertools"

@@ -27,7 +27,7 @@ from aws_lambda_powertools.utilities.idempotency.persistence.redis import (
     RedisCachePersistenceLayer,
 )
 from compat_locks import idemstore_lock_blocks_powertools, powertools_lock_blocks_idemstore
-from powertools_twins import as_lambda_function, twins
+from powertools_twins import VALIDATING_AMOUNT, as_lambda_function, twins
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from store_records import NOW, NOW_MS, completed, lock
@@ -739,14 +739,7 @@ async def test_a_powertools_result_without_validation_is_a_mismatch(
     redis_store: AsyncRedisStore, powertools_layer: Any
 ) -> None:
     # Powertools drops ``validation`` when it completes; a missing hash is not a match.
-    pair = twins(
-        redis_store,
-        powertools_layer,
-        idemstore_result=lambda order: "idemstore",
-        powertools_result=lambda order: "powertools",
-        event_key_jmespath="order_id",
-        payload_validation_jmespath="amount",
-    )
+    pair = twins(redis_store, powertools_layer, **VALIDATING_AMOUNT)
     runs = pair.runs
 
     await pair.powertools_call(ORDER)
