@@ -499,6 +499,15 @@ def one_retry_client(host: str, port: int) -> redis.asyncio.Redis:
     return redis.asyncio.Redis(host=host, port=port, retry=Retry(NoBackoff(), 1))
 
 
+@contextlib.asynccontextmanager
+async def redis_store_over(client: redis.asyncio.Redis) -> AsyncIterator[AsyncRedisStore]:
+    """A store over ``client``, which is closed when the block ends."""
+    try:
+        yield AsyncRedisStore(client)
+    finally:
+        await client.aclose()
+
+
 def charging_function(
     store: AsyncRedisStore, runs: list[str]
 ) -> Callable[..., Coroutine[Any, Any, str]]:
@@ -514,12 +523,10 @@ def charging_function(
 
 @pytest.mark.asyncio
 async def test_a_server_down_gives_a_typed_error_and_runs_nothing(own_server: RedisServer) -> None:
-    client = one_retry_client(own_server.host, own_server.port)
-    store = AsyncRedisStore(client)
-    runs: list[str] = []
-    charge = charging_function(store, runs)
+    async with redis_store_over(one_retry_client(own_server.host, own_server.port)) as store:
+        runs: list[str] = []
+        charge = charging_function(store, runs)
 
-    try:
         own_server.stop()
         with pytest.raises(IdempotencyPersistenceLayerError) as caught:
             await charge(order=ORDER)
@@ -529,31 +536,25 @@ async def test_a_server_down_gives_a_typed_error_and_runs_nothing(own_server: Re
         assert await charge(order=ORDER) == "charged"
         assert await charge(order=ORDER) == "charged"
         assert runs == ["ran"]
-    finally:
-        await client.aclose()
 
 
 @pytest.mark.asyncio
 async def test_a_restart_while_the_function_runs_gives_a_typed_error(
     own_server: RedisServer,
 ) -> None:
-    client = one_retry_client(own_server.host, own_server.port)
-    store = AsyncRedisStore(client)
-    runs: list[str] = []
+    async with redis_store_over(one_retry_client(own_server.host, own_server.port)) as store:
+        runs: list[str] = []
 
-    @idempotent_function(data_keyword_argument="order", persistence_store=store)
-    async def charge(order: dict[str, Any]) -> str:
-        runs.append("ran")
-        await asyncio.to_thread(own_server.restart)  # no persistence: the lock is gone
-        return "charged"
+        @idempotent_function(data_keyword_argument="order", persistence_store=store)
+        async def charge(order: dict[str, Any]) -> str:
+            runs.append("ran")
+            await asyncio.to_thread(own_server.restart)  # no persistence: the lock is gone
+            return "charged"
 
-    try:
         with pytest.raises(IdempotencyLeaseLostError) as caught:
             await charge(order=ORDER)
         assert caught.value.current_record is None
         assert runs == ["ran"]
-    finally:
-        await client.aclose()
 
 
 class DropOneReply:
@@ -615,39 +616,33 @@ async def dropping_proxy(redis_server: RedisServer) -> AsyncIterator[DropOneRepl
 async def test_a_retried_write_whose_reply_was_lost_finds_its_own_token(
     redis_store: AsyncRedisStore, dropping_proxy: DropOneReply, path: str
 ) -> None:
-    client = one_retry_client("127.0.0.1", dropping_proxy.port)
-    store = AsyncRedisStore(client)
-    runs: list[str] = []
+    async with redis_store_over(one_retry_client("127.0.0.1", dropping_proxy.port)) as store:
+        runs: list[str] = []
 
-    @idempotent_function(data_keyword_argument="order", persistence_store=store)
-    async def charge(order: dict[str, Any]) -> str:
-        runs.append("ran")
-        dropping_proxy.armed = path == "complete"
-        return "charged"
+        @idempotent_function(data_keyword_argument="order", persistence_store=store)
+        async def charge(order: dict[str, Any]) -> str:
+            runs.append("ran")
+            dropping_proxy.armed = path == "complete"
+            return "charged"
 
-    try:
         await store.put_record(lock("t0", key="warm#up"), now=NOW)  # connected, script loaded
         dropping_proxy.armed = path == "acquire"
         assert await charge(order=ORDER) == "charged"
         assert dropping_proxy.dropped == 1
         assert await charge(order=ORDER) == "charged"
         assert runs == ["ran"]
-    finally:
-        await client.aclose()
 
 
 @pytest.mark.asyncio
 async def test_a_lost_lock_reply_without_retry_is_typed_and_leaves_no_lock(
     redis_store: AsyncRedisStore, dropping_proxy: DropOneReply
 ) -> None:
-    client = redis.asyncio.Redis(
-        host="127.0.0.1", port=dropping_proxy.port, retry=Retry(NoBackoff(), 0)
-    )
-    store = AsyncRedisStore(client)
-    runs: list[str] = []
-    charge = charging_function(store, runs)
+    async with redis_store_over(
+        redis.asyncio.Redis(host="127.0.0.1", port=dropping_proxy.port, retry=Retry(NoBackoff(), 0))
+    ) as store:
+        runs: list[str] = []
+        charge = charging_function(store, runs)
 
-    try:
         await store.put_record(lock("t0", key="warm#up"), now=NOW)
         dropping_proxy.armed = True
         with pytest.raises(IdempotencyPersistenceLayerError) as caught:
@@ -659,8 +654,6 @@ async def test_a_lost_lock_reply_without_retry_is_typed_and_leaves_no_lock(
             await redis_store.get_record(key)  # the applied lock was released at once
         assert await charge(order=ORDER) == "charged"
         assert runs == ["ran"]
-    finally:
-        await client.aclose()
 
 
 # --- Powertools, both ways ------------------------------------------------------------
