@@ -23,7 +23,6 @@ from powertools_twins import (
     F,
     FakeLambdaContext,
     as_lambda_function,
-    dynamo_layer,
     powertools_config,
     powertools_twin,
 )
@@ -31,7 +30,7 @@ from powertools_twins import (
 from idemstore import AsyncDynamoStore, IdempotencyConfig
 from idemstore.batch import BatchProcessor, process_partial_response
 from idemstore.outcome import OutcomeKind
-from idemstore.testing import MotoEndpoint, RequestLog
+from idemstore.testing import RequestLog
 
 CONFIG = IdempotencyConfig(event_key_jmespath="messageId")
 
@@ -135,11 +134,6 @@ async def test_a_redelivered_batch_runs_only_what_did_not_complete(
 
 
 # --- interop with Powertools' batch processor ------------------------------------------------
-
-
-@pytest.fixture
-def powertools_layer(moto_server: MotoEndpoint, dynamo_store: AsyncDynamoStore) -> Any:
-    return dynamo_layer(moto_server, dynamo_store.table_name)
 
 
 def record_twin(twin: Callable[..., Any], layer: Any) -> Callable[[F], F]:

@@ -20,7 +20,6 @@ from compat_locks import idemstore_lock_blocks_powertools, powertools_lock_block
 from powertools_twins import (
     VALIDATING_AMOUNT,
     as_lambda_function,
-    dynamo_layer,
     powertools_twin,
     twins,
 )
@@ -31,7 +30,7 @@ from idemstore import (
     RecordStatus,
     idempotent_function,
 )
-from idemstore.testing import MotoEndpoint, RequestLog
+from idemstore.testing import RequestLog
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -49,11 +48,6 @@ ORDER = {"order_id": "o-1", "amount": Decimal("10.50"), "customer": "c-9"}
 @pytest.fixture(autouse=True)
 def function_name(monkeypatch: pytest.MonkeyPatch) -> None:
     as_lambda_function(monkeypatch, "orders-service")
-
-
-@pytest.fixture
-def powertools_layer(moto_server: MotoEndpoint, dynamo_store: AsyncDynamoStore) -> Any:
-    return dynamo_layer(moto_server, dynamo_store.table_name)
 
 
 @pytest.mark.asyncio
