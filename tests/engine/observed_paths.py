@@ -16,9 +16,9 @@ from typing import Any
 
 import pytest
 
+from engine.conftest import overwrite
 from engine.delegating import DelegatingStore
 from idemstore import (
-    AsyncDynamoStore,
     DataRecord,
     IdempotencyAlreadyInProgressError,
     IdempotencyConfig,
@@ -28,10 +28,8 @@ from idemstore import (
     IdempotencyPersistenceLayerError,
     IdempotencyValidationError,
     IdempotencyWarning,
-    InMemoryStore,
     RecordStore,
 )
-from idemstore.codec import to_item
 from idemstore.engine import DISABLED_ENV, DISABLED_NOTICE
 
 PREFIX = "orders.charge"
@@ -45,16 +43,6 @@ def engine(store: RecordStore, **options: Any) -> IdempotencyEngine:
 
 async def ok() -> str:
     return "done"
-
-
-async def overwrite(store: RecordStore, record: DataRecord) -> None:
-    """Write a record unconditionally, as another caller taking the lock over would."""
-    if isinstance(store, InMemoryStore):
-        store.overwrite(record)
-        return
-    assert isinstance(store, AsyncDynamoStore)
-    client = await store.client()
-    await client.put_item(TableName=store.table_name, Item=to_item(store.schema, record))
 
 
 class Gate:

@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from engine.conftest import FakeClock, key_of, request_log
+from engine.conftest import FakeClock, key_of, overwrite, request_log
 from engine.delegating import DelegatingStore
 from idemstore import (
     AsyncDynamoStore,
@@ -31,23 +31,11 @@ from idemstore import (
     IdempotencyResponseTooLargeError,
     IdempotencySerializationError,
     IdempotencyTableNotFoundError,
-    InMemoryStore,
     RecordStatus,
     RecordStore,
     idempotent_function,
 )
-from idemstore.codec import to_item
 from idemstore.engine import MAX_ACQUIRE_ATTEMPTS
-
-
-async def overwrite(store: RecordStore, record: DataRecord) -> None:
-    """Write an item unconditionally, as another caller taking the lock over would."""
-    if isinstance(store, InMemoryStore):
-        store.overwrite(record)
-        return
-    assert isinstance(store, AsyncDynamoStore)
-    client = await store.client()
-    await client.put_item(TableName=store.table_name, Item=to_item(store.schema, record))
 
 
 async def record_or_none(store: RecordStore, key: str) -> DataRecord | None:
