@@ -15,7 +15,8 @@ from typing import Any
 import pytest
 import pytest_asyncio
 
-from idemstore import AsyncDynamoStore, InMemoryStore, RecordStore
+from idemstore import AsyncDynamoStore, DataRecord, InMemoryStore, RecordStore
+from idemstore.codec import to_item
 from idemstore.tables import create_table
 from idemstore.testing import MotoEndpoint, RequestLog
 
@@ -72,3 +73,13 @@ def key_of(function: Any, payload: Any) -> str:
     """The idempotency key a decorated function derives from ``payload``."""
     key: str = function.idempotency_engine.identify(payload).key
     return key
+
+
+async def overwrite(store: RecordStore, record: DataRecord) -> None:
+    """Write an item unconditionally, as another caller taking the lock over would."""
+    if isinstance(store, InMemoryStore):
+        store.overwrite(record)
+        return
+    assert isinstance(store, AsyncDynamoStore)
+    client = await store.client()
+    await client.put_item(TableName=store.table_name, Item=to_item(store.schema, record))

@@ -11,13 +11,14 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import os
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
 
+from engine.conftest import overwrite
+from engine.delegating import DelegatingStore
 from idemstore import (
-    AsyncDynamoStore,
     DataRecord,
     IdempotencyAlreadyInProgressError,
     IdempotencyConfig,
@@ -27,11 +28,8 @@ from idemstore import (
     IdempotencyPersistenceLayerError,
     IdempotencyValidationError,
     IdempotencyWarning,
-    InMemoryStore,
     RecordStore,
-    TableSchema,
 )
-from idemstore.codec import to_item
 from idemstore.engine import DISABLED_ENV, DISABLED_NOTICE
 
 PREFIX = "orders.charge"
@@ -45,16 +43,6 @@ def engine(store: RecordStore, **options: Any) -> IdempotencyEngine:
 
 async def ok() -> str:
     return "done"
-
-
-async def overwrite(store: RecordStore, record: DataRecord) -> None:
-    """Write a record unconditionally, as another caller taking the lock over would."""
-    if isinstance(store, InMemoryStore):
-        store.overwrite(record)
-        return
-    assert isinstance(store, AsyncDynamoStore)
-    client = await store.client()
-    await client.put_item(TableName=store.table_name, Item=to_item(store.schema, record))
 
 
 class Gate:
@@ -181,35 +169,11 @@ async def disabled(store: RecordStore) -> list[str]:
     return ["disabled"]
 
 
-class FailingPuts:
+class FailingPuts(DelegatingStore):
     """A store whose lock puts fail as an unreachable table's would."""
-
-    def __init__(self, inner: RecordStore) -> None:
-        self.inner = inner
-
-    @property
-    def schema(self) -> TableSchema:
-        return self.inner.schema
-
-    async def get_record(self, idempotency_key: str) -> DataRecord:
-        return await self.inner.get_record(idempotency_key)
-
-    async def get_records(self, idempotency_keys: Sequence[str]) -> dict[str, DataRecord]:
-        return await self.inner.get_records(idempotency_keys)
 
     async def put_record(self, record: DataRecord, *, now: float) -> None:
         raise IdempotencyPersistenceLayerError("the table cannot be reached")
-
-    async def update_record(self, record: DataRecord) -> None:
-        await self.inner.update_record(record)
-
-    async def renew_lease(self, record: DataRecord, *, in_progress_expiry_timestamp: int) -> None:
-        await self.inner.renew_lease(
-            record, in_progress_expiry_timestamp=in_progress_expiry_timestamp
-        )
-
-    async def delete_record(self, record: DataRecord) -> None:
-        await self.inner.delete_record(record)
 
 
 async def store_error(store: RecordStore) -> list[str]:

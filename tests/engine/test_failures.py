@@ -10,13 +10,14 @@ import base64
 import json
 import os
 import time
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Callable, Coroutine
 from dataclasses import replace
 from typing import Any
 
 import pytest
 
-from engine.conftest import FakeClock, key_of, request_log
+from engine.conftest import FakeClock, key_of, overwrite, request_log
+from engine.delegating import DelegatingStore
 from idemstore import (
     AsyncDynamoStore,
     DataRecord,
@@ -30,55 +31,11 @@ from idemstore import (
     IdempotencyResponseTooLargeError,
     IdempotencySerializationError,
     IdempotencyTableNotFoundError,
-    InMemoryStore,
     RecordStatus,
     RecordStore,
-    TableSchema,
     idempotent_function,
 )
-from idemstore.codec import to_item
 from idemstore.engine import MAX_ACQUIRE_ATTEMPTS
-
-
-class DelegatingStore:
-    """Forwards every operation to a real store; subclasses change what the engine hears."""
-
-    def __init__(self, inner: RecordStore) -> None:
-        self.inner = inner
-
-    @property
-    def schema(self) -> TableSchema:
-        return self.inner.schema
-
-    async def get_record(self, idempotency_key: str) -> DataRecord:
-        return await self.inner.get_record(idempotency_key)
-
-    async def get_records(self, idempotency_keys: Sequence[str]) -> dict[str, DataRecord]:
-        return await self.inner.get_records(idempotency_keys)
-
-    async def put_record(self, record: DataRecord, *, now: float) -> None:
-        await self.inner.put_record(record, now=now)
-
-    async def update_record(self, record: DataRecord) -> None:
-        await self.inner.update_record(record)
-
-    async def renew_lease(self, record: DataRecord, *, in_progress_expiry_timestamp: int) -> None:
-        await self.inner.renew_lease(
-            record, in_progress_expiry_timestamp=in_progress_expiry_timestamp
-        )
-
-    async def delete_record(self, record: DataRecord) -> None:
-        await self.inner.delete_record(record)
-
-
-async def overwrite(store: RecordStore, record: DataRecord) -> None:
-    """Write an item unconditionally, as another caller taking the lock over would."""
-    if isinstance(store, InMemoryStore):
-        store.overwrite(record)
-        return
-    assert isinstance(store, AsyncDynamoStore)
-    client = await store.client()
-    await client.put_item(TableName=store.table_name, Item=to_item(store.schema, record))
 
 
 async def record_or_none(store: RecordStore, key: str) -> DataRecord | None:

@@ -15,7 +15,8 @@ from typing import Any
 
 import pytest
 
-from engine.observed_paths import PREFIX, SCENARIOS, engine, overwrite
+from engine.conftest import overwrite
+from engine.observed_paths import PREFIX, SCENARIOS, engine
 from idemstore import (
     DataRecord,
     IdempotencyLeaseLostError,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import sys
 import time
 import uuid
@@ -72,6 +73,14 @@ async def stored(store: AsyncDynamoStore, key: str) -> DataRecord | None:
         return await store.get_record(key)
     except IdempotencyItemNotFoundError:
         return None
+
+
+async def completed_result(store: AsyncDynamoStore, key: str) -> Any:
+    """The result the record for ``key`` stores; fails unless that record is COMPLETED."""
+    record = await stored(store, key)
+    assert record is not None, f"no record for {key}"
+    assert record.status is RecordStatus.COMPLETED, record
+    return json.loads(record.response_data or "")
 
 
 async def status_of(store: AsyncDynamoStore, key: str) -> RecordStatus | None:

@@ -6,15 +6,20 @@ store must read the item returned with that failure as its own earlier write.
 
 from __future__ import annotations
 
-import json
-
 import pytest
 
-from faults.helpers import ATTEMPTS, BodyRuns, PlaceOrder, key_of, order_function, stored
+from faults.helpers import (
+    ATTEMPTS,
+    BodyRuns,
+    PlaceOrder,
+    completed_result,
+    key_of,
+    order_function,
+    stored,
+)
 from faults.proxy import FaultKind, FaultProxy
 from idemstore import (
     IdempotencyPersistenceLayerError,
-    RecordStatus,
 )
 from idemstore.stores.dynamo import AsyncDynamoStore
 
@@ -46,10 +51,8 @@ async def test_ambiguous_lock_put_runs_once(
     assert completion == "UpdateItem"
     assert len(puts) >= 2
     assert set(puts) == {"PutItem"}
-    record = await stored(direct_store, key_of(place_order, {"id": 7, "qty": 3}))
-    assert record is not None
-    assert record.status is RecordStatus.COMPLETED
-    assert json.loads(record.response_data or "") == {"order": 7, "total": 30}
+    stored_result = await completed_result(direct_store, key_of(place_order, {"id": 7, "qty": 3}))
+    assert stored_result == {"order": 7, "total": 30}
 
 
 @pytest.mark.asyncio
@@ -68,10 +71,8 @@ async def test_ambiguous_completion_runs_once(
     assert result == {"order": 8, "total": 10}
     assert runs.count == 1
     assert fault_proxy.operations == ["PutItem", "UpdateItem", "UpdateItem"]
-    record = await stored(direct_store, key_of(place_order, {"id": 8, "qty": 1}))
-    assert record is not None
-    assert record.status is RecordStatus.COMPLETED
-    assert json.loads(record.response_data or "") == {"order": 8, "total": 10}
+    stored_result = await completed_result(direct_store, key_of(place_order, {"id": 8, "qty": 1}))
+    assert stored_result == {"order": 8, "total": 10}
     # A duplicate replays it: one request, no second run.
     assert await place_order(order={"id": 8, "qty": 1}) == result
     assert runs.count == 1

@@ -9,13 +9,20 @@ background, so those tests poll the table for the settled state.
 from __future__ import annotations
 
 import asyncio
-import json
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
 import pytest
 
-from faults.helpers import BodyRuns, eventually, gated_function, key_of, status_of, stored
+from faults.helpers import (
+    BodyRuns,
+    completed_result,
+    eventually,
+    gated_function,
+    key_of,
+    status_of,
+    stored,
+)
 from faults.proxy import FaultKind, FaultProxy
 from idemstore import IdempotencyConfig, RecordStatus, idempotent_function
 from idemstore.stores.dynamo import AsyncDynamoStore
@@ -180,9 +187,7 @@ async def test_cancel_during_completion_still_stores_the_result(
     # The function ran: its result is stored (the stalled attempt times out and
     # is retried), not thrown away with a released lock that would run it again.
     assert await eventually(completed)
-    record = await stored(direct_store, key)
-    assert record is not None
-    assert json.loads(record.response_data or "") == "done e"
+    assert await completed_result(direct_store, key) == "done e"
     assert await run_job(job="e") == "done e"
     assert runs.count == 1
 

@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from faults.helpers import BodyRuns, key_of, stored
+from faults.helpers import BodyRuns, completed_result, key_of, stored
 from idemstore import (
     IdempotencyAlreadyInProgressError,
     IdempotencyConfig,
@@ -96,10 +96,7 @@ async def test_skew_inside_the_lock_window_never_runs_twice(
     assert await task == "j by owner"
     assert await other(job="j") == "j by owner"
     assert runs.calls == ["owner"]
-    record = await stored(direct_store, key_of(owner, "j"))
-    assert record is not None
-    assert record.status is RecordStatus.COMPLETED
-    assert json.loads(record.response_data or "") == "j by owner"
+    assert await completed_result(direct_store, key_of(owner, "j")) == "j by owner"
 
 
 @pytest.mark.asyncio

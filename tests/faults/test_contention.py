@@ -17,7 +17,14 @@ from typing import Any
 
 import pytest
 
-from faults.helpers import BodyRuns, key_of, order_function, status_of, stored, worker_processes
+from faults.helpers import (
+    BodyRuns,
+    completed_result,
+    key_of,
+    order_function,
+    status_of,
+    worker_processes,
+)
 from faults.proxy import FaultKind, FaultProxy
 from idemstore import IdempotencyConfig
 from idemstore.keys import make_key
@@ -91,10 +98,8 @@ async def test_every_key_runs_exactly_once_across_processes(
             assert outcome["result"] == {"key": key, "pid": owner[key]}
     # (c) the table holds one completed record per key, with the owner's result
     for key, pid in owner.items():
-        record = await stored(direct_store, make_key("contend", key, "md5"))
-        assert record is not None
-        assert record.status is RecordStatus.COMPLETED
-        assert json.loads(record.response_data or "") == {"key": key, "pid": pid}
+        stored_result = await completed_result(direct_store, make_key("contend", key, "md5"))
+        assert stored_result == {"key": key, "pid": pid}
 
 
 @pytest.mark.asyncio

@@ -31,34 +31,30 @@ async def test_a_duplicate_replays_after_one_fallback_read(
 async def test_an_ambiguous_lock_put_is_recognised_by_the_fallback_read(
     fault_proxy: FaultProxy, place_order: PlaceOrder, runs: BodyRuns, direct_store: AsyncDynamoStore
 ) -> None:
+    order = {"id": 2, "qty": 1}
     fault_proxy.inject(FaultKind.DROP_RESPONSE, operation="PutItem", forward=True)
     fault_proxy.inject(FaultKind.NO_OLD_ITEM, times=None)
 
-    assert await place_order(order={"id": 2, "qty": 1}) == {"order": 2, "total": 10}
+    assert await place_order(order=order) == {"order": 2, "total": 10}
 
     assert runs.count == 1
     assert fault_proxy.operations == ["PutItem", "PutItem", "GetItem", "UpdateItem"]
-    assert (
-        await status_of(direct_store, key_of(place_order, {"id": 2, "qty": 1}))
-        is RecordStatus.COMPLETED
-    )
+    assert await status_of(direct_store, key_of(place_order, order)) is RecordStatus.COMPLETED
 
 
 @pytest.mark.asyncio
 async def test_an_ambiguous_completion_is_recognised_without_the_old_item(
     fault_proxy: FaultProxy, place_order: PlaceOrder, runs: BodyRuns, direct_store: AsyncDynamoStore
 ) -> None:
+    order = {"id": 3, "qty": 1}
     fault_proxy.inject(FaultKind.DROP_RESPONSE, operation="UpdateItem")
     fault_proxy.inject(FaultKind.NO_OLD_ITEM, times=None)
 
-    assert await place_order(order={"id": 3, "qty": 1}) == {"order": 3, "total": 10}
+    assert await place_order(order=order) == {"order": 3, "total": 10}
 
     assert runs.count == 1
-    assert (
-        await status_of(direct_store, key_of(place_order, {"id": 3, "qty": 1}))
-        is RecordStatus.COMPLETED
-    )
-    assert await place_order(order={"id": 3, "qty": 1}) == {"order": 3, "total": 10}
+    assert await status_of(direct_store, key_of(place_order, order)) is RecordStatus.COMPLETED
+    assert await place_order(order=order) == {"order": 3, "total": 10}
     assert runs.count == 1
 
 

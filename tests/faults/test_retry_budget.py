@@ -160,20 +160,18 @@ async def test_lock_put_ambiguous_on_every_attempt_leaves_no_lock(
 async def test_completion_ambiguous_on_every_attempt_keeps_the_stored_result(
     fault_proxy: FaultProxy, place_order: PlaceOrder, runs: BodyRuns, direct_store: AsyncDynamoStore
 ) -> None:
+    order = {"id": 11, "qty": 2}
     fault_proxy.inject(FaultKind.DROP_RESPONSE, operation="UpdateItem", times=ATTEMPTS)
 
-    result = await place_order(order={"id": 11, "qty": 2})
+    result = await place_order(order=order)
 
     # The first attempt stored the result; the release that follows the failed
     # completion finds our own COMPLETED record and must neither delete it nor fail.
     assert result == {"order": 11, "total": 20}
     assert runs.count == 1
     assert fault_proxy.operations == ["PutItem"] + ["UpdateItem"] * ATTEMPTS + ["DeleteItem"]
-    assert (
-        await status_of(direct_store, key_of(place_order, {"id": 11, "qty": 2}))
-        is RecordStatus.COMPLETED
-    )
-    assert await place_order(order={"id": 11, "qty": 2}) == result
+    assert await status_of(direct_store, key_of(place_order, order)) is RecordStatus.COMPLETED
+    assert await place_order(order=order) == result
     assert runs.count == 1
 
 
@@ -181,17 +179,15 @@ async def test_completion_ambiguous_on_every_attempt_keeps_the_stored_result(
 async def test_connections_reset_before_forwarding_are_retried(
     fault_proxy: FaultProxy, place_order: PlaceOrder, runs: BodyRuns, direct_store: AsyncDynamoStore
 ) -> None:
+    order = {"id": 5, "qty": 1}
     fault_proxy.inject(FaultKind.DROP_REQUEST, operation="PutItem", times=RETRIES)
     fault_proxy.inject(FaultKind.DROP_REQUEST, operation="UpdateItem", times=RETRIES)
 
-    assert await place_order(order={"id": 5, "qty": 1}) == {"order": 5, "total": 10}
+    assert await place_order(order=order) == {"order": 5, "total": 10}
 
     assert runs.count == 1
     assert fault_proxy.operations == ["PutItem"] * ATTEMPTS + ["UpdateItem"] * ATTEMPTS
-    assert (
-        await status_of(direct_store, key_of(place_order, {"id": 5, "qty": 1}))
-        is RecordStatus.COMPLETED
-    )
+    assert await status_of(direct_store, key_of(place_order, order)) is RecordStatus.COMPLETED
 
 
 @pytest.mark.asyncio

@@ -57,18 +57,27 @@ async def ledger_entries(store: AsyncDynamoStore, table: str) -> int:
     return sum(1 for item in scanned["Items"] if item["account"]["S"].startswith("ledger#"))
 
 
-def debit_function(store: AsyncDynamoStore, table: str, runs: BodyRuns) -> Any:
-    @idempotent_function(data_keyword_argument="payment", persistence_store=store)
+async def balance_and_entries(store: AsyncDynamoStore, table: str) -> tuple[int, int]:
+    """Account ``a``'s balance and the number of ledger entries: what the debits applied."""
+    return await balance(store, table), await ledger_entries(store, table)
+
+
+@pytest.fixture
+def debit(faulty_store: AsyncDynamoStore, accounts: str, runs: BodyRuns) -> Any:
+    """``debit(payment=...)`` through the fault proxy: takes the amount from account ``a``
+    and writes a ledger entry, both staged with the completion."""
+
+    @idempotent_function(data_keyword_argument="payment", persistence_store=faulty_store)
     async def debit(*, payment: dict[str, Any]) -> dict[str, Any]:
         runs.record(payment)
         stage(
             Update(
-                table,
+                accounts,
                 {"account": "a"},
                 update=Attr("balance").add(-payment["amount"]),
                 condition=Attr("balance") >= payment["amount"],
             ),
-            Put(table, {"account": f"ledger#{payment['id']}", "amount": payment["amount"]}),
+            Put(accounts, {"account": f"ledger#{payment['id']}", "amount": payment["amount"]}),
         )
         return {"paid": payment["id"]}
 
@@ -80,12 +89,11 @@ def debit_function(store: AsyncDynamoStore, table: str, runs: BodyRuns) -> Any:
 async def test_an_ambiguous_transaction_applies_once(
     kind: FaultKind,
     fault_proxy: FaultProxy,
-    faulty_store: AsyncDynamoStore,
+    debit: Any,
+    runs: BodyRuns,
     direct_store: AsyncDynamoStore,
     accounts: str,
 ) -> None:
-    runs = BodyRuns()
-    debit = debit_function(faulty_store, accounts, runs)
     fault_proxy.inject(kind, operation="TransactWriteItems", forward=True)
 
     assert await debit(payment={"id": "p1", "amount": 30}) == {"paid": "p1"}
@@ -98,8 +106,7 @@ async def test_an_ambiguous_transaction_applies_once(
     assert record.owner_token is not None
     assert tokens == {client_request_token(record.owner_token)}  # one token for every attempt
     assert record.status is RecordStatus.COMPLETED
-    assert await balance(direct_store, accounts) == 70
-    assert await ledger_entries(direct_store, accounts) == 1
+    assert await balance_and_entries(direct_store, accounts) == (70, 1)
     # A duplicate replays: no second debit.
     assert await debit(payment={"id": "p1", "amount": 30}) == {"paid": "p1"}
     assert runs.count == 1
@@ -109,12 +116,11 @@ async def test_an_ambiguous_transaction_applies_once(
 @pytest.mark.asyncio
 async def test_a_transaction_ambiguous_on_every_attempt_is_found_applied(
     fault_proxy: FaultProxy,
-    faulty_store: AsyncDynamoStore,
+    debit: Any,
+    runs: BodyRuns,
     direct_store: AsyncDynamoStore,
     accounts: str,
 ) -> None:
-    runs = BodyRuns()
-    debit = debit_function(faulty_store, accounts, runs)
     fault_proxy.inject(
         FaultKind.DROP_RESPONSE, operation="TransactWriteItems", forward=True, times=ATTEMPTS
     )
@@ -128,19 +134,17 @@ async def test_a_transaction_ambiguous_on_every_attempt_is_found_applied(
         "DeleteItem",
     ]
     assert runs.count == 1
-    assert await balance(direct_store, accounts) == 60
-    assert await ledger_entries(direct_store, accounts) == 1
+    assert await balance_and_entries(direct_store, accounts) == (60, 1)
 
 
 @pytest.mark.asyncio
 async def test_a_transaction_refused_on_every_attempt_applies_nothing_and_frees_the_key(
     fault_proxy: FaultProxy,
-    faulty_store: AsyncDynamoStore,
+    debit: Any,
+    runs: BodyRuns,
     direct_store: AsyncDynamoStore,
     accounts: str,
 ) -> None:
-    runs = BodyRuns()
-    debit = debit_function(faulty_store, accounts, runs)
     fault_proxy.inject(
         FaultKind.SERVICE_UNAVAILABLE, operation="TransactWriteItems", times=ATTEMPTS
     )
@@ -148,12 +152,10 @@ async def test_a_transaction_refused_on_every_attempt_applies_nothing_and_frees_
     with pytest.raises(IdempotencyPersistenceLayerError):
         await debit(payment={"id": "p3", "amount": 10})
 
-    assert await balance(direct_store, accounts) == 100
-    assert await ledger_entries(direct_store, accounts) == 0
+    assert await balance_and_entries(direct_store, accounts) == (100, 0)
     assert await stored(direct_store, key_of(debit, {"id": "p3", "amount": 10})) is None
     # Within the budget, the retry commits once.
     fault_proxy.inject(FaultKind.SERVICE_UNAVAILABLE, operation="TransactWriteItems", times=RETRIES)
     assert await debit(payment={"id": "p3", "amount": 10}) == {"paid": "p3"}
     assert runs.count == 2
-    assert await balance(direct_store, accounts) == 90
-    assert await ledger_entries(direct_store, accounts) == 1
+    assert await balance_and_entries(direct_store, accounts) == (90, 1)

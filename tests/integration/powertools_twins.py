@@ -4,7 +4,9 @@ A twin has the idemstore function's module and qualname: the same function befor
 migrating, so both libraries derive the same keys.
 """
 
-from collections.abc import Callable
+import asyncio
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import boto3  # type: ignore[import-untyped]  # boto3 ships no type information
@@ -18,13 +20,14 @@ from aws_lambda_powertools.utilities.idempotency import (
     idempotent_function as powertools_idempotent_function,
 )
 
+from idemstore import IdempotencyConfig, RecordStore, idempotent_function
 from idemstore.testing import MotoEndpoint
 
 F = TypeVar("F", bound=Callable[..., Any])
 
 
 class FakeLambdaContext:
-    """What Powertools reads from the Lambda context: the time left."""
+    """What both libraries read from the Lambda context: the time left."""
 
     def get_remaining_time_in_millis(self) -> int:
         return 30_000
@@ -40,6 +43,15 @@ def dynamo_layer(moto_server: MotoEndpoint, table_name: str) -> Any:
         endpoint_url=moto_server.url,
     )
     return DynamoDBPersistenceLayer(table_name=table_name, boto3_client=client)
+
+
+def as_lambda_function(monkeypatch: Any, name: str) -> None:
+    """Run as the Lambda function ``name``, with Powertools' idempotency enabled.
+
+    idemstore reads the name when decorating and Powertools on each call: set it first.
+    """
+    monkeypatch.setenv("AWS_LAMBDA_FUNCTION_NAME", name)
+    monkeypatch.delenv("POWERTOOLS_IDEMPOTENCY_DISABLED", raising=False)
 
 
 def powertools_config(**options: Any) -> Any:
@@ -73,3 +85,56 @@ def powertools_twin(
         return decorated
 
     return decorate
+
+
+@dataclass(frozen=True)
+class Twins:
+    """One order function before and after migrating, and which library ran it."""
+
+    idemstore: Callable[..., Awaitable[Any]]
+    powertools: Callable[..., Any]
+    runs: list[str] = field(default_factory=list)
+
+    async def powertools_call(self, order: dict[str, Any]) -> Any:
+        """Powertools' sync function, in a worker thread (it does blocking I/O)."""
+        return await asyncio.to_thread(lambda: self.powertools(order=order))
+
+
+# Keys from the order id; a replay must match the amount the record was made for.
+VALIDATING_AMOUNT: dict[str, Any] = {
+    "event_key_jmespath": "order_id",
+    "payload_validation_jmespath": "amount",
+}
+
+
+def twins(
+    store: RecordStore,
+    layer: Any,
+    *,
+    idemstore_result: Callable[[dict[str, Any]], Any] = lambda order: "idemstore",
+    powertools_result: Callable[[dict[str, Any]], Any] = lambda order: "powertools",
+    **options: Any,
+) -> Twins:
+    """An idemstore function on ``store`` and its Powertools twin on ``layer``.
+
+    Both get the config ``options``; each appends its library's name to ``runs``
+    and returns its own result (by default its name), so a test sees which one
+    ran or replayed.
+    """
+    runs: list[str] = []
+
+    @idempotent_function(
+        data_keyword_argument="order",
+        persistence_store=store,
+        config=IdempotencyConfig(**options),
+    )
+    async def process_order(order: dict[str, Any]) -> Any:
+        runs.append("idemstore")
+        return idemstore_result(order)
+
+    @powertools_twin(process_order, layer, config=powertools_config(**options))
+    def process_order_sync(order: dict[str, Any]) -> Any:
+        runs.append("powertools")
+        return powertools_result(order)
+
+    return Twins(process_order, process_order_sync, runs)

@@ -11,35 +11,28 @@ import asyncio
 import json
 import math
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any
 
-import boto3  # type: ignore[import-untyped]  # boto3 ships no type information
 import pytest
 from aws_lambda_powertools.utilities.batch import BatchProcessor as PowertoolsBatchProcessor
 from aws_lambda_powertools.utilities.batch import EventType
 from aws_lambda_powertools.utilities.batch import (
     process_partial_response as powertools_process_partial_response,
 )
-from aws_lambda_powertools.utilities.idempotency import DynamoDBPersistenceLayer
-from aws_lambda_powertools.utilities.idempotency import IdempotencyConfig as PowertoolsConfig
-from aws_lambda_powertools.utilities.idempotency import (
-    idempotent_function as powertools_idempotent_function,
+from powertools_twins import (
+    F,
+    FakeLambdaContext,
+    as_lambda_function,
+    powertools_config,
+    powertools_twin,
 )
 
 from idemstore import AsyncDynamoStore, IdempotencyConfig
 from idemstore.batch import BatchProcessor, process_partial_response
 from idemstore.outcome import OutcomeKind
-from idemstore.testing import MotoEndpoint, RequestLog
+from idemstore.testing import RequestLog
 
-F = TypeVar("F", bound=Callable[..., Any])
 CONFIG = IdempotencyConfig(event_key_jmespath="messageId")
-
-
-class FakeLambdaContext:
-    """What both libraries read from the Lambda context: the time left."""
-
-    def get_remaining_time_in_millis(self) -> int:
-        return 30_000
 
 
 def sqs(message_id: str, *, receive_count: int = 1) -> dict[str, Any]:
@@ -62,9 +55,7 @@ def batch(count: int, *, receive_count: int = 1) -> dict[str, Any]:
 
 @pytest.fixture(autouse=True)
 def function_name(monkeypatch: pytest.MonkeyPatch) -> None:
-    # Read by idemstore when building the engine and by Powertools on each call.
-    monkeypatch.setenv("AWS_LAMBDA_FUNCTION_NAME", "orders-service")
-    monkeypatch.delenv("POWERTOOLS_IDEMPOTENCY_DISABLED", raising=False)
+    as_lambda_function(monkeypatch, "orders-service")
 
 
 # --- the request budget ------------------------------------------------------------------
@@ -145,34 +136,15 @@ async def test_a_redelivered_batch_runs_only_what_did_not_complete(
 # --- interop with Powertools' batch processor ------------------------------------------------
 
 
-@pytest.fixture
-def powertools_layer(moto_server: MotoEndpoint, dynamo_store: AsyncDynamoStore) -> Any:
-    client = boto3.client(
-        "dynamodb",
-        region_name=moto_server.region_name,
-        aws_access_key_id="testing",
-        aws_secret_access_key="testing",  # not a secret: the local server accepts anything
-        endpoint_url=moto_server.url,
-    )
-    return DynamoDBPersistenceLayer(table_name=dynamo_store.table_name, boto3_client=client)
-
-
-def powertools_twin(twin: Callable[..., Any], layer: Any) -> Callable[[F], F]:
+def record_twin(twin: Callable[..., Any], layer: Any) -> Callable[[F], F]:
     """Powertools' idempotent record handler, named like ``twin``: the same handler before
     migrating (same module and qualname, so the same keys)."""
-
-    def decorate(function: F) -> F:
-        function.__module__ = twin.__module__
-        function.__qualname__ = twin.__qualname__
-        config = PowertoolsConfig(event_key_jmespath="messageId")
-        fake: Any = FakeLambdaContext()  # duck-typed: only the remaining time is read
-        config.register_lambda_context(fake)
-        decorated: F = powertools_idempotent_function(
-            function, data_keyword_argument="record", persistence_store=layer, config=config
-        )
-        return decorated
-
-    return decorate
+    return powertools_twin(
+        twin,
+        layer,
+        data_keyword_argument="record",
+        config=powertools_config(event_key_jmespath="messageId"),
+    )
 
 
 def run_powertools_batch(event: dict[str, Any], record_handler: Callable[..., Any]) -> Any:
@@ -204,7 +176,7 @@ async def test_idemstore_replays_a_batch_powertools_processed(
         runs.append("idemstore")
         return {"unexpected": True}
 
-    @powertools_twin(ship, powertools_layer)
+    @record_twin(ship, powertools_layer)
     def ship_sync(record: Any) -> dict[str, Any]:
         runs.append("powertools")
         return {"shipped": record.message_id, "body": record.json_body}
@@ -235,7 +207,7 @@ async def test_powertools_replays_a_batch_idemstore_processed(
         runs.append("idemstore")
         return {"shipped": record["messageId"]}
 
-    @powertools_twin(ship, powertools_layer)
+    @record_twin(ship, powertools_layer)
     def ship_sync(record: Any) -> dict[str, Any]:
         runs.append("powertools")
         return {"unexpected": True}

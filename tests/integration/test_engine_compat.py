@@ -17,16 +17,20 @@ from aws_lambda_powertools.utilities.idempotency.serialization.pydantic import (
     PydanticSerializer as PowertoolsPydanticSerializer,
 )
 from compat_locks import idemstore_lock_blocks_powertools, powertools_lock_blocks_idemstore
-from powertools_twins import dynamo_layer, powertools_config, powertools_twin
+from powertools_twins import (
+    VALIDATING_AMOUNT,
+    as_lambda_function,
+    powertools_twin,
+    twins,
+)
 
 from idemstore import (
     AsyncDynamoStore,
-    IdempotencyConfig,
     IdempotencyValidationError,
     RecordStatus,
     idempotent_function,
 )
-from idemstore.testing import MotoEndpoint, RequestLog
+from idemstore.testing import RequestLog
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -43,39 +47,31 @@ ORDER = {"order_id": "o-1", "amount": Decimal("10.50"), "customer": "c-9"}
 
 @pytest.fixture(autouse=True)
 def function_name(monkeypatch: pytest.MonkeyPatch) -> None:
-    # Read by idemstore when decorating and by Powertools on each call: set it first.
-    monkeypatch.setenv("AWS_LAMBDA_FUNCTION_NAME", "orders-service")
-    monkeypatch.delenv("POWERTOOLS_IDEMPOTENCY_DISABLED", raising=False)
-
-
-@pytest.fixture
-def powertools_layer(moto_server: MotoEndpoint, dynamo_store: AsyncDynamoStore) -> Any:
-    return dynamo_layer(moto_server, dynamo_store.table_name)
+    as_lambda_function(monkeypatch, "orders-service")
 
 
 @pytest.mark.asyncio
 async def test_idemstore_replays_a_record_completed_by_powertools(
     dynamo_store: AsyncDynamoStore, powertools_layer: Any
 ) -> None:
-    runs: list[str] = []
+    pair = twins(
+        dynamo_store,
+        powertools_layer,
+        idemstore_result=lambda order: {"unexpected": True},
+        powertools_result=lambda order: {
+            "receipt": order["order_id"],
+            "total": order["amount"],
+            "lines": [1, 2],
+        },
+    )
 
-    @idempotent_function(data_keyword_argument="order", persistence_store=dynamo_store)
-    async def process_order(order: dict[str, Any]) -> dict[str, Any]:
-        runs.append("idemstore")
-        return {"unexpected": True}
-
-    @powertools_twin(process_order, powertools_layer)
-    def process_order_sync(order: dict[str, Any]) -> dict[str, Any]:
-        runs.append("powertools")
-        return {"receipt": order["order_id"], "total": order["amount"], "lines": [1, 2]}
-
-    first = await asyncio.to_thread(lambda: process_order_sync(order=ORDER))
+    first = await pair.powertools_call(ORDER)
     assert first == {"receipt": "o-1", "total": Decimal("10.50"), "lines": [1, 2]}
 
     log = RequestLog().attach(await dynamo_store.client())
-    replayed = await process_order(order=ORDER)
+    replayed = await pair.idemstore(order=ORDER)
     assert replayed == {"receipt": "o-1", "total": "10.50", "lines": [1, 2]}
-    assert runs == ["powertools"]
+    assert pair.runs == ["powertools"]
     assert log.operations == ["PutItem"]
 
 
@@ -83,26 +79,25 @@ async def test_idemstore_replays_a_record_completed_by_powertools(
 async def test_powertools_replays_a_record_completed_by_idemstore(
     dynamo_store: AsyncDynamoStore, powertools_layer: Any
 ) -> None:
-    runs: list[str] = []
+    pair = twins(
+        dynamo_store,
+        powertools_layer,
+        idemstore_result=lambda order: {
+            "receipt": order["order_id"],
+            "total": order["amount"],
+            "gift": False,
+        },
+        powertools_result=lambda order: {"unexpected": True},
+    )
 
-    @idempotent_function(data_keyword_argument="order", persistence_store=dynamo_store)
-    async def process_order(order: dict[str, Any]) -> dict[str, Any]:
-        runs.append("idemstore")
-        return {"receipt": order["order_id"], "total": order["amount"], "gift": False}
-
-    @powertools_twin(process_order, powertools_layer)
-    def process_order_sync(order: dict[str, Any]) -> dict[str, Any]:
-        runs.append("powertools")
-        return {"unexpected": True}
-
-    assert await process_order(order=ORDER) == {
+    assert await pair.idemstore(order=ORDER) == {
         "receipt": "o-1",
         "total": Decimal("10.50"),
         "gift": False,
     }
-    replayed = await asyncio.to_thread(lambda: process_order_sync(order=ORDER))
+    replayed = await pair.powertools_call(ORDER)
     assert replayed == {"receipt": "o-1", "total": "10.50", "gift": False}
-    assert runs == ["idemstore"]
+    assert pair.runs == ["idemstore"]
 
 
 @pytest.mark.asyncio
@@ -135,36 +130,17 @@ async def test_typed_results_replay_across_libraries(
 async def test_payload_validation_agrees_across_libraries(
     dynamo_store: AsyncDynamoStore, powertools_layer: Any
 ) -> None:
-    options: dict[str, Any] = {
-        "event_key_jmespath": "order_id",
-        "payload_validation_jmespath": "amount",
-    }
-    runs: list[str] = []
+    pair = twins(dynamo_store, powertools_layer, **VALIDATING_AMOUNT)
 
-    @idempotent_function(
-        data_keyword_argument="order",
-        persistence_store=dynamo_store,
-        config=IdempotencyConfig(**options),
-    )
-    async def charge(order: dict[str, Any]) -> str:
-        runs.append("idemstore")
-        return "idemstore"
-
-    @powertools_twin(charge, powertools_layer, config=powertools_config(**options))
-    def charge_sync(order: dict[str, Any]) -> str:
-        runs.append("powertools")
-        return "powertools"
-
-    await asyncio.to_thread(lambda: charge_sync(order=ORDER))
-    assert await charge(order={**ORDER, "customer": "someone else"}) == "powertools"
+    await pair.powertools_call(ORDER)
+    assert await pair.idemstore(order={**ORDER, "customer": "someone else"}) == "powertools"
     with pytest.raises(IdempotencyValidationError):
-        await charge(order={**ORDER, "amount": Decimal("99")})
-    assert runs == ["powertools"]
-    record = await dynamo_store.get_record(
-        charge.idempotency_engine.identify(ORDER).key  # type: ignore[attr-defined]  # set by the decorator
-    )
+        await pair.idemstore(order={**ORDER, "amount": Decimal("99")})
+    assert pair.runs == ["powertools"]
+    identity = pair.idemstore.idempotency_engine.identify(ORDER)  # type: ignore[attr-defined]  # set by the decorator
+    record = await dynamo_store.get_record(identity.key)
     assert record.status is RecordStatus.COMPLETED
-    assert record.payload_hash == charge.idempotency_engine.identify(ORDER).payload_hash  # type: ignore[attr-defined]  # set by the decorator
+    assert record.payload_hash == identity.payload_hash
 
 
 @pytest.mark.asyncio

@@ -17,7 +17,7 @@ import pytest
 from aws_lambda_powertools.utilities.idempotency.serialization.dataclass import (
     DataclassSerializer as PowertoolsDataclassSerializer,
 )
-from powertools_twins import F, dynamo_layer, powertools_twin
+from powertools_twins import F, as_lambda_function, powertools_twin
 
 from idemstore import AsyncDynamoStore, idempotent_function
 from idemstore.testing import MotoEndpoint
@@ -25,14 +25,7 @@ from idemstore.testing import MotoEndpoint
 
 @pytest.fixture(autouse=True)
 def function_name(monkeypatch: pytest.MonkeyPatch) -> None:
-    # Read by idemstore when decorating and by Powertools on each call: set it first.
-    monkeypatch.setenv("AWS_LAMBDA_FUNCTION_NAME", "reports-service")
-    monkeypatch.delenv("POWERTOOLS_IDEMPOTENCY_DISABLED", raising=False)
-
-
-@pytest.fixture
-def powertools_layer(moto_server: MotoEndpoint, dynamo_store: AsyncDynamoStore) -> Any:
-    return dynamo_layer(moto_server, dynamo_store.table_name)
+    as_lambda_function(monkeypatch, "reports-service")
 
 
 def request_twin(twin: Callable[..., Any], layer: Any, **options: Any) -> Callable[[F], F]:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import replace
 
 import pytest
@@ -138,22 +138,20 @@ async def test_a_retried_put_finding_our_own_lock_succeeds(store: RecordStore) -
 # --- complete -----------------------------------------------------------------
 
 
+@pytest.mark.parametrize(
+    "attempts",
+    [
+        pytest.param(1, id="completes-our-lock"),
+        pytest.param(2, id="retried-after-its-response-was-lost"),
+    ],
+)
 @pytest.mark.asyncio
-async def test_update_completes_our_lock(store: RecordStore) -> None:
+async def test_update_completes_our_lock(store: RecordStore, attempts: int) -> None:
     ours = lock("t1")
     await store.put_record(ours, now=NOW)
     done = completed(ours)
-    await store.update_record(done)
-    assert await store.get_record(ours.idempotency_key) == done
-
-
-@pytest.mark.asyncio
-async def test_a_retried_completion_of_our_record_succeeds(store: RecordStore) -> None:
-    ours = lock("t1")
-    await store.put_record(ours, now=NOW)
-    done = completed(ours)
-    await store.update_record(done)
-    await store.update_record(done)  # the first attempt's response was lost
+    for _ in range(attempts):  # a second attempt finds our own completion: success
+        await store.update_record(done)
     assert await store.get_record(ours.idempotency_key) == done
 
 
@@ -217,7 +215,7 @@ async def test_a_large_result_round_trips_compressed(store: RecordStore) -> None
     assert await store.get_record(ours.idempotency_key) == done
 
 
-# --- renew --------------------------------------------------------------------
+# --- renew, and the fenced writes renew and release share ---------------------
 
 
 @pytest.mark.asyncio
@@ -242,25 +240,49 @@ async def test_renew_beyond_the_expiry_keeps_the_record_alive(store: RecordStore
         await store.put_record(lock("t2"), now=NOW + 300)
 
 
+async def renew(store: RecordStore, record: DataRecord) -> None:
+    await store.renew_lease(record, in_progress_expiry_timestamp=NOW_MS + 120_000)
+
+
+async def release(store: RecordStore, record: DataRecord) -> None:
+    await store.delete_record(record)
+
+
+# The writes fenced on the lock's owner token, besides the completion.
+FENCED_WRITES = [pytest.param(renew, id="renew"), pytest.param(release, id="release")]
+
+
+@pytest.mark.parametrize("write", FENCED_WRITES)
 @pytest.mark.asyncio
-async def test_renew_with_another_token_loses_the_lease(store: RecordStore) -> None:
+async def test_a_fenced_write_with_another_token_loses_the_lease(
+    store: RecordStore, write: Callable[[RecordStore, DataRecord], Awaitable[None]]
+) -> None:
     theirs = lock("t2")
     await store.put_record(theirs, now=NOW)
     with pytest.raises(IdempotencyLeaseLostError) as caught:
-        await store.renew_lease(lock("t1"), in_progress_expiry_timestamp=NOW_MS + 120_000)
+        await write(store, lock("t1"))
     assert caught.value.current_record == theirs
     assert await store.get_record(theirs.idempotency_key) == theirs
 
 
+@pytest.mark.parametrize("write", FENCED_WRITES)
 @pytest.mark.asyncio
-async def test_renew_after_completion_or_removal_loses_the_lease(store: RecordStore) -> None:
+async def test_a_fenced_write_after_our_completion_keeps_the_result(
+    store: RecordStore, write: Callable[[RecordStore, DataRecord], Awaitable[None]]
+) -> None:
+    # For a release: the completion was applied but its answer lost; the caller
+    # then releases the lock, which must never delete the completed result.
     ours = lock("t1")
     await store.put_record(ours, now=NOW)
     await store.update_record(completed(ours))
     with pytest.raises(IdempotencyLeaseLostError) as caught:
-        await store.renew_lease(ours, in_progress_expiry_timestamp=NOW_MS + 120_000)
+        await write(store, ours)
     assert caught.value.current_record == completed(ours)
     assert await store.get_record(ours.idempotency_key) == completed(ours)
+
+
+@pytest.mark.asyncio
+async def test_renew_after_removal_loses_the_lease(store: RecordStore) -> None:
     gone = lock("t1", key="fn.mod.f#gone")
     with pytest.raises(IdempotencyLeaseLostError) as caught:
         await store.renew_lease(gone, in_progress_expiry_timestamp=NOW_MS + 120_000)
@@ -281,28 +303,6 @@ async def test_delete_releases_our_lock(store: RecordStore) -> None:
     retaken = lock("t2")
     await store.put_record(retaken, now=NOW)  # free for the next caller
     assert await store.get_record(ours.idempotency_key) == retaken
-
-
-@pytest.mark.asyncio
-async def test_delete_with_another_token_loses_the_lease(store: RecordStore) -> None:
-    theirs = lock("t2")
-    await store.put_record(theirs, now=NOW)
-    with pytest.raises(IdempotencyLeaseLostError) as caught:
-        await store.delete_record(lock("t1"))
-    assert caught.value.current_record == theirs
-    assert await store.get_record(theirs.idempotency_key) == theirs
-
-
-@pytest.mark.asyncio
-async def test_releasing_our_lock_never_deletes_our_completed_result(store: RecordStore) -> None:
-    # The completion was applied but its answer lost; the caller then releases the lock.
-    ours = lock("t1")
-    await store.put_record(ours, now=NOW)
-    await store.update_record(completed(ours))
-    with pytest.raises(IdempotencyLeaseLostError) as caught:
-        await store.delete_record(ours)
-    assert caught.value.current_record == completed(ours)
-    assert await store.get_record(ours.idempotency_key) == completed(ours)
 
 
 @pytest.mark.asyncio

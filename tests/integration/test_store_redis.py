@@ -27,7 +27,7 @@ from aws_lambda_powertools.utilities.idempotency.persistence.redis import (
     RedisCachePersistenceLayer,
 )
 from compat_locks import idemstore_lock_blocks_powertools, powertools_lock_blocks_idemstore
-from powertools_twins import powertools_config, powertools_twin
+from powertools_twins import VALIDATING_AMOUNT, as_lambda_function, twins
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from store_records import NOW, NOW_MS, completed, lock
@@ -499,6 +499,15 @@ def one_retry_client(host: str, port: int) -> redis.asyncio.Redis:
     return redis.asyncio.Redis(host=host, port=port, retry=Retry(NoBackoff(), 1))
 
 
+@contextlib.asynccontextmanager
+async def redis_store_over(client: redis.asyncio.Redis) -> AsyncIterator[AsyncRedisStore]:
+    """A store over ``client``, which is closed when the block ends."""
+    try:
+        yield AsyncRedisStore(client)
+    finally:
+        await client.aclose()
+
+
 def charging_function(
     store: AsyncRedisStore, runs: list[str]
 ) -> Callable[..., Coroutine[Any, Any, str]]:
@@ -514,12 +523,10 @@ def charging_function(
 
 @pytest.mark.asyncio
 async def test_a_server_down_gives_a_typed_error_and_runs_nothing(own_server: RedisServer) -> None:
-    client = one_retry_client(own_server.host, own_server.port)
-    store = AsyncRedisStore(client)
-    runs: list[str] = []
-    charge = charging_function(store, runs)
+    async with redis_store_over(one_retry_client(own_server.host, own_server.port)) as store:
+        runs: list[str] = []
+        charge = charging_function(store, runs)
 
-    try:
         own_server.stop()
         with pytest.raises(IdempotencyPersistenceLayerError) as caught:
             await charge(order=ORDER)
@@ -529,31 +536,25 @@ async def test_a_server_down_gives_a_typed_error_and_runs_nothing(own_server: Re
         assert await charge(order=ORDER) == "charged"
         assert await charge(order=ORDER) == "charged"
         assert runs == ["ran"]
-    finally:
-        await client.aclose()
 
 
 @pytest.mark.asyncio
 async def test_a_restart_while_the_function_runs_gives_a_typed_error(
     own_server: RedisServer,
 ) -> None:
-    client = one_retry_client(own_server.host, own_server.port)
-    store = AsyncRedisStore(client)
-    runs: list[str] = []
+    async with redis_store_over(one_retry_client(own_server.host, own_server.port)) as store:
+        runs: list[str] = []
 
-    @idempotent_function(data_keyword_argument="order", persistence_store=store)
-    async def charge(order: dict[str, Any]) -> str:
-        runs.append("ran")
-        await asyncio.to_thread(own_server.restart)  # no persistence: the lock is gone
-        return "charged"
+        @idempotent_function(data_keyword_argument="order", persistence_store=store)
+        async def charge(order: dict[str, Any]) -> str:
+            runs.append("ran")
+            await asyncio.to_thread(own_server.restart)  # no persistence: the lock is gone
+            return "charged"
 
-    try:
         with pytest.raises(IdempotencyLeaseLostError) as caught:
             await charge(order=ORDER)
         assert caught.value.current_record is None
         assert runs == ["ran"]
-    finally:
-        await client.aclose()
 
 
 class DropOneReply:
@@ -615,39 +616,33 @@ async def dropping_proxy(redis_server: RedisServer) -> AsyncIterator[DropOneRepl
 async def test_a_retried_write_whose_reply_was_lost_finds_its_own_token(
     redis_store: AsyncRedisStore, dropping_proxy: DropOneReply, path: str
 ) -> None:
-    client = one_retry_client("127.0.0.1", dropping_proxy.port)
-    store = AsyncRedisStore(client)
-    runs: list[str] = []
+    async with redis_store_over(one_retry_client("127.0.0.1", dropping_proxy.port)) as store:
+        runs: list[str] = []
 
-    @idempotent_function(data_keyword_argument="order", persistence_store=store)
-    async def charge(order: dict[str, Any]) -> str:
-        runs.append("ran")
-        dropping_proxy.armed = path == "complete"
-        return "charged"
+        @idempotent_function(data_keyword_argument="order", persistence_store=store)
+        async def charge(order: dict[str, Any]) -> str:
+            runs.append("ran")
+            dropping_proxy.armed = path == "complete"
+            return "charged"
 
-    try:
         await store.put_record(lock("t0", key="warm#up"), now=NOW)  # connected, script loaded
         dropping_proxy.armed = path == "acquire"
         assert await charge(order=ORDER) == "charged"
         assert dropping_proxy.dropped == 1
         assert await charge(order=ORDER) == "charged"
         assert runs == ["ran"]
-    finally:
-        await client.aclose()
 
 
 @pytest.mark.asyncio
 async def test_a_lost_lock_reply_without_retry_is_typed_and_leaves_no_lock(
     redis_store: AsyncRedisStore, dropping_proxy: DropOneReply
 ) -> None:
-    client = redis.asyncio.Redis(
-        host="127.0.0.1", port=dropping_proxy.port, retry=Retry(NoBackoff(), 0)
-    )
-    store = AsyncRedisStore(client)
-    runs: list[str] = []
-    charge = charging_function(store, runs)
+    async with redis_store_over(
+        redis.asyncio.Redis(host="127.0.0.1", port=dropping_proxy.port, retry=Retry(NoBackoff(), 0))
+    ) as store:
+        runs: list[str] = []
+        charge = charging_function(store, runs)
 
-    try:
         await store.put_record(lock("t0", key="warm#up"), now=NOW)
         dropping_proxy.armed = True
         with pytest.raises(IdempotencyPersistenceLayerError) as caught:
@@ -659,8 +654,6 @@ async def test_a_lost_lock_reply_without_retry_is_typed_and_leaves_no_lock(
             await redis_store.get_record(key)  # the applied lock was released at once
         assert await charge(order=ORDER) == "charged"
         assert runs == ["ran"]
-    finally:
-        await client.aclose()
 
 
 # --- Powertools, both ways ------------------------------------------------------------
@@ -668,8 +661,7 @@ async def test_a_lost_lock_reply_without_retry_is_typed_and_leaves_no_lock(
 
 @pytest.fixture(autouse=True)
 def function_name(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("AWS_LAMBDA_FUNCTION_NAME", "orders-service")
-    monkeypatch.delenv("POWERTOOLS_IDEMPOTENCY_DISABLED", raising=False)
+    as_lambda_function(monkeypatch, "orders-service")
 
 
 @pytest.fixture
@@ -691,44 +683,34 @@ def powertools_layer(redis_server: RedisServer) -> Iterator[Any]:
 async def test_idemstore_replays_a_record_completed_by_powertools(
     redis_store: AsyncRedisStore, powertools_layer: Any
 ) -> None:
-    runs: list[str] = []
+    pair = twins(
+        redis_store,
+        powertools_layer,
+        idemstore_result=lambda order: {"unexpected": True},
+        powertools_result=lambda order: {"receipt": order["order_id"], "lines": [1, 2]},
+    )
 
-    @idempotent_function(data_keyword_argument="order", persistence_store=redis_store)
-    async def process_order(order: dict[str, Any]) -> dict[str, Any]:
-        runs.append("idemstore")
-        return {"unexpected": True}
-
-    @powertools_twin(process_order, powertools_layer)
-    def process_order_sync(order: dict[str, Any]) -> dict[str, Any]:
-        runs.append("powertools")
-        return {"receipt": order["order_id"], "lines": [1, 2]}
-
-    first = await asyncio.to_thread(lambda: process_order_sync(order=ORDER))
+    first = await pair.powertools_call(ORDER)
     assert first == {"receipt": "o-1", "lines": [1, 2]}
-    assert await process_order(order=ORDER) == {"receipt": "o-1", "lines": [1, 2]}
-    assert runs == ["powertools"]
+    assert await pair.idemstore(order=ORDER) == {"receipt": "o-1", "lines": [1, 2]}
+    assert pair.runs == ["powertools"]
 
 
 @pytest.mark.asyncio
 async def test_powertools_replays_a_record_completed_by_idemstore(
     redis_store: AsyncRedisStore, powertools_layer: Any
 ) -> None:
-    runs: list[str] = []
+    pair = twins(
+        redis_store,
+        powertools_layer,
+        idemstore_result=lambda order: {"receipt": order["order_id"], "gift": False},
+        powertools_result=lambda order: {"unexpected": True},
+    )
 
-    @idempotent_function(data_keyword_argument="order", persistence_store=redis_store)
-    async def process_order(order: dict[str, Any]) -> dict[str, Any]:
-        runs.append("idemstore")
-        return {"receipt": order["order_id"], "gift": False}
-
-    @powertools_twin(process_order, powertools_layer)
-    def process_order_sync(order: dict[str, Any]) -> dict[str, Any]:
-        runs.append("powertools")
-        return {"unexpected": True}
-
-    assert await process_order(order=ORDER) == {"receipt": "o-1", "gift": False}
-    replayed = await asyncio.to_thread(lambda: process_order_sync(order=ORDER))
+    assert await pair.idemstore(order=ORDER) == {"receipt": "o-1", "gift": False}
+    replayed = await pair.powertools_call(ORDER)
     assert replayed == {"receipt": "o-1", "gift": False}
-    assert runs == ["idemstore"]
+    assert pair.runs == ["idemstore"]
 
 
 @pytest.mark.asyncio
@@ -750,33 +732,16 @@ async def test_a_powertools_result_without_validation_is_a_mismatch(
     redis_store: AsyncRedisStore, powertools_layer: Any
 ) -> None:
     # Powertools drops ``validation`` when it completes; a missing hash is not a match.
-    options: dict[str, Any] = {
-        "event_key_jmespath": "order_id",
-        "payload_validation_jmespath": "amount",
-    }
-    runs: list[str] = []
+    pair = twins(redis_store, powertools_layer, **VALIDATING_AMOUNT)
+    runs = pair.runs
 
-    @idempotent_function(
-        data_keyword_argument="order",
-        persistence_store=redis_store,
-        config=IdempotencyConfig(**options),
-    )
-    async def charge(order: dict[str, Any]) -> str:
-        runs.append("idemstore")
-        return "idemstore"
-
-    @powertools_twin(charge, powertools_layer, config=powertools_config(**options))
-    def charge_sync(order: dict[str, Any]) -> str:
-        runs.append("powertools")
-        return "powertools"
-
-    await asyncio.to_thread(lambda: charge_sync(order=ORDER))
-    key = charge.idempotency_engine.identify(ORDER).key  # type: ignore[attr-defined]  # set by the decorator
+    await pair.powertools_call(ORDER)
+    key = pair.idemstore.idempotency_engine.identify(ORDER).key  # type: ignore[attr-defined]  # set by the decorator
     stored = await redis_store.get_record(key)
     assert stored.status is RecordStatus.COMPLETED
     assert stored.payload_hash is None
     with pytest.raises(IdempotencyValidationError):
-        await charge(order=ORDER)
+        await pair.idemstore(order=ORDER)
     assert runs == ["powertools"]
 
     # Without validation the same record replays.

@@ -727,21 +727,6 @@ async def test_a_malformed_event_raises_before_any_record_runs(
     assert store.requests == 0
 
 
-def test_importing_idemstore_does_not_import_batch_processing() -> None:
-    import subprocess
-    import sys
-
-    code = (
-        "import sys, idemstore; "
-        "print(sorted(m for m in sys.modules if m.startswith('idemstore.') and 'batch' in m))"
-    )
-    out = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, check=True
-    ).stdout
-
-    assert out.strip() == "[]"
-
-
 @pytest.mark.asyncio
 async def test_duplicates_of_an_unstored_result_get_its_value_and_it_runs_once() -> None:
     store = InMemoryStore()

@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 from condition_reading import Tokens, read_condition, tree_of
+from hostile_text import HOSTILE_TEXT
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -381,27 +382,6 @@ def test_comparisons_within_one_type(
 
 # --- properties ---------------------------------------------------------------
 
-HOSTILE_TEXT = [
-    ") OR attribute_exists(x",
-    "a) OR (b",
-    "#n0",
-    ":v0",
-    "#",
-    ":",
-    "'",
-    '"',
-    "a b",
-    " ",
-    "\n",
-    "AND",
-    "NOT",
-    "SET x = y",
-    "a.b",
-    "a[0]",
-    "naïve ☃",
-    "\U0001f600",
-    "<>",
-]
 names = st.one_of(st.sampled_from(HOSTILE_TEXT), st.text(min_size=1, max_size=12))
 values: st.SearchStrategy[Value] = st.one_of(
     st.sampled_from(HOSTILE_TEXT),

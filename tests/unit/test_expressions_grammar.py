@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 from condition_reading import Tokens, read_condition, tree_of
+from hostile_text import HOSTILE_TEXT
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -543,28 +544,8 @@ def test_apply_update_refuses_type_mismatches(action: Action, message: str) -> N
 
 # --- properties ------------------------------------------------------------------
 
-HOSTILE = [
-    ") OR attribute_exists(x",
-    "#n0",
-    ":v0",
-    "#",
-    ":",
-    "'",
-    '"',
-    "a.b",
-    "a[0]",
-    "]",
-    "[",
-    ".",
-    "size(x)",
-    "SET x = y",
-    "a, b",
-    "naïve ☃",
-    "\U0001f600",
-    "\n",
-]
-names = st.one_of(st.sampled_from(HOSTILE), st.text(min_size=1, max_size=8))
-texts = st.one_of(st.sampled_from(HOSTILE), st.text(max_size=8))
+names = st.one_of(st.sampled_from(HOSTILE_TEXT), st.text(min_size=1, max_size=8))
+texts = st.one_of(st.sampled_from(HOSTILE_TEXT), st.text(max_size=8))
 scalars: st.SearchStrategy[Value] = st.one_of(
     texts,
     st.integers(),

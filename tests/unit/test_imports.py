@@ -18,6 +18,7 @@ NEVER_IMPORTED = (
     "starlette",
     "aiohttp.web",
     "argparse",
+    "idemstore.batch",
     "idemstore.cli",
     "idemstore.integrations",
     "opentelemetry",
@@ -25,7 +26,7 @@ NEVER_IMPORTED = (
     "boto3",
     "moto",
 )
-"""Loaded only by the parts that use them: web frameworks, the CLI, integrations, ..."""
+"""Loaded only by the parts that use them: web frameworks, batch processing, the CLI, ..."""
 
 AWS_SDK = ("aiobotocore", "botocore", "aiohttp")
 """Needed by ``AsyncDynamoStore`` alone."""
@@ -59,7 +60,8 @@ def test_the_check_sees_a_package_that_is_loaded() -> None:
 
 
 def test_importing_idemstore_loads_no_optional_part_and_no_aws_sdk() -> None:
-    modules = modules_after("import idemstore")
+    # idemstore.observe: the hooks a tracer attaches to, without loading OpenTelemetry.
+    modules = modules_after("import idemstore, idemstore.observe")
 
     assert "idemstore.idempotency" in modules
     assert loaded_from(modules, NEVER_IMPORTED) == []

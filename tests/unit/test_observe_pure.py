@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import subprocess
-import sys
 
 import pytest
 
@@ -128,14 +126,3 @@ def test_batch_precheck_log_fields() -> None:
         "idemstore_hits": 3,
         "idemstore_misses": 1,
     }
-
-
-def test_import_idemstore_never_imports_opentelemetry() -> None:
-    code = (
-        "import sys, idemstore, idemstore.observe\n"
-        "print(any(m.startswith('opentelemetry') for m in sys.modules))"
-    )
-    result = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, check=True
-    )
-    assert result.stdout.strip() == "False"
