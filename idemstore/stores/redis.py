@@ -26,7 +26,7 @@ from collections.abc import Awaitable, Iterable, Mapping, Sequence
 from types import TracebackType
 from typing import Any, Protocol, Self
 
-from idemstore.codec import DEFAULT_COMPRESS_THRESHOLD_BYTES, data_attributes, from_item, to_item
+from idemstore.codec import data_attributes, from_item, to_item
 from idemstore.errors import (
     IdempotencyConfigurationError,
     IdempotencyCorruptRecordError,
@@ -148,23 +148,23 @@ return {0, current}
 class AsyncRedisStore:
     """Idempotency records in Redis or Valkey, one JSON string per key.
 
-    The constructor does no I/O. Attribute names default to the Powertools
-    defaults; the idempotency key is the Redis key, so there is no key
-    attribute and no sort-key mode.
+    The constructor does no I/O. Attribute options left at None take
+    ``TableSchema``'s defaults, which are Powertools'; the idempotency key is
+    the Redis key, so there is no key attribute and no sort-key mode.
     """
 
     def __init__(
         self,
         client: RedisClient,
         *,
-        expiry_attr: str = "expiration",
-        in_progress_expiry_attr: str = "in_progress_expiration",
-        status_attr: str = "status",
-        data_attr: str = "data",
-        validation_key_attr: str = "validation",
-        owner_token_attr: str = "owner_token",
-        compressed_data_attr: str = "data_zlib",
-        compress_threshold_bytes: int | None = DEFAULT_COMPRESS_THRESHOLD_BYTES,
+        expiry_attr: str | None = None,
+        in_progress_expiry_attr: str | None = None,
+        status_attr: str | None = None,
+        data_attr: str | None = None,
+        validation_key_attr: str | None = None,
+        owner_token_attr: str | None = None,
+        compressed_data_attr: str | None = None,
+        compress_threshold_bytes: int | None = None,
     ) -> None:
         self._schema = TableSchema.build(
             expiry_attr=expiry_attr,
