@@ -534,10 +534,7 @@ class AsyncDynamoStore:
         outcome = await self._write(operation, idempotency_key, request, item=item)
         if outcome is not None:
             return outcome
-        try:
-            return await self.get_record(idempotency_key)
-        except IdempotencyItemNotFoundError:
-            return None
+        return await self._current(idempotency_key, None)
 
     def _translate(
         self, exc: ClientError | BotoCoreError, operation: str, idempotency_key: str
