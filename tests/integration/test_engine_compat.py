@@ -3,6 +3,8 @@
 Powertools' sync ``idempotent_function`` runs in a worker thread (it does blocking
 I/O through boto3); idemstore runs on the test's event loop. Each pair of functions
 has the same module and qualname, as one function before and after migrating.
+The in-flight lock proofs, run on this store and on Redis alike, are in
+``test_locks_across_libraries.py``.
 """
 
 import asyncio
@@ -16,7 +18,6 @@ import pytest
 from aws_lambda_powertools.utilities.idempotency.serialization.pydantic import (
     PydanticSerializer as PowertoolsPydanticSerializer,
 )
-from compat_locks import idemstore_lock_blocks_powertools, powertools_lock_blocks_idemstore
 from powertools_twins import (
     VALIDATING_AMOUNT,
     as_lambda_function,
@@ -141,17 +142,3 @@ async def test_payload_validation_agrees_across_libraries(
     record = await dynamo_store.get_record(identity.key)
     assert record.status is RecordStatus.COMPLETED
     assert record.payload_hash == identity.payload_hash
-
-
-@pytest.mark.asyncio
-async def test_idemstore_lock_blocks_powertools(
-    dynamo_store: AsyncDynamoStore, powertools_layer: Any
-) -> None:
-    await idemstore_lock_blocks_powertools(dynamo_store, powertools_layer, ORDER)
-
-
-@pytest.mark.asyncio
-async def test_powertools_lock_blocks_idemstore(
-    dynamo_store: AsyncDynamoStore, powertools_layer: Any
-) -> None:
-    await powertools_lock_blocks_idemstore(dynamo_store, powertools_layer, ORDER)

@@ -2,7 +2,8 @@
 
 The contract shared with the other stores is in ``test_store_conformance.py``;
 here are the Redis-specific guarantees. Powertools' Redis layer is sync: it runs
-in a worker thread with redis-py's sync client, against the same server.
+in a worker thread with redis-py's sync client, against the same server (the
+in-flight lock proofs across libraries are in ``test_locks_across_libraries.py``).
 """
 
 from __future__ import annotations
@@ -13,7 +14,6 @@ import json
 import subprocess
 import sys
 import time
-import warnings
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
 from dataclasses import replace
 from typing import Any
@@ -23,10 +23,6 @@ import pytest_asyncio
 import redis
 import redis.asyncio
 import valkey.asyncio
-from aws_lambda_powertools.utilities.idempotency.persistence.redis import (
-    RedisCachePersistenceLayer,
-)
-from compat_locks import idemstore_lock_blocks_powertools, powertools_lock_blocks_idemstore
 from powertools_twins import VALIDATING_AMOUNT, as_lambda_function, twins
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
@@ -664,28 +660,13 @@ def function_name(monkeypatch: pytest.MonkeyPatch) -> None:
     as_lambda_function(monkeypatch, "orders-service")
 
 
-@pytest.fixture
-def powertools_layer(redis_server: RedisServer) -> Iterator[Any]:
-    # Powertools' client protocol is narrower than redis-py's own signatures: Any.
-    client: Any = redis.Redis(host=redis_server.host, port=redis_server.port, decode_responses=True)
-    with warnings.catch_warnings():
-        # The layer is marked deprecated in favour of its alias CachePersistenceLayer,
-        # the very same class: constructing either warns.
-        warnings.simplefilter("ignore", DeprecationWarning)
-        layer = RedisCachePersistenceLayer(client=client)
-    try:
-        yield layer
-    finally:
-        client.close()
-
-
 @pytest.mark.asyncio
 async def test_idemstore_replays_a_record_completed_by_powertools(
-    redis_store: AsyncRedisStore, powertools_layer: Any
+    redis_store: AsyncRedisStore, redis_powertools_layer: Any
 ) -> None:
     pair = twins(
         redis_store,
-        powertools_layer,
+        redis_powertools_layer,
         idemstore_result=lambda order: {"unexpected": True},
         powertools_result=lambda order: {"receipt": order["order_id"], "lines": [1, 2]},
     )
@@ -698,11 +679,11 @@ async def test_idemstore_replays_a_record_completed_by_powertools(
 
 @pytest.mark.asyncio
 async def test_powertools_replays_a_record_completed_by_idemstore(
-    redis_store: AsyncRedisStore, powertools_layer: Any
+    redis_store: AsyncRedisStore, redis_powertools_layer: Any
 ) -> None:
     pair = twins(
         redis_store,
-        powertools_layer,
+        redis_powertools_layer,
         idemstore_result=lambda order: {"receipt": order["order_id"], "gift": False},
         powertools_result=lambda order: {"unexpected": True},
     )
@@ -714,25 +695,11 @@ async def test_powertools_replays_a_record_completed_by_idemstore(
 
 
 @pytest.mark.asyncio
-async def test_idemstore_lock_blocks_powertools(
-    redis_store: AsyncRedisStore, powertools_layer: Any
-) -> None:
-    await idemstore_lock_blocks_powertools(redis_store, powertools_layer, ORDER)
-
-
-@pytest.mark.asyncio
-async def test_powertools_lock_blocks_idemstore(
-    redis_store: AsyncRedisStore, powertools_layer: Any
-) -> None:
-    await powertools_lock_blocks_idemstore(redis_store, powertools_layer, ORDER)
-
-
-@pytest.mark.asyncio
 async def test_a_powertools_result_without_validation_is_a_mismatch(
-    redis_store: AsyncRedisStore, powertools_layer: Any
+    redis_store: AsyncRedisStore, redis_powertools_layer: Any
 ) -> None:
     # Powertools drops ``validation`` when it completes; a missing hash is not a match.
-    pair = twins(redis_store, powertools_layer, **VALIDATING_AMOUNT)
+    pair = twins(redis_store, redis_powertools_layer, **VALIDATING_AMOUNT)
     runs = pair.runs
 
     await pair.powertools_call(ORDER)
