@@ -110,6 +110,16 @@ class Twins:
         return await self.powertools_call(order)
 
 
+def other(library: Library) -> Library:
+    """The library that is not ``library``: the one that replays what it completed."""
+    return "powertools" if library == "idemstore" else "idemstore"
+
+
+def receipt(order: dict[str, Any]) -> dict[str, Any]:
+    """What an order function returns in the replay proofs, whichever library runs it."""
+    return {"receipt": order["order_id"], "total": order["amount"], "lines": [1, 2]}
+
+
 # Keys from the order id; a replay must match the amount the record was made for.
 VALIDATING_AMOUNT: dict[str, Any] = {
     "event_key_jmespath": "order_id",

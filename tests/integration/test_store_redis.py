@@ -23,7 +23,7 @@ import pytest_asyncio
 import redis
 import redis.asyncio
 import valkey.asyncio
-from powertools_twins import VALIDATING_AMOUNT, as_lambda_function, twins
+from powertools_twins import VALIDATING_AMOUNT, Library, as_lambda_function, other, receipt, twins
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from store_records import NOW, NOW_MS, completed, lock
@@ -660,38 +660,26 @@ def function_name(monkeypatch: pytest.MonkeyPatch) -> None:
     as_lambda_function(monkeypatch, "orders-service")
 
 
+@pytest.mark.parametrize(
+    "first",
+    [
+        pytest.param("powertools", id="idemstore-replays-powertools"),
+        pytest.param("idemstore", id="powertools-replays-idemstore"),
+    ],
+)
 @pytest.mark.asyncio
-async def test_idemstore_replays_a_record_completed_by_powertools(
-    redis_store: AsyncRedisStore, redis_powertools_layer: Any
+async def test_a_record_completed_by_one_library_replays_in_the_other(
+    redis_store: AsyncRedisStore, redis_powertools_layer: Any, first: Library
 ) -> None:
     pair = twins(
-        redis_store,
-        redis_powertools_layer,
-        idemstore_result=lambda order: {"unexpected": True},
-        powertools_result=lambda order: {"receipt": order["order_id"], "lines": [1, 2]},
+        redis_store, redis_powertools_layer, idemstore_result=receipt, powertools_result=receipt
     )
 
-    first = await pair.powertools_call(ORDER)
-    assert first == {"receipt": "o-1", "lines": [1, 2]}
-    assert await pair.idemstore(order=ORDER) == {"receipt": "o-1", "lines": [1, 2]}
-    assert pair.runs == ["powertools"]
+    completed = await pair.call(first, ORDER)
+    replayed = await pair.call(other(first), ORDER)
 
-
-@pytest.mark.asyncio
-async def test_powertools_replays_a_record_completed_by_idemstore(
-    redis_store: AsyncRedisStore, redis_powertools_layer: Any
-) -> None:
-    pair = twins(
-        redis_store,
-        redis_powertools_layer,
-        idemstore_result=lambda order: {"receipt": order["order_id"], "gift": False},
-        powertools_result=lambda order: {"unexpected": True},
-    )
-
-    assert await pair.idemstore(order=ORDER) == {"receipt": "o-1", "gift": False}
-    replayed = await pair.powertools_call(ORDER)
-    assert replayed == {"receipt": "o-1", "gift": False}
-    assert pair.runs == ["idemstore"]
+    assert completed == replayed == {"receipt": "o-1", "total": 1050, "lines": [1, 2]}
+    assert pair.runs == [first]
 
 
 @pytest.mark.asyncio
