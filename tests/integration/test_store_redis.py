@@ -30,6 +30,7 @@ from store_records import NOW, NOW_MS, completed, lock
 
 from idemstore import (
     AsyncRedisStore,
+    DataRecord,
     IdempotencyAlreadyInProgressError,
     IdempotencyConfig,
     IdempotencyCorruptRecordError,
@@ -138,36 +139,35 @@ async def test_a_late_owner_cannot_complete_renew_or_release_after_a_take_over(
 # --- layout and TTL ---------------------------------------------------------------
 
 
+@pytest_asyncio.fixture
+async def ours(redis_store: AsyncRedisStore) -> DataRecord:
+    """Our lock, taken in ``redis_store`` at NOW: the record whose key a layout test reads."""
+    held = lock("t1")
+    await redis_store.put_record(held, now=NOW)
+    return held
+
+
 @pytest.mark.asyncio
 async def test_the_value_is_powertools_json_plus_the_owner_token(
-    redis_store: AsyncRedisStore, raw: redis.asyncio.Redis
+    redis_store: AsyncRedisStore, raw: redis.asyncio.Redis, ours: DataRecord
 ) -> None:
-    ours = lock("t1")
-    await redis_store.put_record(ours, now=NOW)
-    assert await stored_json(raw, ours.idempotency_key) == {
+    held = {
         "status": "INPROGRESS",
         "expiration": int(NOW) + 3600,
         "in_progress_expiration": NOW_MS + 60_000,
         "validation": "hash-1",
         "owner_token": "t1",
     }
+    assert await stored_json(raw, ours.idempotency_key) == held
     await redis_store.update_record(completed(ours))
-    assert await stored_json(raw, ours.idempotency_key) == {
-        "status": "COMPLETED",
-        "expiration": int(NOW) + 3600,
-        "in_progress_expiration": NOW_MS + 60_000,
-        "validation": "hash-1",
-        "owner_token": "t1",
-        "data": '{"ok": true}',
-    }
+    done = {**held, "status": "COMPLETED", "data": '{"ok": true}'}
+    assert await stored_json(raw, ours.idempotency_key) == done
 
 
 @pytest.mark.asyncio
 async def test_the_key_lives_until_its_expiration_on_the_callers_clock(
-    redis_store: AsyncRedisStore, raw: redis.asyncio.Redis
+    redis_store: AsyncRedisStore, raw: redis.asyncio.Redis, ours: DataRecord
 ) -> None:
-    ours = lock("t1")
-    await redis_store.put_record(ours, now=NOW)
     # Taken over from expiration + 1 s: 3601 s after the caller's now, less time elapsed.
     assert 3_590_000 < await raw.pttl(ours.idempotency_key) <= 3_601_000
     await redis_store.update_record(replace(completed(ours), expiry_timestamp=int(NOW) + 7200))
