@@ -5,9 +5,10 @@ migrating, so both libraries derive the same keys.
 """
 
 import asyncio
+import inspect
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 import boto3  # type: ignore[import-untyped]  # boto3 ships no type information
 from aws_lambda_powertools.utilities.idempotency import (
@@ -24,6 +25,9 @@ from idemstore import IdempotencyConfig, RecordStore, idempotent_function
 from idemstore.testing import MotoEndpoint
 
 F = TypeVar("F", bound=Callable[..., Any])
+
+Library = Literal["idemstore", "powertools"]
+"""Which library's function a proof calls."""
 
 
 class FakeLambdaContext:
@@ -99,6 +103,22 @@ class Twins:
         """Powertools' sync function, in a worker thread (it does blocking I/O)."""
         return await asyncio.to_thread(lambda: self.powertools(order=order))
 
+    async def call(self, library: Library, order: dict[str, Any]) -> Any:
+        """The function of ``library`` on ``order``, for proofs run in either direction."""
+        if library == "idemstore":
+            return await self.idemstore(order=order)
+        return await self.powertools_call(order)
+
+
+def other(library: Library) -> Library:
+    """The library that is not ``library``: the one that replays what it completed."""
+    return "powertools" if library == "idemstore" else "idemstore"
+
+
+def receipt(order: dict[str, Any]) -> dict[str, Any]:
+    """What an order function returns in the replay proofs, whichever library runs it."""
+    return {"receipt": order["order_id"], "total": order["amount"], "lines": [1, 2]}
+
 
 # Keys from the order id; a replay must match the amount the record was made for.
 VALIDATING_AMOUNT: dict[str, Any] = {
@@ -119,7 +139,8 @@ def twins(
 
     Both get the config ``options``; each appends its library's name to ``runs``
     and returns its own result (by default its name), so a test sees which one
-    ran or replayed.
+    ran or replayed. ``idemstore_result`` may be a coroutine function: the
+    idemstore function awaits it, so a test can hold that call open.
     """
     runs: list[str] = []
 
@@ -130,7 +151,8 @@ def twins(
     )
     async def process_order(order: dict[str, Any]) -> Any:
         runs.append("idemstore")
-        return idemstore_result(order)
+        result = idemstore_result(order)
+        return await result if inspect.isawaitable(result) else result
 
     @powertools_twin(process_order, layer, config=powertools_config(**options))
     def process_order_sync(order: dict[str, Any]) -> Any:

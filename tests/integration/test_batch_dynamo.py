@@ -20,8 +20,8 @@ from aws_lambda_powertools.utilities.batch import (
     process_partial_response as powertools_process_partial_response,
 )
 from powertools_twins import (
-    F,
     FakeLambdaContext,
+    Twins,
     as_lambda_function,
     powertools_config,
     powertools_twin,
@@ -136,15 +136,37 @@ async def test_a_redelivered_batch_runs_only_what_did_not_complete(
 # --- interop with Powertools' batch processor ------------------------------------------------
 
 
-def record_twin(twin: Callable[..., Any], layer: Any) -> Callable[[F], F]:
-    """Powertools' idempotent record handler, named like ``twin``: the same handler before
-    migrating (same module and qualname, so the same keys)."""
-    return powertools_twin(
-        twin,
+def record_twins(
+    layer: Any,
+    *,
+    idemstore_result: Callable[[dict[str, Any]], Any] = lambda record: "idemstore",
+    powertools_result: Callable[[Any], Any] = lambda record: "powertools",
+) -> Twins:
+    """A record handler for idemstore's batch processor and its Powertools twin on ``layer``.
+
+    The twin is Powertools' idempotent record handler, named like the handler: the same
+    handler before migrating (same module and qualname, so the same keys). Each appends
+    its library's name to ``runs`` and returns its own result for the record (by default
+    its name): idemstore's handler gets the record as a dict, Powertools' as its
+    ``SQSRecord``.
+    """
+    runs: list[str] = []
+
+    async def ship(record: dict[str, Any]) -> Any:
+        runs.append("idemstore")
+        return idemstore_result(record)
+
+    @powertools_twin(
+        ship,
         layer,
         data_keyword_argument="record",
         config=powertools_config(event_key_jmespath="messageId"),
     )
+    def ship_sync(record: Any) -> Any:
+        runs.append("powertools")
+        return powertools_result(record)
+
+    return Twins(ship, ship_sync, runs)
 
 
 def run_powertools_batch(event: dict[str, Any], record_handler: Callable[..., Any]) -> Any:
@@ -170,26 +192,20 @@ def run_powertools_batch(event: dict[str, Any], record_handler: Callable[..., An
 async def test_idemstore_replays_a_batch_powertools_processed(
     dynamo_store: AsyncDynamoStore, powertools_layer: Any
 ) -> None:
-    runs: list[str] = []
+    handlers = record_twins(
+        powertools_layer,
+        powertools_result=lambda record: {"shipped": record.message_id, "body": record.json_body},
+    )
 
-    async def ship(record: dict[str, Any]) -> dict[str, Any]:
-        runs.append("idemstore")
-        return {"unexpected": True}
-
-    @record_twin(ship, powertools_layer)
-    def ship_sync(record: Any) -> dict[str, Any]:
-        runs.append("powertools")
-        return {"shipped": record.message_id, "body": record.json_body}
-
-    response, _ = await asyncio.to_thread(run_powertools_batch, batch(3), ship_sync)
+    response, _ = await asyncio.to_thread(run_powertools_batch, batch(3), handlers.powertools)
     assert response == {"batchItemFailures": []}
     log = RequestLog().attach(await dynamo_store.client())
 
-    result = await BatchProcessor(ship, persistence_store=dynamo_store, config=CONFIG).process(
-        batch(3, receive_count=2), FakeLambdaContext()
-    )
+    result = await BatchProcessor(
+        handlers.idemstore, persistence_store=dynamo_store, config=CONFIG
+    ).process(batch(3, receive_count=2), FakeLambdaContext())
 
-    assert runs == ["powertools"] * 3
+    assert handlers.runs == ["powertools"] * 3
     assert result.response() == {"batchItemFailures": []}
     assert [r.outcome.value for r in result.results if r.outcome] == [
         {"shipped": f"m-{n}", "body": {"order_id": f"m-{n}"}} for n in range(3)
@@ -201,24 +217,21 @@ async def test_idemstore_replays_a_batch_powertools_processed(
 async def test_powertools_replays_a_batch_idemstore_processed(
     dynamo_store: AsyncDynamoStore, powertools_layer: Any
 ) -> None:
-    runs: list[str] = []
-
-    async def ship(record: dict[str, Any]) -> dict[str, Any]:
-        runs.append("idemstore")
-        return {"shipped": record["messageId"]}
-
-    @record_twin(ship, powertools_layer)
-    def ship_sync(record: Any) -> dict[str, Any]:
-        runs.append("powertools")
-        return {"unexpected": True}
+    handlers = record_twins(
+        powertools_layer, idemstore_result=lambda record: {"shipped": record["messageId"]}
+    )
 
     first = await process_partial_response(
-        batch(3), ship, persistence_store=dynamo_store, config=CONFIG, context=FakeLambdaContext()
+        batch(3),
+        handlers.idemstore,
+        persistence_store=dynamo_store,
+        config=CONFIG,
+        context=FakeLambdaContext(),
     )
     response, results = await asyncio.to_thread(
-        run_powertools_batch, batch(3, receive_count=2), ship_sync
+        run_powertools_batch, batch(3, receive_count=2), handlers.powertools
     )
 
     assert first == response == {"batchItemFailures": []}
-    assert runs == ["idemstore"] * 3
+    assert handlers.runs == ["idemstore"] * 3
     assert results == [{"shipped": f"m-{n}"} for n in range(3)]

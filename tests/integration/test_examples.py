@@ -23,6 +23,9 @@ EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 LoadExample = Callable[[str], dict[str, Any]]
 """Runs an example file as a module and returns its namespace."""
 
+RunExample = Callable[[str], Any]
+"""Loads an example and returns what its ``main()`` returns (a coroutine for an async one)."""
+
 
 @pytest.fixture
 def endpoint_variable() -> str:
@@ -50,6 +53,13 @@ def load_example(
         return runpy.run_path(str(EXAMPLES / f"{name}.py"), run_name=f"example_{name}")
 
     return load
+
+
+@pytest.fixture
+def run_example(load_example: LoadExample) -> RunExample:
+    """Run an example's ``main()`` against the shared local server, for the tests that
+    need nothing else from its module."""
+    return lambda name: load_example(name)["main"]()
 
 
 @pytest.mark.asyncio
@@ -135,11 +145,9 @@ def test_lambda_handler_replays_warm_invocations(
 
 @pytest.mark.asyncio
 async def test_sqs_batch_replays_the_duplicate_and_reports_the_failure(
-    load_example: LoadExample, capsys: pytest.CaptureFixture[str]
+    run_example: RunExample, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    example = load_example("sqs_batch")
-
-    response, shipped, redelivery = await example["main"]()
+    response, shipped, redelivery = await run_example("sqs_batch")
 
     assert response == {"batchItemFailures": [{"itemIdentifier": "msg-4"}]}
     assert sorted(order_id.split("-")[1] for order_id in shipped) == ["1", "2"]
@@ -164,11 +172,9 @@ async def test_sqs_batch_replays_the_duplicate_and_reports_the_failure(
 
 @pytest.mark.asyncio
 async def test_kinesis_stream_stops_at_the_failure_and_resumes_there(
-    load_example: LoadExample, capsys: pytest.CaptureFixture[str]
+    run_example: RunExample, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    example = load_example("kinesis_stream")
-
-    first, second, applied = await example["main"]()
+    first, second, applied = await run_example("kinesis_stream")
 
     assert first == {"batchItemFailures": [{"itemIdentifier": s} for s in ("3", "4", "5")]}
     assert second == {"batchItemFailures": []}
@@ -179,11 +185,9 @@ async def test_kinesis_stream_stops_at_the_failure_and_resumes_there(
 
 @pytest.mark.asyncio
 async def test_transfer_debits_once_despite_a_stalled_worker(
-    load_example: LoadExample, capsys: pytest.CaptureFixture[str]
+    run_example: RunExample, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    example = load_example("transfer")
-
-    summary = await example["main"]()
+    summary = await run_example("transfer")
 
     # A ran and stalled, B committed, the over-balance payment ran and was refused.
     assert summary.body_runs == ["A", "B", "B"]
@@ -198,11 +202,9 @@ async def test_transfer_debits_once_despite_a_stalled_worker(
 
 
 def test_otel_console_nests_the_dynamodb_spans_under_each_call(
-    load_example: LoadExample, capsys: pytest.CaptureFixture[str]
+    run_example: RunExample, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    example = load_example("otel_console")
-
-    tree = example["main"]()
+    tree = run_example("otel_console")
 
     prefix = "idemstore test-func.example_otel_console.charge_twice.<locals>.charge"
     assert tree == [
@@ -217,11 +219,9 @@ def test_otel_console_nests_the_dynamodb_spans_under_each_call(
 
 
 def test_powertools_logger_and_metrics_get_every_decision(
-    load_example: LoadExample, capsys: pytest.CaptureFixture[str]
+    run_example: RunExample, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    example = load_example("lambda_powertools_observability")
-
-    responses = example["main"]()
+    responses = run_example("lambda_powertools_observability")
 
     assert responses[0] == responses[1]
     lines = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line[:1] == "{"]

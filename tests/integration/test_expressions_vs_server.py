@@ -13,7 +13,7 @@ import itertools
 from collections.abc import Mapping
 from dataclasses import replace
 from decimal import Decimal
-from typing import Any
+from typing import Any, cast, get_args
 
 import pytest
 from botocore.exceptions import ClientError
@@ -24,12 +24,15 @@ from idemstore.expressions import (
     Attr,
     AttributeValue,
     Condition,
+    TypeName,
     Update,
+    Value,
     apply_update,
     compile_request,
     evaluate,
     if_not_exists,
     list_append,
+    to_attribute_value,
     update,
 )
 from idemstore.lock_rules import acquire_condition, owned_in_progress, owned_or_gone
@@ -38,6 +41,17 @@ from idemstore.stores.dynamo import AsyncDynamoStore
 
 T = 1_700_000_000  # epoch seconds
 T_MS = T * 1000
+
+
+def typed_item(values: Mapping[str, Value]) -> dict[str, AttributeValue]:
+    """An item holding ``values``, each in DynamoDB's typed form (as operands are sent)."""
+    return {name: to_attribute_value(value) for name, value in values.items()}
+
+
+def type_name(value: AttributeValue) -> TypeName:
+    """The DynamoDB type of a typed value: its one key."""
+    ((kind, _),) = value.items()
+    return cast(TypeName, kind)
 
 
 async def server_accepts(
@@ -139,13 +153,7 @@ async def test_fences_agree_with_the_server(dynamo_store: AsyncDynamoStore) -> N
     assert disagreements == []
 
 
-PLANTED: dict[str, AttributeValue] = {
-    "n": {"N": "5"},
-    "s": {"S": "5"},
-    "b": {"B": b"a"},
-    "flag": {"BOOL": True},
-    "nothing": {"NULL": True},
-}
+PLANTED = typed_item({"n": 5, "s": "5", "b": b"a", "flag": True, "nothing": None})
 
 
 @pytest.mark.parametrize(
@@ -188,27 +196,34 @@ async def test_comparisons_agree_with_the_server(
 
 # --- the full grammar: paths, functions, BETWEEN/IN, and every update action ----------
 
-NESTED: dict[str, AttributeValue] = {
-    "n": {"N": "5"},
-    "s": {"S": "héllo"},
-    "b": {"B": b"\x01\x02"},
-    "ss": {"SS": ["a", "b"]},
-    "ns": {"NS": ["1", "2.5"]},
-    "bs": {"BS": [b"\x00", b"\x01"]},
-    "l": {"L": [{"S": "x"}, {"N": "1"}, {"L": [{"S": "deep"}]}]},
-    "m": {"M": {"city": {"S": "Paris"}, "zip": {"N": "75001"}, "in": {"M": {"k": {"S": "v"}}}}},
-    "t": {"BOOL": True},
-    "z": {"NULL": True},
-    "a": {"N": "1"},
-}
+NESTED = typed_item(
+    {
+        "n": 5,
+        "s": "héllo",
+        "b": b"\x01\x02",
+        "ss": {"a", "b"},
+        "ns": {1, Decimal("2.5")},
+        "bs": {b"\x00", b"\x01"},
+        "l": ["x", 1, ["deep"]],
+        "m": {"city": "Paris", "zip": 75001, "in": {"k": "v"}},
+        "t": True,
+        "z": None,
+        "a": 1,
+    }
+)
 """An item with every type, nested maps and lists (attribute names chosen to be plain)."""
 
 GRAMMAR_ITEMS: dict[str, dict[str, AttributeValue]] = {
     "empty": {},
     "nested": NESTED,
-    "mistyped": {"n": {"S": "5"}, "ss": {"NS": ["1"]}, "l": {"S": "x"}, "m": {"L": []}},
+    "mistyped": typed_item({"n": "5", "ss": {1}, "l": "x", "m": []}),
 }
 """No item's attributes, every type nested, and the same names holding other types."""
+
+
+def test_the_nested_item_holds_every_type() -> None:
+    assert {type_name(value) for value in NESTED.values()} == set(get_args(TypeName))
+
 
 GRAMMAR_CONDITIONS: list[Condition] = [
     Attr("m").key("city") == "Paris",
@@ -244,15 +259,9 @@ GRAMMAR_CONDITIONS: list[Condition] = [
     Attr("l")[2].size() == 1,
     Attr("s").size() <= 4,
     Attr("m").key("in").size().between(1, 2),
-    Attr("n").attribute_type("N"),
+    # Each attribute of the nested item is of the type it holds, and of no other.
+    *(Attr(name).attribute_type(type_name(value)) for name, value in NESTED.items()),
     Attr("n").attribute_type("S"),
-    Attr("ss").attribute_type("SS"),
-    Attr("ns").attribute_type("NS"),
-    Attr("bs").attribute_type("BS"),
-    Attr("l").attribute_type("L"),
-    Attr("m").attribute_type("M"),
-    Attr("t").attribute_type("BOOL"),
-    Attr("z").attribute_type("NULL"),
     Attr("m").key("in").attribute_type("M"),
     Attr("missing").attribute_type("S"),
     Attr("n").between(1, 5),

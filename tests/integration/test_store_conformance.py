@@ -252,33 +252,41 @@ async def release(store: RecordStore, record: DataRecord) -> None:
 FENCED_WRITES = [pytest.param(renew, id="renew"), pytest.param(release, id="release")]
 
 
-@pytest.mark.parametrize("write", FENCED_WRITES)
-@pytest.mark.asyncio
-async def test_a_fenced_write_with_another_token_loses_the_lease(
-    store: RecordStore, write: Callable[[RecordStore, DataRecord], Awaitable[None]]
-) -> None:
+async def held_by_another(store: RecordStore) -> DataRecord:
+    """Another caller's lock holds the key."""
     theirs = lock("t2")
     await store.put_record(theirs, now=NOW)
-    with pytest.raises(IdempotencyLeaseLostError) as caught:
-        await write(store, lock("t1"))
-    assert caught.value.current_record == theirs
-    assert await store.get_record(theirs.idempotency_key) == theirs
+    return theirs
 
 
-@pytest.mark.parametrize("write", FENCED_WRITES)
-@pytest.mark.asyncio
-async def test_a_fenced_write_after_our_completion_keeps_the_result(
-    store: RecordStore, write: Callable[[RecordStore, DataRecord], Awaitable[None]]
-) -> None:
-    # For a release: the completion was applied but its answer lost; the caller
-    # then releases the lock, which must never delete the completed result.
+async def completed_by_us(store: RecordStore) -> DataRecord:
+    """Our own lock, completed. For a release: the completion was applied but its answer
+    lost; the caller then releases the lock, which must never delete the completed result."""
     ours = lock("t1")
     await store.put_record(ours, now=NOW)
     await store.update_record(completed(ours))
+    return completed(ours)
+
+
+@pytest.mark.parametrize(
+    "in_place",
+    [
+        pytest.param(held_by_another, id="another-token"),
+        pytest.param(completed_by_us, id="after-our-completion"),
+    ],
+)
+@pytest.mark.parametrize("write", FENCED_WRITES)
+@pytest.mark.asyncio
+async def test_a_fenced_write_of_our_lock_loses_the_lease_to_the_record_in_place(
+    store: RecordStore,
+    write: Callable[[RecordStore, DataRecord], Awaitable[None]],
+    in_place: Callable[[RecordStore], Awaitable[DataRecord]],
+) -> None:
+    current = await in_place(store)
     with pytest.raises(IdempotencyLeaseLostError) as caught:
-        await write(store, ours)
-    assert caught.value.current_record == completed(ours)
-    assert await store.get_record(ours.idempotency_key) == completed(ours)
+        await write(store, lock("t1"))
+    assert caught.value.current_record == current
+    assert await store.get_record(current.idempotency_key) == current
 
 
 @pytest.mark.asyncio

@@ -2,7 +2,8 @@
 
 The contract shared with the other stores is in ``test_store_conformance.py``;
 here are the Redis-specific guarantees. Powertools' Redis layer is sync: it runs
-in a worker thread with redis-py's sync client, against the same server.
+in a worker thread with redis-py's sync client, against the same server (the
+in-flight lock proofs across libraries are in ``test_locks_across_libraries.py``).
 """
 
 from __future__ import annotations
@@ -13,7 +14,6 @@ import json
 import subprocess
 import sys
 import time
-import warnings
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
 from dataclasses import replace
 from typing import Any
@@ -23,17 +23,14 @@ import pytest_asyncio
 import redis
 import redis.asyncio
 import valkey.asyncio
-from aws_lambda_powertools.utilities.idempotency.persistence.redis import (
-    RedisCachePersistenceLayer,
-)
-from compat_locks import idemstore_lock_blocks_powertools, powertools_lock_blocks_idemstore
-from powertools_twins import VALIDATING_AMOUNT, as_lambda_function, twins
+from powertools_twins import VALIDATING_AMOUNT, Library, as_lambda_function, other, receipt, twins
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from store_records import NOW, NOW_MS, completed, lock
 
 from idemstore import (
     AsyncRedisStore,
+    DataRecord,
     IdempotencyAlreadyInProgressError,
     IdempotencyConfig,
     IdempotencyCorruptRecordError,
@@ -142,36 +139,35 @@ async def test_a_late_owner_cannot_complete_renew_or_release_after_a_take_over(
 # --- layout and TTL ---------------------------------------------------------------
 
 
+@pytest_asyncio.fixture
+async def ours(redis_store: AsyncRedisStore) -> DataRecord:
+    """Our lock, taken in ``redis_store`` at NOW: the record whose key a layout test reads."""
+    held = lock("t1")
+    await redis_store.put_record(held, now=NOW)
+    return held
+
+
 @pytest.mark.asyncio
 async def test_the_value_is_powertools_json_plus_the_owner_token(
-    redis_store: AsyncRedisStore, raw: redis.asyncio.Redis
+    redis_store: AsyncRedisStore, raw: redis.asyncio.Redis, ours: DataRecord
 ) -> None:
-    ours = lock("t1")
-    await redis_store.put_record(ours, now=NOW)
-    assert await stored_json(raw, ours.idempotency_key) == {
+    held = {
         "status": "INPROGRESS",
         "expiration": int(NOW) + 3600,
         "in_progress_expiration": NOW_MS + 60_000,
         "validation": "hash-1",
         "owner_token": "t1",
     }
+    assert await stored_json(raw, ours.idempotency_key) == held
     await redis_store.update_record(completed(ours))
-    assert await stored_json(raw, ours.idempotency_key) == {
-        "status": "COMPLETED",
-        "expiration": int(NOW) + 3600,
-        "in_progress_expiration": NOW_MS + 60_000,
-        "validation": "hash-1",
-        "owner_token": "t1",
-        "data": '{"ok": true}',
-    }
+    done = {**held, "status": "COMPLETED", "data": '{"ok": true}'}
+    assert await stored_json(raw, ours.idempotency_key) == done
 
 
 @pytest.mark.asyncio
 async def test_the_key_lives_until_its_expiration_on_the_callers_clock(
-    redis_store: AsyncRedisStore, raw: redis.asyncio.Redis
+    redis_store: AsyncRedisStore, raw: redis.asyncio.Redis, ours: DataRecord
 ) -> None:
-    ours = lock("t1")
-    await redis_store.put_record(ours, now=NOW)
     # Taken over from expiration + 1 s: 3601 s after the caller's now, less time elapsed.
     assert 3_590_000 < await raw.pttl(ours.idempotency_key) <= 3_601_000
     await redis_store.update_record(replace(completed(ours), expiry_timestamp=int(NOW) + 7200))
@@ -664,75 +660,34 @@ def function_name(monkeypatch: pytest.MonkeyPatch) -> None:
     as_lambda_function(monkeypatch, "orders-service")
 
 
-@pytest.fixture
-def powertools_layer(redis_server: RedisServer) -> Iterator[Any]:
-    # Powertools' client protocol is narrower than redis-py's own signatures: Any.
-    client: Any = redis.Redis(host=redis_server.host, port=redis_server.port, decode_responses=True)
-    with warnings.catch_warnings():
-        # The layer is marked deprecated in favour of its alias CachePersistenceLayer,
-        # the very same class: constructing either warns.
-        warnings.simplefilter("ignore", DeprecationWarning)
-        layer = RedisCachePersistenceLayer(client=client)
-    try:
-        yield layer
-    finally:
-        client.close()
-
-
+@pytest.mark.parametrize(
+    "first",
+    [
+        pytest.param("powertools", id="idemstore-replays-powertools"),
+        pytest.param("idemstore", id="powertools-replays-idemstore"),
+    ],
+)
 @pytest.mark.asyncio
-async def test_idemstore_replays_a_record_completed_by_powertools(
-    redis_store: AsyncRedisStore, powertools_layer: Any
+async def test_a_record_completed_by_one_library_replays_in_the_other(
+    redis_store: AsyncRedisStore, redis_powertools_layer: Any, first: Library
 ) -> None:
     pair = twins(
-        redis_store,
-        powertools_layer,
-        idemstore_result=lambda order: {"unexpected": True},
-        powertools_result=lambda order: {"receipt": order["order_id"], "lines": [1, 2]},
+        redis_store, redis_powertools_layer, idemstore_result=receipt, powertools_result=receipt
     )
 
-    first = await pair.powertools_call(ORDER)
-    assert first == {"receipt": "o-1", "lines": [1, 2]}
-    assert await pair.idemstore(order=ORDER) == {"receipt": "o-1", "lines": [1, 2]}
-    assert pair.runs == ["powertools"]
+    completed = await pair.call(first, ORDER)
+    replayed = await pair.call(other(first), ORDER)
 
-
-@pytest.mark.asyncio
-async def test_powertools_replays_a_record_completed_by_idemstore(
-    redis_store: AsyncRedisStore, powertools_layer: Any
-) -> None:
-    pair = twins(
-        redis_store,
-        powertools_layer,
-        idemstore_result=lambda order: {"receipt": order["order_id"], "gift": False},
-        powertools_result=lambda order: {"unexpected": True},
-    )
-
-    assert await pair.idemstore(order=ORDER) == {"receipt": "o-1", "gift": False}
-    replayed = await pair.powertools_call(ORDER)
-    assert replayed == {"receipt": "o-1", "gift": False}
-    assert pair.runs == ["idemstore"]
-
-
-@pytest.mark.asyncio
-async def test_idemstore_lock_blocks_powertools(
-    redis_store: AsyncRedisStore, powertools_layer: Any
-) -> None:
-    await idemstore_lock_blocks_powertools(redis_store, powertools_layer, ORDER)
-
-
-@pytest.mark.asyncio
-async def test_powertools_lock_blocks_idemstore(
-    redis_store: AsyncRedisStore, powertools_layer: Any
-) -> None:
-    await powertools_lock_blocks_idemstore(redis_store, powertools_layer, ORDER)
+    assert completed == replayed == {"receipt": "o-1", "total": 1050, "lines": [1, 2]}
+    assert pair.runs == [first]
 
 
 @pytest.mark.asyncio
 async def test_a_powertools_result_without_validation_is_a_mismatch(
-    redis_store: AsyncRedisStore, powertools_layer: Any
+    redis_store: AsyncRedisStore, redis_powertools_layer: Any
 ) -> None:
     # Powertools drops ``validation`` when it completes; a missing hash is not a match.
-    pair = twins(redis_store, powertools_layer, **VALIDATING_AMOUNT)
+    pair = twins(redis_store, redis_powertools_layer, **VALIDATING_AMOUNT)
     runs = pair.runs
 
     await pair.powertools_call(ORDER)
