@@ -56,6 +56,18 @@ def order_function(
     )
 
 
+async def assert_replays_a_copy(
+    process: Callable[..., Coroutine[Any, Any, Any]], result: Any
+) -> None:
+    """``process(order=...)``, returning ``result``, replays a copy of it: read back from the
+    stored record, of the same type and equal, but not the object the first call returned."""
+    assert await process(order={"id": 1}) is result
+    replayed = await process(order={"id": 1})
+    assert type(replayed) is type(result)
+    assert replayed == result
+    assert replayed is not result
+
+
 async def request_log(store: RecordStore) -> RequestLog:
     """The operations a store serves from now on, by DynamoDB name, whichever the store.
 
