@@ -250,10 +250,11 @@ async def test_a_function_mutating_its_payload_completes_the_original_record(
 
 
 def run_counting_handler(
-    store: RecordStore, runs: list[Any], **options: Any
-) -> Callable[..., Coroutine[Any, Any, str]]:
-    """An idempotent ``handle(event=...)`` configured by ``options``; it appends each event it
-    runs on to ``runs`` and returns ``"ran"``."""
+    store: RecordStore, **options: Any
+) -> tuple[Callable[..., Coroutine[Any, Any, str]], list[Any]]:
+    """An idempotent ``handle(event=...)`` configured by ``options``, which returns ``"ran"``,
+    and the list of the events it ran on."""
+    runs: list[Any] = []
 
     @idempotent_function(
         data_keyword_argument="event",
@@ -264,7 +265,7 @@ def run_counting_handler(
         runs.append(event)
         return "ran"
 
-    return handle
+    return handle, runs
 
 
 MISSING_KEYS = [
@@ -276,37 +277,36 @@ MISSING_KEYS = [
 ]
 
 
-@pytest.mark.asyncio
 @pytest.mark.parametrize(("jmespath", "payload"), MISSING_KEYS)
-async def test_missing_key_raises_when_configured(
-    store: RecordStore, jmespath: str, payload: dict[str, Any]
-) -> None:
-    log = await request_log(store)
-    runs: list[Any] = []
-    handle = run_counting_handler(
-        store, runs, event_key_jmespath=jmespath, raise_on_no_idempotency_key=True
-    )
+class TestMissingKey:
+    """A payload with no value where the key expression points, on each of MISSING_KEYS."""
 
-    with pytest.raises(IdempotencyKeyError, match="No data found"):
-        await handle(event=payload)
-    assert runs == []
-    assert log.operations == []
+    @pytest.mark.asyncio
+    async def test_raises_when_configured(
+        self, store: RecordStore, jmespath: str, payload: dict[str, Any]
+    ) -> None:
+        log = await request_log(store)
+        handle, runs = run_counting_handler(
+            store, event_key_jmespath=jmespath, raise_on_no_idempotency_key=True
+        )
 
+        with pytest.raises(IdempotencyKeyError, match="No data found"):
+            await handle(event=payload)
+        assert runs == []
+        assert log.operations == []
 
-@pytest.mark.asyncio
-@pytest.mark.parametrize(("jmespath", "payload"), MISSING_KEYS)
-async def test_missing_key_warns_and_runs_unprotected(
-    store: RecordStore, jmespath: str, payload: dict[str, Any]
-) -> None:
-    log = await request_log(store)
-    runs: list[Any] = []
-    handle = run_counting_handler(store, runs, event_key_jmespath=jmespath)
+    @pytest.mark.asyncio
+    async def test_warns_and_runs_unprotected(
+        self, store: RecordStore, jmespath: str, payload: dict[str, Any]
+    ) -> None:
+        log = await request_log(store)
+        handle, runs = run_counting_handler(store, event_key_jmespath=jmespath)
 
-    for _ in range(2):
-        with pytest.warns(IdempotencyWarning, match="No idempotency key value found"):
-            assert await handle(event=payload) == "ran"
-    assert runs == [payload, payload]
-    assert log.operations == []
+        for _ in range(2):
+            with pytest.warns(IdempotencyWarning, match="No idempotency key value found"):
+                assert await handle(event=payload) == "ran"
+        assert runs == [payload, payload]
+        assert log.operations == []
 
 
 @pytest.mark.asyncio

@@ -278,7 +278,9 @@ async def test_duplicate_in_another_process_gives_up_at_the_deadline(
 
 
 @pytest.mark.asyncio
-@pytest.mark.parametrize("wait", [0, 0.3], ids=["without waiting: at once", "at the deadline"])
+@pytest.mark.parametrize(
+    "wait", [0, 0.3], ids=["at once without waiting", "at the deadline when waiting"]
+)
 async def test_same_process_duplicate_raises_already_in_progress(
     store: RecordStore, wait: float
 ) -> None:
