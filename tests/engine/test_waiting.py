@@ -55,6 +55,7 @@ class Hold:
         await self._released.wait()
 
     def release(self) -> None:
+        """Let the held calls go on."""
         self._released.set()
 
     async def start(self, call: Coroutine[Any, Any, R]) -> asyncio.Task[R]:
