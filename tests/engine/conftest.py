@@ -8,17 +8,21 @@ lock's behaviour are proven over real HTTP on a representative subset.
 
 from __future__ import annotations
 
-import uuid
-from collections.abc import AsyncIterator
-from typing import Any
+from collections.abc import Callable, Coroutine
+from typing import Any, ParamSpec, TypeVar
 
 import pytest
-import pytest_asyncio
 
-from idemstore import AsyncDynamoStore, DataRecord, InMemoryStore, RecordStore
+from idemstore import (
+    AsyncDynamoStore,
+    DataRecord,
+    IdempotencyConfig,
+    InMemoryStore,
+    RecordStore,
+    idempotent_function,
+)
 from idemstore.codec import to_item
-from idemstore.tables import create_table
-from idemstore.testing import MotoEndpoint, RequestLog
+from idemstore.testing import RequestLog
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
@@ -29,18 +33,39 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         metafunc.parametrize("store_kind", kinds)
 
 
-@pytest_asyncio.fixture
-async def store(store_kind: str, request: pytest.FixtureRequest) -> AsyncIterator[RecordStore]:
-    if store_kind == "memory":
-        yield InMemoryStore()
-        return
-    moto_server: MotoEndpoint = request.getfixturevalue("moto_server")
-    dynamo = moto_server.store(f"idemstore-engine-{uuid.uuid4().hex[:12]}")
-    await create_table(dynamo)
-    try:
-        yield dynamo
-    finally:
-        await dynamo.aclose()
+@pytest.fixture
+def store(store_kind: str, request: pytest.FixtureRequest) -> RecordStore:
+    """The plugin's ``memory_store`` or ``dynamo_store`` (a fresh table on the session's moto
+    server), as ``store_kind`` says: the engine tests run on the same stores users test with."""
+    chosen: RecordStore = request.getfixturevalue(f"{store_kind}_store")
+    return chosen
+
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def order_function(
+    store: RecordStore, config: IdempotencyConfig | None = None, **options: Any
+) -> Callable[[Callable[P, Coroutine[Any, Any, R]]], Callable[P, Coroutine[Any, Any, R]]]:
+    """``idempotent_function`` keyed on the ``order`` argument, over ``store``: the decorator
+    the engine tests put on their ``process(order=...)``. ``options`` go to the decorator
+    (``key_prefix``, ``output_serializer``)."""
+    return idempotent_function(
+        data_keyword_argument="order", persistence_store=store, config=config, **options
+    )
+
+
+async def assert_replays_a_copy(
+    process: Callable[..., Coroutine[Any, Any, Any]], result: Any
+) -> None:
+    """``process(order=...)``, returning ``result``, replays a copy of it: read back from the
+    stored record, of the same type and equal, but not the object the first call returned."""
+    assert await process(order={"id": 1}) is result
+    replayed = await process(order={"id": 1})
+    assert type(replayed) is type(result)
+    assert replayed == result
+    assert replayed is not result
 
 
 async def request_log(store: RecordStore) -> RequestLog:

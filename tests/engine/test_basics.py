@@ -5,7 +5,7 @@ from typing import Any
 
 import pytest
 
-from engine.conftest import request_log
+from engine.conftest import order_function, request_log
 from idemstore import (
     DataRecord,
     IdempotencyConfig,
@@ -29,7 +29,7 @@ async def test_first_call_takes_two_requests_and_a_duplicate_one(
     log = await request_log(store)
     runs: list[dict[str, Any]] = []
 
-    @idempotent_function(data_keyword_argument="order", persistence_store=store)
+    @order_function(store)
     async def process(order: dict[str, Any]) -> dict[str, Any]:
         runs.append(order)
         return {"receipt": order["order_id"].upper()}
@@ -48,11 +48,7 @@ async def test_warm_local_cache_replays_with_no_request(store: RecordStore) -> N
     log = await request_log(store)
     runs: list[dict[str, Any]] = []
 
-    @idempotent_function(
-        data_keyword_argument="order",
-        persistence_store=store,
-        config=IdempotencyConfig(use_local_cache=True),
-    )
+    @order_function(store, IdempotencyConfig(use_local_cache=True))
     async def process(order: dict[str, Any]) -> int:
         runs.append(order)
         return len(runs)
@@ -70,14 +66,13 @@ async def test_duplicate_warms_the_local_cache(store: RecordStore) -> None:
     log = await request_log(store)
     config = IdempotencyConfig(use_local_cache=True)
 
-    @idempotent_function(data_keyword_argument="order", persistence_store=store)
+    @order_function(store)
     async def first(order: dict[str, Any]) -> str:
         return "first"
 
-    @idempotent_function(
-        data_keyword_argument="order",
-        persistence_store=store,
-        config=config,
+    @order_function(
+        store,
+        config,
         key_prefix=first.idempotency_engine.key_prefix,  # type: ignore[attr-defined]  # set by the decorator
     )
     async def second(order: dict[str, Any]) -> str:
@@ -95,7 +90,7 @@ async def test_duplicate_warms_the_local_cache(store: RecordStore) -> None:
 async def test_function_raising_takes_two_requests(store: RecordStore) -> None:
     log = await request_log(store)
 
-    @idempotent_function(data_keyword_argument="order", persistence_store=store)
+    @order_function(store)
     async def process(order: dict[str, Any]) -> None:
         raise LookupError("no such order")
 
@@ -142,9 +137,7 @@ async def test_differing_validated_payload_fails_on_the_returned_old_item(
 ) -> None:
     log = await request_log(store)
 
-    @idempotent_function(
-        data_keyword_argument="order", persistence_store=store, config=validating_config()
-    )
+    @order_function(store, validating_config())
     async def charge(order: dict[str, Any]) -> str:
         return f"charged {order['amount']}"
 
@@ -165,11 +158,7 @@ async def test_differing_validated_payload_fails_on_the_cache_path(
 ) -> None:
     log = await request_log(store)
 
-    @idempotent_function(
-        data_keyword_argument="order",
-        persistence_store=store,
-        config=validating_config(use_local_cache=True),
-    )
+    @order_function(store, validating_config(use_local_cache=True))
     async def charge(order: dict[str, Any]) -> str:
         return f"charged {order['amount']}"
 
@@ -183,9 +172,7 @@ async def test_differing_validated_payload_fails_on_the_cache_path(
 
 @pytest.mark.asyncio
 async def test_validation_stores_the_payload_hash(store: RecordStore) -> None:
-    @idempotent_function(
-        data_keyword_argument="order", persistence_store=store, config=validating_config()
-    )
+    @order_function(store, validating_config())
     async def charge(order: dict[str, Any]) -> None:
         return None
 
@@ -208,11 +195,7 @@ async def test_response_hook_sees_replays_only(store: RecordStore) -> None:
         seen.append((response, record))
         return {**response, "replayed": True}
 
-    @idempotent_function(
-        data_keyword_argument="order",
-        persistence_store=store,
-        config=IdempotencyConfig(response_hook=hook),
-    )
+    @order_function(store, IdempotencyConfig(response_hook=hook))
     async def process(order: dict[str, Any]) -> dict[str, Any]:
         return {"id": order["id"]}
 
@@ -235,10 +218,8 @@ async def test_kill_switch_runs_directly_with_one_warning_per_process(
     log = await request_log(store)
     runs: list[Any] = []
 
-    @idempotent_function(
-        data_keyword_argument="order",
-        persistence_store=store,
-        config=IdempotencyConfig(raise_on_no_idempotency_key=True, use_local_cache=True),
+    @order_function(
+        store, IdempotencyConfig(raise_on_no_idempotency_key=True, use_local_cache=True)
     )
     async def process(order: dict[str, Any]) -> int:
         runs.append(order)
@@ -317,13 +298,13 @@ async def test_shared_store_and_config_have_no_cross_talk(store: RecordStore) ->
     config = IdempotencyConfig(event_key_jmespath="id", payload_validation_jmespath="amount")
     runs: list[tuple[str, int]] = []
 
-    @idempotent_function(data_keyword_argument="order", persistence_store=store, config=config)
+    @order_function(store, config)
     async def bill(order: dict[str, Any]) -> dict[str, Any]:
         await asyncio.sleep(0.01)
         runs.append(("bill", order["id"]))
         return {"bill": order["id"], "amount": order["amount"]}
 
-    @idempotent_function(data_keyword_argument="order", persistence_store=store, config=config)
+    @order_function(store, config)
     async def ship(order: dict[str, Any]) -> dict[str, Any]:
         await asyncio.sleep(0.01)
         runs.append(("ship", order["id"]))

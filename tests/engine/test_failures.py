@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from engine.conftest import FakeClock, key_of, overwrite, request_log
+from engine.conftest import FakeClock, key_of, order_function, overwrite, request_log
 from engine.delegating import DelegatingStore
 from idemstore import (
     AsyncDynamoStore,
@@ -33,7 +33,6 @@ from idemstore import (
     IdempotencyTableNotFoundError,
     RecordStatus,
     RecordStore,
-    idempotent_function,
 )
 from idemstore.engine import MAX_ACQUIRE_ATTEMPTS
 
@@ -62,7 +61,7 @@ async def settled_record(
 def sleeper(store: RecordStore, started: asyncio.Event) -> Callable[..., Coroutine[Any, Any, None]]:
     """An idempotent ``process(order=...)`` that sets ``started`` and sleeps until cancelled."""
 
-    @idempotent_function(data_keyword_argument="order", persistence_store=store)
+    @order_function(store)
     async def process(order: dict[str, Any]) -> None:
         started.set()
         await asyncio.sleep(30)
@@ -73,49 +72,62 @@ def sleeper(store: RecordStore, started: asyncio.Event) -> Callable[..., Corouti
 # --- fencing ----------------------------------------------------------------------------
 
 
+class Usurper:
+    """Another caller that takes over the lock a running call holds; ``record`` is what it
+    wrote in the table."""
+
+    def __init__(self, store: RecordStore) -> None:
+        self.store = store
+        self.record: DataRecord | None = None
+
+    async def take_over(
+        self, process: Any, order: dict[str, Any], *, extend_lease_ms: int = 0, **changes: Any
+    ) -> None:
+        """Write the in-progress record ``process`` holds for ``order`` again, under another
+        owner, its lease extended by ``extend_lease_ms`` and with ``changes``."""
+        ours = await self.store.get_record(key_of(process, order))
+        assert ours.status is RecordStatus.INPROGRESS
+        assert ours.in_progress_expiry_timestamp is not None
+        self.record = replace(
+            ours,
+            owner_token="another-caller",
+            in_progress_expiry_timestamp=ours.in_progress_expiry_timestamp + extend_lease_ms,
+            **changes,
+        )
+        await overwrite(self.store, self.record)
+
+
+@pytest.fixture
+def usurper(store: RecordStore) -> Usurper:
+    """Another caller on the test's store, to take over the lock of a call while it runs."""
+    return Usurper(store)
+
+
 @pytest.mark.asyncio
 @pytest.mark.server
 async def test_finisher_whose_lock_was_taken_over_gets_its_result_back(
-    store: RecordStore,
+    store: RecordStore, usurper: Usurper
 ) -> None:
-    usurper: list[DataRecord] = []
-
-    @idempotent_function(data_keyword_argument="order", persistence_store=store)
+    @order_function(store)
     async def process(order: dict[str, Any]) -> dict[str, Any]:
-        ours = await store.get_record(key_of(process, order))
-        assert ours.status is RecordStatus.INPROGRESS
-        assert ours.in_progress_expiry_timestamp is not None
-        theirs = replace(
-            ours,
-            owner_token="another-caller",
-            in_progress_expiry_timestamp=ours.in_progress_expiry_timestamp + 60_000,
-        )
-        await overwrite(store, theirs)
-        usurper.append(theirs)
+        await usurper.take_over(process, order, extend_lease_ms=60_000)
         return {"computed": order["id"]}
 
     with pytest.raises(IdempotencyLeaseLostError) as caught:
         await process(order={"id": 1})
     assert caught.value.result == {"computed": 1}
-    assert caught.value.current_record == usurper[0]
-    assert await store.get_record(key_of(process, {"id": 1})) == usurper[0]
+    assert caught.value.current_record == usurper.record
+    assert await store.get_record(key_of(process, {"id": 1})) == usurper.record
 
 
 @pytest.mark.asyncio
 async def test_finisher_cannot_overwrite_a_record_completed_by_another(
-    store: RecordStore,
+    store: RecordStore, usurper: Usurper
 ) -> None:
-    @idempotent_function(data_keyword_argument="order", persistence_store=store)
+    @order_function(store)
     async def process(order: dict[str, Any]) -> str:
-        ours = await store.get_record(key_of(process, order))
-        await overwrite(
-            store,
-            replace(
-                ours,
-                owner_token="another-caller",
-                status=RecordStatus.COMPLETED,
-                response_data='"theirs"',
-            ),
+        await usurper.take_over(
+            process, order, status=RecordStatus.COMPLETED, response_data='"theirs"'
         )
         return "ours"
 
@@ -128,40 +140,29 @@ async def test_finisher_cannot_overwrite_a_record_completed_by_another(
 @pytest.mark.asyncio
 @pytest.mark.server
 async def test_failing_finisher_does_not_release_the_new_owners_lock(
-    store: RecordStore,
+    store: RecordStore, usurper: Usurper
 ) -> None:
-    usurper: list[DataRecord] = []
-
-    @idempotent_function(data_keyword_argument="order", persistence_store=store)
+    @order_function(store)
     async def process(order: dict[str, Any]) -> None:
-        ours = await store.get_record(key_of(process, order))
-        theirs = replace(ours, owner_token="another-caller")
-        await overwrite(store, theirs)
-        usurper.append(theirs)
+        await usurper.take_over(process, order)
         raise RuntimeError("boom")
 
     with pytest.raises(RuntimeError, match="boom"):
         await process(order={"id": 1})
-    assert await store.get_record(key_of(process, {"id": 1})) == usurper[0]
+    assert await store.get_record(key_of(process, {"id": 1})) == usurper.record
 
 
 @pytest.mark.asyncio
-async def test_heartbeat_stops_renewing_a_lock_taken_over(store: RecordStore) -> None:
+async def test_heartbeat_stops_renewing_a_lock_taken_over(
+    store: RecordStore, usurper: Usurper
+) -> None:
     lease = 0.3
-    usurper: list[DataRecord] = []
     renewed_before_loss: list[int] = []
     log = await request_log(store)
 
-    @idempotent_function(
-        data_keyword_argument="order",
-        persistence_store=store,
-        config=IdempotencyConfig(in_progress_lease_seconds=lease),
-    )
+    @order_function(store, IdempotencyConfig(in_progress_lease_seconds=lease))
     async def process(order: dict[str, Any]) -> str:
-        ours = await store.get_record(key_of(process, order))
-        theirs = replace(ours, owner_token="another-caller")
-        await overwrite(store, theirs)
-        usurper.append(theirs)
+        await usurper.take_over(process, order)
         renewals = log.operations.count("UpdateItem")
         renewed_before_loss.append(renewals)
         # Let several renewal periods pass: the first renewal finds the lock gone and stops.
@@ -174,7 +175,7 @@ async def test_heartbeat_stops_renewing_a_lock_taken_over(store: RecordStore) ->
 
     with pytest.raises(IdempotencyLeaseLostError):
         await process(order={"id": 1})
-    assert await store.get_record(key_of(process, {"id": 1})) == usurper[0]
+    assert await store.get_record(key_of(process, {"id": 1})) == usurper.record
     # One refused renewal, then the refused completion: renewal stopped after the loss.
     assert log.operations.count("UpdateItem") == renewed_before_loss[0] + 2
 
@@ -213,11 +214,7 @@ async def test_retried_acquire_and_completion_are_recognised_as_ours(
     log = await request_log(store)
     runs: list[Any] = []
 
-    @idempotent_function(
-        data_keyword_argument="order",
-        persistence_store=RetriedWrites(store),
-        config=IdempotencyConfig(in_progress_lease_seconds=0.15),
-    )
+    @order_function(RetriedWrites(store), IdempotencyConfig(in_progress_lease_seconds=0.15))
     async def process(order: dict[str, Any]) -> dict[str, Any]:
         runs.append(order)
         await asyncio.sleep(0.1)  # long enough for a lease renewal
@@ -239,7 +236,7 @@ async def test_retried_release_after_a_failure_keeps_the_original_error(
 ) -> None:
     log = await request_log(store)
 
-    @idempotent_function(data_keyword_argument="order", persistence_store=RetriedWrites(store))
+    @order_function(RetriedWrites(store))
     async def process(order: dict[str, Any]) -> None:
         raise KeyError("missing")
 
@@ -258,7 +255,7 @@ async def test_function_error_releases_the_record_and_propagates(
 ) -> None:
     attempts: list[int] = []
 
-    @idempotent_function(data_keyword_argument="order", persistence_store=store)
+    @order_function(store)
     async def process(order: dict[str, Any]) -> str:
         attempts.append(1)
         if len(attempts) == 1:
@@ -277,7 +274,7 @@ async def test_function_error_releases_the_record_and_propagates(
 async def test_release_failing_too_carries_both_errors(dynamo_store: AsyncDynamoStore) -> None:
     store = dynamo_store
 
-    @idempotent_function(data_keyword_argument="order", persistence_store=store)
+    @order_function(store)
     async def process(order: dict[str, Any]) -> None:
         client = await store.client()
         await client.delete_table(TableName=store.table_name)
@@ -301,7 +298,7 @@ async def test_release_failing_too_carries_both_errors(dynamo_store: AsyncDynamo
 async def test_timeout_releases_the_record(store: RecordStore) -> None:
     log = await request_log(store)
 
-    @idempotent_function(data_keyword_argument="order", persistence_store=store)
+    @order_function(store)
     async def process(order: dict[str, Any]) -> None:
         await asyncio.sleep(30)
 
@@ -343,7 +340,7 @@ async def test_timeout_during_completion_still_records_the_result(
 ) -> None:
     runs: list[int] = []
 
-    @idempotent_function(data_keyword_argument="order", persistence_store=SlowCompletion(store))
+    @order_function(SlowCompletion(store))
     async def process(order: dict[str, Any]) -> str:
         runs.append(1)
         # The caller's timeout fires while the (slow) completion is on its way.
@@ -407,7 +404,7 @@ async def test_unserializable_result_is_an_error_and_releases(
 ) -> None:
     log = await request_log(store)
 
-    @idempotent_function(data_keyword_argument="order", persistence_store=store)
+    @order_function(store)
     async def process(order: dict[str, Any]) -> Any:
         return {"handle": object()}
 
@@ -425,7 +422,7 @@ async def test_result_too_large_even_compressed_is_an_error_and_releases(
     log = await request_log(store)
     incompressible = base64.b64encode(os.urandom(600_000)).decode()
 
-    @idempotent_function(data_keyword_argument="order", persistence_store=store)
+    @order_function(store)
     async def process(order: dict[str, Any]) -> str:
         return incompressible
 
@@ -450,7 +447,7 @@ async def test_large_results_are_compressed_only_when_they_do_not_fit(
     text = ("order line, " * (size // 12 + 1))[:size]
     runs: list[int] = []
 
-    @idempotent_function(data_keyword_argument="order", persistence_store=store)
+    @order_function(store)
     async def process(order: dict[str, Any]) -> dict[str, str]:
         runs.append(1)
         return {"text": text}
@@ -485,11 +482,7 @@ async def test_expired_record_is_taken_over(store: RecordStore) -> None:
     log = await request_log(store)
     runs: list[float] = []
 
-    @idempotent_function(
-        data_keyword_argument="order",
-        persistence_store=store,
-        config=IdempotencyConfig(expires_after_seconds=60, clock=clock),
-    )
+    @order_function(store, IdempotencyConfig(expires_after_seconds=60, clock=clock))
     async def process(order: dict[str, Any]) -> int:
         runs.append(clock())
         return len(runs)
@@ -520,11 +513,7 @@ def foreign_lock(key: str, clock: FakeClock, *, lock_ms_left: int) -> DataRecord
 async def test_live_lock_of_another_caller_is_in_progress(store: RecordStore) -> None:
     clock = FakeClock(time.time())
 
-    @idempotent_function(
-        data_keyword_argument="order",
-        persistence_store=store,
-        config=IdempotencyConfig(clock=clock),
-    )
+    @order_function(store, IdempotencyConfig(clock=clock))
     async def process(order: dict[str, Any]) -> None:
         raise AssertionError("must not run")
 
@@ -543,11 +532,7 @@ async def test_stale_lock_is_taken_over(store: RecordStore) -> None:
     clock = FakeClock(time.time())
     runs: list[int] = []
 
-    @idempotent_function(
-        data_keyword_argument="order",
-        persistence_store=store,
-        config=IdempotencyConfig(clock=clock),
-    )
+    @order_function(store, IdempotencyConfig(clock=clock))
     async def process(order: dict[str, Any]) -> str:
         runs.append(1)
         return "recovered"
@@ -587,11 +572,7 @@ async def test_retries_after_stale_records_are_bounded(store: RecordStore) -> No
     clock = FakeClock(time.time())
     stale = AlwaysStale(store)
 
-    @idempotent_function(
-        data_keyword_argument="order",
-        persistence_store=stale,
-        config=IdempotencyConfig(clock=clock, wait_for_in_progress_seconds=0.2),
-    )
+    @order_function(stale, IdempotencyConfig(clock=clock, wait_for_in_progress_seconds=0.2))
     async def process(order: dict[str, Any]) -> None:
         raise AssertionError("must not run")
 

@@ -19,7 +19,7 @@ from aws_lambda_powertools.utilities.idempotency import (
 )
 from aws_lambda_powertools.utilities.idempotency.base import _prepare_data
 
-from engine.conftest import request_log
+from engine.conftest import key_of, order_function, request_log
 from idemstore import (
     IdempotencyConfig,
     IdempotencyItemNotFoundError,
@@ -130,14 +130,14 @@ def powertools_key(
 async def test_record_is_stored_under_the_powertools_key(
     memory_store: InMemoryStore, powertools_client: Any, payload: Any
 ) -> None:
-    @idempotent_function(data_keyword_argument="order", persistence_store=memory_store)
+    @order_function(memory_store)
     async def process(order: Any) -> str:
         return "done"
 
     expected = powertools_key(powertools_client, POWERTOOLS_TABLE, payload, process)
     assert expected is not None
     assert expected.startswith(f"test-func.{__name__}.")
-    assert process.idempotency_engine.identify(payload).key == expected  # type: ignore[attr-defined]  # set by the decorator
+    assert key_of(process, payload) == expected
     assert await process(order=payload) == "done"
     record = await memory_store.get_record(expected)
     assert record.status is RecordStatus.COMPLETED
@@ -164,16 +164,12 @@ async def test_configured_keys_match_powertools(
     config: dict[str, Any],
     payload: Any,
 ) -> None:
-    @idempotent_function(
-        data_keyword_argument="event",
-        persistence_store=memory_store,
-        config=IdempotencyConfig(**config),
-    )
-    async def handle(event: Any) -> None:
+    @order_function(memory_store, IdempotencyConfig(**config))
+    async def process(order: Any) -> None:
         return None
 
-    expected = powertools_key(powertools_client, POWERTOOLS_TABLE, payload, handle, **config)
-    assert handle.idempotency_engine.identify(payload).key == expected  # type: ignore[attr-defined]  # set by the decorator
+    expected = powertools_key(powertools_client, POWERTOOLS_TABLE, payload, process, **config)
+    assert key_of(process, payload) == expected
 
 
 @pytest.mark.asyncio
@@ -186,11 +182,7 @@ async def test_payload_hash_matches_powertools(
     }
     payload = {"order_id": "o-1", "amount": Decimal("9.99"), "at": PLACED_AT}
 
-    @idempotent_function(
-        data_keyword_argument="order",
-        persistence_store=memory_store,
-        config=IdempotencyConfig(**config),
-    )
+    @order_function(memory_store, IdempotencyConfig(**config))
     async def process(order: Any) -> None:
         return None
 
@@ -206,12 +198,12 @@ async def test_prefix_uses_the_lambda_function_name(
 ) -> None:
     monkeypatch.setenv("AWS_LAMBDA_FUNCTION_NAME", "orders-prod")
 
-    @idempotent_function(data_keyword_argument="order", persistence_store=memory_store)
+    @order_function(memory_store)
     async def process(order: Any) -> None:
         return None
 
     payload = {"order_id": "o-1"}
-    key = process.idempotency_engine.identify(payload).key  # type: ignore[attr-defined]  # set by the decorator
+    key = key_of(process, payload)
     assert key.startswith(f"orders-prod.{__name__}.")
     assert key == powertools_key(powertools_client, POWERTOOLS_TABLE, payload, process)
 
@@ -220,16 +212,14 @@ async def test_prefix_uses_the_lambda_function_name(
 async def test_key_prefix_replaces_the_derived_prefix(
     memory_store: InMemoryStore, powertools_client: Any
 ) -> None:
-    @idempotent_function(
-        data_keyword_argument="order", persistence_store=memory_store, key_prefix="orders"
-    )
+    @order_function(memory_store, key_prefix="orders")
     async def process(order: Any) -> None:
         return None
 
     payload = {"order_id": "o-1"}
     layer = DynamoDBPersistenceLayer(table_name=POWERTOOLS_TABLE, boto3_client=powertools_client)
     layer.configure(PowertoolsConfig(), function_name="ignored", key_prefix="orders")
-    key = process.idempotency_engine.identify(payload).key  # type: ignore[attr-defined]  # set by the decorator
+    key = key_of(process, payload)
     assert key.startswith("orders#")
     assert key == layer._get_hashed_idempotency_key(payload)
 
@@ -240,11 +230,7 @@ async def test_a_function_mutating_its_payload_completes_the_original_record(
 ) -> None:
     runs: list[str] = []
 
-    @idempotent_function(
-        data_keyword_argument="order",
-        persistence_store=store,
-        config=IdempotencyConfig(event_key_jmespath="order_id"),
-    )
+    @order_function(store, IdempotencyConfig(event_key_jmespath="order_id"))
     async def process(order: dict[str, Any]) -> str:
         runs.append(order["order_id"])
         order["order_id"] = "rewritten"
@@ -264,10 +250,11 @@ async def test_a_function_mutating_its_payload_completes_the_original_record(
 
 
 def run_counting_handler(
-    store: RecordStore, runs: list[Any], **options: Any
-) -> Callable[..., Coroutine[Any, Any, str]]:
-    """An idempotent ``handle(event=...)`` configured by ``options``; it appends each event it
-    runs on to ``runs`` and returns ``"ran"``."""
+    store: RecordStore, **options: Any
+) -> tuple[Callable[..., Coroutine[Any, Any, str]], list[Any]]:
+    """An idempotent ``handle(event=...)`` configured by ``options``, which returns ``"ran"``,
+    and the list of the events it ran on."""
+    runs: list[Any] = []
 
     @idempotent_function(
         data_keyword_argument="event",
@@ -278,7 +265,7 @@ def run_counting_handler(
         runs.append(event)
         return "ran"
 
-    return handle
+    return handle, runs
 
 
 MISSING_KEYS = [
@@ -290,37 +277,36 @@ MISSING_KEYS = [
 ]
 
 
-@pytest.mark.asyncio
 @pytest.mark.parametrize(("jmespath", "payload"), MISSING_KEYS)
-async def test_missing_key_raises_when_configured(
-    store: RecordStore, jmespath: str, payload: dict[str, Any]
-) -> None:
-    log = await request_log(store)
-    runs: list[Any] = []
-    handle = run_counting_handler(
-        store, runs, event_key_jmespath=jmespath, raise_on_no_idempotency_key=True
-    )
+class TestMissingKey:
+    """A payload with no value where the key expression points, on each of MISSING_KEYS."""
 
-    with pytest.raises(IdempotencyKeyError, match="No data found"):
-        await handle(event=payload)
-    assert runs == []
-    assert log.operations == []
+    @pytest.mark.asyncio
+    async def test_raises_when_configured(
+        self, store: RecordStore, jmespath: str, payload: dict[str, Any]
+    ) -> None:
+        log = await request_log(store)
+        handle, runs = run_counting_handler(
+            store, event_key_jmespath=jmespath, raise_on_no_idempotency_key=True
+        )
 
+        with pytest.raises(IdempotencyKeyError, match="No data found"):
+            await handle(event=payload)
+        assert runs == []
+        assert log.operations == []
 
-@pytest.mark.asyncio
-@pytest.mark.parametrize(("jmespath", "payload"), MISSING_KEYS)
-async def test_missing_key_warns_and_runs_unprotected(
-    store: RecordStore, jmespath: str, payload: dict[str, Any]
-) -> None:
-    log = await request_log(store)
-    runs: list[Any] = []
-    handle = run_counting_handler(store, runs, event_key_jmespath=jmespath)
+    @pytest.mark.asyncio
+    async def test_warns_and_runs_unprotected(
+        self, store: RecordStore, jmespath: str, payload: dict[str, Any]
+    ) -> None:
+        log = await request_log(store)
+        handle, runs = run_counting_handler(store, event_key_jmespath=jmespath)
 
-    for _ in range(2):
-        with pytest.warns(IdempotencyWarning, match="No idempotency key value found"):
-            assert await handle(event=payload) == "ran"
-    assert runs == [payload, payload]
-    assert log.operations == []
+        for _ in range(2):
+            with pytest.warns(IdempotencyWarning, match="No idempotency key value found"):
+                assert await handle(event=payload) == "ran"
+        assert runs == [payload, payload]
+        assert log.operations == []
 
 
 @pytest.mark.asyncio

@@ -3,18 +3,18 @@
 import dataclasses
 import datetime as dt
 import uuid
+from collections.abc import Callable, Coroutine
 from decimal import Decimal
 from typing import Any
 
 import pydantic
 import pytest
 
-from engine.conftest import request_log
+from engine.conftest import assert_replays_a_copy, key_of, order_function, request_log
 from idemstore import (
     DataclassSerializer,
     IdempotencySerializationError,
     RecordStore,
-    idempotent_function,
 )
 
 
@@ -41,41 +41,61 @@ RECEIPT = Receipt(
 PARCEL = Parcel(parcel_id="p-1", weight_grams=250, tracking=["t1"])
 
 
+async def receipt(order: dict[str, Any]) -> Receipt:
+    return RECEIPT
+
+
+async def parcel(order: dict[str, Any]) -> Parcel:
+    return PARCEL
+
+
+async def unannotated_receipt(order: dict[str, Any]):  # type: ignore[no-untyped-def]  # unannotated on purpose
+    return RECEIPT
+
+
+async def any_parcel(order: dict[str, Any]) -> Any:
+    return PARCEL
+
+
+async def parcel_annotated_as_receipt(order: dict[str, Any]) -> Receipt:
+    return PARCEL  # type: ignore[return-value]  # the serializer, not the annotation, decides
+
+
 @pytest.mark.asyncio
 @pytest.mark.server
-async def test_pydantic_result_is_inferred_from_the_annotation(
-    store: RecordStore,
-) -> None:
-    @idempotent_function(data_keyword_argument="order", persistence_store=store)
-    async def process(order: dict[str, Any]) -> Receipt:
-        return RECEIPT
-
-    assert await process(order={"id": 1}) is RECEIPT
-    replayed = await process(order={"id": 1})
-    assert isinstance(replayed, Receipt)
-    assert replayed == RECEIPT
-    assert replayed is not RECEIPT
+async def test_pydantic_result_is_inferred_from_the_annotation(store: RecordStore) -> None:
+    await assert_replays_a_copy(order_function(store)(receipt), RECEIPT)
 
 
 @pytest.mark.asyncio
-async def test_dataclass_result_is_inferred_from_the_annotation(
+@pytest.mark.parametrize(
+    ("function", "output_serializer", "result"),
+    [
+        pytest.param(parcel, None, PARCEL, id="dataclass inferred from the annotation"),
+        pytest.param(unannotated_receipt, Receipt, RECEIPT, id="model type as output_serializer"),
+        pytest.param(any_parcel, Parcel, PARCEL, id="dataclass type as output_serializer"),
+        pytest.param(
+            parcel_annotated_as_receipt,
+            DataclassSerializer(Parcel),
+            PARCEL,
+            id="explicit serializer wins over the annotation",
+        ),
+    ],
+)
+async def test_replay_is_typed_like_the_first_result(
     store: RecordStore,
+    function: Callable[..., Coroutine[Any, Any, Any]],
+    output_serializer: Any,
+    result: Any,
 ) -> None:
-    @idempotent_function(data_keyword_argument="order", persistence_store=store)
-    async def process(order: dict[str, Any]) -> Parcel:
-        return PARCEL
-
-    await process(order={"id": 1})
-    replayed = await process(order={"id": 1})
-    assert isinstance(replayed, Parcel)
-    assert replayed == PARCEL
+    await assert_replays_a_copy(
+        order_function(store, output_serializer=output_serializer)(function), result
+    )
 
 
 @pytest.mark.asyncio
-async def test_optional_model_result_replays_none_and_models(
-    store: RecordStore,
-) -> None:
-    @idempotent_function(data_keyword_argument="order", persistence_store=store)
+async def test_optional_model_result_replays_none_and_models(store: RecordStore) -> None:
+    @order_function(store)
     async def lookup(order: dict[str, Any]) -> Receipt | None:
         return RECEIPT if order["found"] else None
 
@@ -83,32 +103,6 @@ async def test_optional_model_result_replays_none_and_models(
         await lookup(order={"found": found})
     assert await lookup(order={"found": True}) == RECEIPT
     assert await lookup(order={"found": False}) is None
-
-
-@pytest.mark.asyncio
-async def test_explicit_model_type_as_output_serializer(store: RecordStore) -> None:
-    @idempotent_function(
-        data_keyword_argument="order", persistence_store=store, output_serializer=Receipt
-    )
-    async def process(order: dict[str, Any]):  # type: ignore[no-untyped-def]  # unannotated on purpose
-        return RECEIPT
-
-    await process(order={"id": 1})
-    replayed = await process(order={"id": 1})
-    assert isinstance(replayed, Receipt)
-    assert replayed == RECEIPT
-
-
-@pytest.mark.asyncio
-async def test_explicit_dataclass_type_as_output_serializer(store: RecordStore) -> None:
-    @idempotent_function(
-        data_keyword_argument="order", persistence_store=store, output_serializer=Parcel
-    )
-    async def process(order: dict[str, Any]) -> Any:
-        return PARCEL
-
-    await process(order={"id": 1})
-    assert await process(order={"id": 1}) == PARCEL
 
 
 @pytest.mark.asyncio
@@ -122,40 +116,18 @@ async def test_explicit_serializer_object(store: RecordStore) -> None:
         def from_dict(self, data: Any) -> Any:
             return Decimal(data["cents"]) / 100
 
-    @idempotent_function(
-        data_keyword_argument="order",
-        persistence_store=store,
-        output_serializer=MoneySerializer(),
-    )
+    @order_function(store, output_serializer=MoneySerializer())
     async def total(order: dict[str, Any]) -> Decimal:
         return Decimal("12.34")
 
     await total(order={"id": 1})
-    identity = total.idempotency_engine.identify({"id": 1})  # type: ignore[attr-defined]  # set by the decorator
-    assert (await store.get_record(identity.key)).response_data == '{"cents": 1234}'
+    assert (await store.get_record(key_of(total, {"id": 1}))).response_data == '{"cents": 1234}'
     assert await total(order={"id": 1}) == Decimal("12.34")
 
 
 @pytest.mark.asyncio
-async def test_explicit_serializer_wins_over_the_annotation(
-    store: RecordStore,
-) -> None:
-    @idempotent_function(
-        data_keyword_argument="order",
-        persistence_store=store,
-        output_serializer=DataclassSerializer(Parcel),
-    )
-    async def process(order: dict[str, Any]) -> Receipt:  # annotation deliberately wrong
-        return PARCEL  # type: ignore[return-value]  # the serializer, not the annotation, decides
-
-    await process(order={"id": 1})
-    replayed: Any = await process(order={"id": 1})
-    assert replayed == PARCEL
-
-
-@pytest.mark.asyncio
 async def test_unannotated_result_replays_as_json_data(store: RecordStore) -> None:
-    @idempotent_function(data_keyword_argument="order", persistence_store=store)
+    @order_function(store)
     async def process(order: dict[str, Any]) -> Any:
         return {"when": dt.date(2024, 1, 2), "id": uuid.UUID(int=7), "n": Decimal("1.5")}
 
@@ -173,7 +145,7 @@ async def test_falsy_results_replay_as_themselves(store: RecordStore, result: An
     log = await request_log(store)
     runs: list[int] = []
 
-    @idempotent_function(data_keyword_argument="order", persistence_store=store)
+    @order_function(store)
     async def process(order: dict[str, Any]) -> Any:
         runs.append(1)
         return result
@@ -191,13 +163,12 @@ async def test_falsy_results_replay_as_themselves(store: RecordStore, result: An
 async def test_stored_result_that_no_longer_fits_the_model_is_a_serialization_error(
     store: RecordStore,
 ) -> None:
-    @idempotent_function(data_keyword_argument="order", persistence_store=store)
+    @order_function(store)
     async def before(order: dict[str, Any]) -> dict[str, Any]:
         return {"unexpected": True}
 
-    @idempotent_function(
-        data_keyword_argument="order",
-        persistence_store=store,
+    @order_function(
+        store,
         key_prefix=before.idempotency_engine.key_prefix,  # type: ignore[attr-defined]  # set by the decorator
     )
     async def after(order: dict[str, Any]) -> Receipt:

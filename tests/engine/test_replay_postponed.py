@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 import pydantic
 import pytest
 
-from idemstore import RecordStore, idempotent_function
+from engine.conftest import assert_replays_a_copy, order_function
+from idemstore import RecordStore
 
 
 class Invoice(pydantic.BaseModel):
@@ -21,30 +23,26 @@ class Label:
     text: str
 
 
-@pytest.mark.asyncio
-async def test_pydantic_model_inferred_from_a_string_annotation(
-    store: RecordStore,
-) -> None:
-    @idempotent_function(data_keyword_argument="order", persistence_store=store)
-    async def invoice(order: dict[str, Any]) -> Invoice:
-        return Invoice(invoice_id=order["id"], paid=True)
+INVOICE = Invoice(invoice_id="i-1", paid=True)
+LABEL = Label(text="l-1")
 
-    assert isinstance(invoice.__annotations__["return"], str)
-    await invoice(order={"id": "i-1"})
-    replayed = await invoice(order={"id": "i-1"})
-    assert isinstance(replayed, Invoice)
-    assert replayed == Invoice(invoice_id="i-1", paid=True)
+
+async def invoice(order: dict[str, Any]) -> Invoice:
+    return INVOICE
+
+
+async def label(order: dict[str, Any]) -> Label | None:
+    return LABEL
 
 
 @pytest.mark.asyncio
-async def test_optional_dataclass_inferred_from_a_string_annotation(
-    store: RecordStore,
+@pytest.mark.parametrize(
+    ("function", "result"),
+    [(invoice, INVOICE), (label, LABEL)],
+    ids=["pydantic model", "optional dataclass"],
+)
+async def test_result_type_is_inferred_from_a_string_annotation(
+    store: RecordStore, function: Callable[..., Coroutine[Any, Any, Any]], result: Any
 ) -> None:
-    @idempotent_function(data_keyword_argument="order", persistence_store=store)
-    async def label(order: dict[str, Any]) -> Label | None:
-        return Label(text=order["id"])
-
-    await label(order={"id": "l-1"})
-    replayed = await label(order={"id": "l-1"})
-    assert isinstance(replayed, Label)
-    assert replayed == Label(text="l-1")
+    assert isinstance(function.__annotations__["return"], str)
+    await assert_replays_a_copy(order_function(store)(function), result)

@@ -9,7 +9,7 @@ import pydantic
 import pytest
 import pytest_asyncio
 
-from engine.conftest import request_log
+from engine.conftest import order_function, request_log
 from idemstore import (
     AsyncDynamoStore,
     IdempotencyAlreadyInProgressError,
@@ -38,14 +38,38 @@ async def until(condition: Any) -> None:
     raise AssertionError("condition never held")
 
 
+class Hold:
+    """Holds the first call of a test in progress, so that its duplicates find its lock taken.
+
+    A decorated body that awaits ``run(name)`` is recorded in ``runs`` and then waits, holding
+    its lock, until the test calls ``release()``.
+    """
+
+    def __init__(self) -> None:
+        self.runs: list[Any] = []
+        self._released = asyncio.Event()
+
+    async def run(self, name: Any) -> None:
+        """Record a run as ``name``, then wait for ``release()``."""
+        self.runs.append(name)
+        await self._released.wait()
+
+    def release(self) -> None:
+        """Let the held calls go on."""
+        self._released.set()
+
+    async def start(self, call: Coroutine[Any, Any, R]) -> asyncio.Task[R]:
+        """``call`` as a task, once its run has begun: from then on it holds its lock."""
+        task = asyncio.create_task(call)
+        await until(lambda: self.runs)
+        return task
+
+
 def waiting_function(
     store: RecordStore, seconds: float, **options: Any
 ) -> Callable[[Callable[P, Coroutine[Any, Any, R]]], Callable[P, Coroutine[Any, Any, R]]]:
     """``idempotent_function`` on ``order`` that waits up to ``seconds`` for a call in progress."""
-    config = IdempotencyConfig(wait_for_in_progress_seconds=seconds, **options)
-    return idempotent_function(
-        data_keyword_argument="order", persistence_store=store, config=config
-    )
+    return order_function(store, IdempotencyConfig(wait_for_in_progress_seconds=seconds, **options))
 
 
 def deployed_elsewhere(
@@ -79,27 +103,24 @@ async def other_process_store(
 @pytest.mark.asyncio
 async def test_same_process_duplicates_attach_with_no_requests(store: RecordStore) -> None:
     log = await request_log(store)
-    release = asyncio.Event()
-    runs: list[int] = []
+    hold = Hold()
 
     @waiting_function(store, 5)
     async def process(order: dict[str, Any]) -> Receipt:
-        runs.append(order["id"])
-        await release.wait()
+        await hold.run(order["id"])
         return Receipt(order_id=order["id"])
 
-    leader = asyncio.create_task(process(order={"id": 1}))
-    await until(lambda: runs)
+    leader = await hold.start(process(order={"id": 1}))
     duplicates = [asyncio.create_task(process(order={"id": 1})) for _ in range(3)]
     await asyncio.sleep(0.05)
     assert log.operations == ["PutItem"]
     assert not any(d.done() for d in duplicates)
 
-    release.set()
+    hold.release()
     results = await asyncio.gather(leader, *duplicates)
     assert results == [Receipt(order_id=1)] * 4
     assert all(isinstance(r, Receipt) for r in results)
-    assert runs == [1]
+    assert hold.runs == [1]
     assert log.operations == ["PutItem", "UpdateItem"]
 
 
@@ -122,51 +143,46 @@ async def test_simultaneous_calls_take_one_lock(store: RecordStore) -> None:
 
 @pytest.mark.asyncio
 async def test_attached_duplicate_is_validated(store: RecordStore) -> None:
-    release = asyncio.Event()
-    runs: list[int] = []
+    hold = Hold()
 
     @waiting_function(store, 5, event_key_jmespath="id", payload_validation_jmespath="amount")
     async def charge(order: dict[str, Any]) -> str:
-        runs.append(order["amount"])
-        await release.wait()
+        await hold.run(order["amount"])
         return f"charged {order['amount']}"
 
-    leader = asyncio.create_task(charge(order={"id": 1, "amount": 10}))
-    await until(lambda: runs)
+    leader = await hold.start(charge(order={"id": 1, "amount": 10}))
     same = asyncio.create_task(charge(order={"id": 1, "amount": 10}))
     differing = asyncio.create_task(charge(order={"id": 1, "amount": 99}))
     await asyncio.sleep(0.02)
-    release.set()
+    hold.release()
     assert await leader == "charged 10"
     assert await same == "charged 10"
     with pytest.raises(IdempotencyValidationError):
         await differing
-    assert runs == [10]
+    assert hold.runs == [10]
 
 
 @pytest.mark.asyncio
 async def test_duplicates_of_a_failed_call_run_it_again_once(store: RecordStore) -> None:
-    release = asyncio.Event()
-    runs: list[str] = []
+    hold = Hold()
 
     @waiting_function(store, 5)
     async def process(order: dict[str, Any]) -> str:
-        runs.append("run")
-        if len(runs) == 1:
-            await release.wait()
+        if not hold.runs:
+            await hold.run("first")
             raise ConnectionError("first attempt failed")
+        hold.runs.append("again")
         await asyncio.sleep(0.05)
         return "second attempt"
 
-    leader = asyncio.create_task(process(order={"id": 1}))
-    await until(lambda: runs)
+    leader = await hold.start(process(order={"id": 1}))
     duplicates = [asyncio.create_task(process(order={"id": 1})) for _ in range(2)]
     await asyncio.sleep(0.02)
-    release.set()
+    hold.release()
     with pytest.raises(ConnectionError):
         await leader
     assert list(await asyncio.gather(*duplicates)) == ["second attempt"] * 2
-    assert runs == ["run", "run"]
+    assert hold.runs == ["first", "again"]
 
 
 @pytest.mark.asyncio
@@ -174,32 +190,29 @@ async def test_duplicates_of_a_failed_call_run_it_again_once(store: RecordStore)
 async def test_duplicate_in_another_process_polls_then_replays(
     store: RecordStore, other_process_store: AsyncDynamoStore
 ) -> None:
-    release = asyncio.Event()
-    runs: list[str] = []
+    hold = Hold()
 
     @waiting_function(store, 5)
     async def process(order: dict[str, Any]) -> Receipt:
-        runs.append("here")
-        await release.wait()
+        await hold.run("here")
         return Receipt(order_id=order["id"])
 
     # The same function deployed elsewhere: same key prefix, its own engine and client.
     @deployed_elsewhere(process, other_process_store)
     async def process_elsewhere(order: dict[str, Any]) -> Receipt:
-        runs.append("elsewhere")
+        hold.runs.append("elsewhere")
         return Receipt(order_id=-1)
 
     elsewhere_log = await request_log(other_process_store)
-    leader = asyncio.create_task(process(order={"id": 3}))
-    await until(lambda: runs)
+    leader = await hold.start(process(order={"id": 3}))
     duplicate = asyncio.create_task(process_elsewhere(order={"id": 3}))
     await until(lambda: elsewhere_log.operations.count("GetItem") >= 2)
     assert not duplicate.done()
-    release.set()
+    hold.release()
 
     assert await leader == Receipt(order_id=3)
     assert await duplicate == Receipt(order_id=3)
-    assert runs == ["here"]
+    assert hold.runs == ["here"]
     assert elsewhere_log.operations[0] == "PutItem"
     assert set(elsewhere_log.operations[1:]) == {"GetItem"}
 
@@ -209,31 +222,28 @@ async def test_duplicate_in_another_process_polls_then_replays(
 async def test_duplicate_in_another_process_runs_when_the_first_call_fails(
     store: RecordStore, other_process_store: AsyncDynamoStore
 ) -> None:
-    release = asyncio.Event()
-    runs: list[str] = []
+    hold = Hold()
 
     @waiting_function(store, 5)
     async def process(order: dict[str, Any]) -> str:
-        runs.append("here")
-        await release.wait()
+        await hold.run("here")
         raise ConnectionError("downstream failed")
 
     @deployed_elsewhere(process, other_process_store)
     async def process_elsewhere(order: dict[str, Any]) -> str:
-        runs.append("elsewhere")
+        hold.runs.append("elsewhere")
         return "done elsewhere"
 
     elsewhere_log = await request_log(other_process_store)
-    leader = asyncio.create_task(process(order={"id": 8}))
-    await until(lambda: runs)
+    leader = await hold.start(process(order={"id": 8}))
     duplicate = asyncio.create_task(process_elsewhere(order={"id": 8}))
     await until(lambda: "GetItem" in elsewhere_log.operations)
-    release.set()
+    hold.release()
     with pytest.raises(ConnectionError):
         await leader
     # The released record is gone when polled: the duplicate takes the lock and runs.
     assert await duplicate == "done elsewhere"
-    assert runs == ["here", "elsewhere"]
+    assert hold.runs == ["here", "elsewhere"]
     assert elsewhere_log.operations[-2:] == ["PutItem", "UpdateItem"]
 
 
@@ -241,31 +251,26 @@ async def test_duplicate_in_another_process_runs_when_the_first_call_fails(
 async def test_duplicate_in_another_process_gives_up_at_the_deadline(
     store: RecordStore, other_process_store: AsyncDynamoStore
 ) -> None:
-    release = asyncio.Event()
-    runs: list[str] = []
-    wait = 0.3
+    hold = Hold()
 
-    @waiting_function(store, wait)
+    @waiting_function(store, 0.3)
     async def process(order: dict[str, Any]) -> str:
-        runs.append("here")
-        await release.wait()
+        await hold.run("here")
         return "done"
 
     @deployed_elsewhere(process, other_process_store)
     async def process_elsewhere(order: dict[str, Any]) -> str:
-        runs.append("elsewhere")
-        return "elsewhere"
+        raise AssertionError("must not run")
 
     elsewhere_log = await request_log(other_process_store)
-    leader = asyncio.create_task(process(order={"id": 4}))
-    await until(lambda: runs)
+    leader = await hold.start(process(order={"id": 4}))
     try:
         with pytest.raises(IdempotencyAlreadyInProgressError) as caught:
             await process_elsewhere(order={"id": 4})
     finally:
-        release.set()
+        hold.release()
     assert await leader == "done"
-    assert runs == ["here"]
+    assert hold.runs == ["here"]
     assert caught.value.old_data_record is not None
     # Polling backs off: a handful of reads, never a busy loop.
     polls = elsewhere_log.operations.count("GetItem")
@@ -274,50 +279,27 @@ async def test_duplicate_in_another_process_gives_up_at_the_deadline(
 
 
 @pytest.mark.asyncio
-async def test_same_process_duplicate_gives_up_at_the_deadline(store: RecordStore) -> None:
-    release = asyncio.Event()
-    runs: list[str] = []
+@pytest.mark.parametrize(
+    "wait", [0, 0.3], ids=["at once without waiting", "at the deadline when waiting"]
+)
+async def test_same_process_duplicate_raises_already_in_progress(
+    store: RecordStore, wait: float
+) -> None:
+    hold = Hold()
 
-    @waiting_function(store, 0.3)
+    @waiting_function(store, wait)
     async def process(order: dict[str, Any]) -> str:
-        runs.append("run")
-        await release.wait()
+        await hold.run("run")
         return "done"
 
-    leader = asyncio.create_task(process(order={"id": 5}))
-    await until(lambda: runs)
-    log = await request_log(store)
-    try:
-        with pytest.raises(IdempotencyAlreadyInProgressError):
-            await process(order={"id": 5})
-    finally:
-        release.set()
-    assert await leader == "done"
-    assert runs == ["run"]
-    # The wait was spent attached; at its end one look at the table, no second wait.
-    assert log.operations[0] == "PutItem"
-    assert "GetItem" not in log.operations
-
-
-@pytest.mark.asyncio
-async def test_without_waiting_a_duplicate_raises_at_once(store: RecordStore) -> None:
-    release = asyncio.Event()
-    runs: list[str] = []
-
-    @idempotent_function(data_keyword_argument="order", persistence_store=store)
-    async def process(order: dict[str, Any]) -> str:
-        runs.append("run")
-        await release.wait()
-        return "done"
-
-    leader = asyncio.create_task(process(order={"id": 6}))
-    await until(lambda: runs)
+    leader = await hold.start(process(order={"id": 5}))
     log = await request_log(store)
     try:
         with pytest.raises(IdempotencyAlreadyInProgressError, match="already in progress"):
-            await process(order={"id": 6})
+            await process(order={"id": 5})
+        # A wait is spent attached to the call in progress: one look at the table, no polls.
         assert log.operations == ["PutItem"]
     finally:
-        release.set()
+        hold.release()
     assert await leader == "done"
-    assert runs == ["run"]
+    assert hold.runs == ["run"]
