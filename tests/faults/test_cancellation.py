@@ -182,7 +182,7 @@ async def test_cancel_during_completion_still_stores_the_result(
 
 @pytest.mark.asyncio
 async def test_a_cancelled_leader_does_not_strand_its_waiters(
-    fault_proxy: FaultProxy, faulty_store: AsyncDynamoStore, direct_store: AsyncDynamoStore
+    faulty_store: AsyncDynamoStore, direct_store: AsyncDynamoStore
 ) -> None:
     runs, started, finish = BodyRuns(), asyncio.Event(), asyncio.Event()
     config = IdempotencyConfig(wait_for_in_progress_seconds=10)
