@@ -267,18 +267,34 @@ evaluates such a comparison as false; the local server fails with HTTP 500
 instead, so these run against the in-memory store, which evaluates as DynamoDB."""
 
 
-@pytest.mark.asyncio
-@pytest.mark.parametrize("case", sorted(CORRUPT_ITEMS))
-async def test_a_corrupt_item_is_reported_and_left_alone(
-    case: str, dynamo_store: AsyncDynamoStore
+async def plant(store: AsyncDynamoStore | InMemoryStore, item: dict[str, Any]) -> None:
+    """Write ``item`` as it is, past the store's encoding: a record the store did not write."""
+    if isinstance(store, InMemoryStore):
+        store._items[item["id"]["S"]] = dict(item)  # planting a corrupt item needs the raw map
+    else:
+        client = await store.client()
+        await client.put_item(TableName=store.table_name, Item=item)
+
+
+async def table_items(store: AsyncDynamoStore | InMemoryStore) -> dict[str, dict[str, Any]]:
+    """Every item the table holds, by key, as stored."""
+    if isinstance(store, InMemoryStore):
+        return store.items()
+    client = await store.client()
+    scanned = await client.scan(TableName=store.table_name, ConsistentRead=True)
+    return {item["id"]["S"]: item for item in scanned["Items"]}
+
+
+async def check_reported_and_left_alone(
+    store: AsyncDynamoStore | InMemoryStore, attributes: dict[str, Any], bad_attribute: str
 ) -> None:
-    attributes, bad_attribute = CORRUPT_ITEMS[case]
+    """Plant an item of ``attributes`` where a call's record goes, then make the call: it
+    fails naming ``bad_attribute`` and the key, the body never runs, the item stays as is."""
     runs = BodyRuns()
-    echo = echo_function(dynamo_store, runs, lambda p: p)
+    echo = echo_function(store, runs, lambda p: p)
     key = key_of(echo, {"id": 5})
     planted = {"id": {"S": key}, **attributes}
-    client = await dynamo_store.client()
-    await client.put_item(TableName=dynamo_store.table_name, Item=planted)
+    await plant(store, planted)
 
     with pytest.raises(IdempotencyCorruptRecordError) as caught:
         await echo(payload={"id": 5})
@@ -286,27 +302,21 @@ async def test_a_corrupt_item_is_reported_and_left_alone(
     assert caught.value.attribute == bad_attribute
     assert caught.value.idempotency_key == key
     assert runs.count == 0
-    assert await raw_item(dynamo_store, key) == planted  # nothing overwritten
+    assert await table_items(store) == {key: planted}  # nothing overwritten
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("case", sorted(CORRUPT_ITEMS))
+async def test_a_corrupt_item_is_reported_and_left_alone(
+    case: str, dynamo_store: AsyncDynamoStore
+) -> None:
+    await check_reported_and_left_alone(dynamo_store, *CORRUPT_ITEMS[case])
 
 
 @pytest.mark.asyncio
 @pytest.mark.parametrize("case", sorted(MISTYPED_NUMBERS))
-async def test_a_mistyped_number_is_reported_and_left_alone(
-    case: str, memory_store: InMemoryStore
-) -> None:
-    attributes, bad_attribute = MISTYPED_NUMBERS[case]
-    runs = BodyRuns()
-    echo = echo_function(memory_store, runs, lambda p: p)
-    key = key_of(echo, {"id": 5})
-    planted = {"id": {"S": key}, **attributes}
-    memory_store._items[key] = dict(planted)  # planting a corrupt item needs the raw map
-
-    with pytest.raises(IdempotencyCorruptRecordError) as caught:
-        await echo(payload={"id": 5})
-
-    assert caught.value.attribute == bad_attribute
-    assert runs.count == 0
-    assert memory_store.items() == {key: planted}
+async def test_a_mistyped_number_is_reported_and_left_alone(case: str) -> None:
+    await check_reported_and_left_alone(InMemoryStore(), *MISTYPED_NUMBERS[case])
 
 
 @pytest.mark.asyncio
@@ -322,8 +332,7 @@ async def test_a_stored_result_that_is_not_json_is_a_serialization_error(
         "expiration": {"N": FUTURE},
         "data": {"S": "{not json"},
     }
-    client = await dynamo_store.client()
-    await client.put_item(TableName=dynamo_store.table_name, Item=planted)
+    await plant(dynamo_store, planted)
 
     with pytest.raises(IdempotencySerializationError):
         await echo(payload={"id": 6})
