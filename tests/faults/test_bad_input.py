@@ -91,11 +91,20 @@ async def test_a_result_that_is_not_json_is_a_serialization_error(
 
 
 @pytest.mark.asyncio
-async def test_a_result_over_400_kb_that_compresses_is_stored_compressed(
-    dynamo_store: AsyncDynamoStore,
+@pytest.mark.parametrize(
+    "big",
+    [
+        pytest.param(
+            {"rows": [f"lorem ipsum dolor sit amet {i}" for i in range(20_000)]},
+            id="compressible",
+        ),
+        pytest.param(random_text(420 * 1024), id="barely-compressible"),  # ~320 KB compressed
+    ],
+)
+async def test_a_result_over_400_kb_that_fits_compressed_is_stored_compressed(
+    big: Any, dynamo_store: AsyncDynamoStore
 ) -> None:
     runs = BodyRuns()
-    big = {"rows": [f"lorem ipsum dolor sit amet {i}" for i in range(20_000)]}
     assert len(json.dumps(big)) > 400 * 1024
     echo = echo_function(dynamo_store, runs, lambda _: big)
 
@@ -108,19 +117,6 @@ async def test_a_result_over_400_kb_that_compresses_is_stored_compressed(
     assert set(item) >= {"data_zlib", "status"}
     assert "data" not in item
     assert item["status"] == {"S": "COMPLETED"}
-
-
-@pytest.mark.asyncio
-async def test_a_barely_compressible_result_that_fits_compressed_is_stored(
-    dynamo_store: AsyncDynamoStore,
-) -> None:
-    runs = BodyRuns()
-    text = random_text(420 * 1024)  # ~320 KB once compressed
-    echo = echo_function(dynamo_store, runs, lambda _: text)
-
-    assert await echo(payload={"id": 3}) == text
-    assert await echo(payload={"id": 3}) == text
-    assert runs.count == 1
 
 
 @pytest.mark.asyncio
