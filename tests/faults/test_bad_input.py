@@ -12,7 +12,7 @@ import socket
 import time
 from collections.abc import Callable, Coroutine
 from decimal import Decimal
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
 from botocore.exceptions import EndpointConnectionError
@@ -339,36 +339,45 @@ async def test_a_stored_result_that_is_not_json_is_a_serialization_error(
 
 # --- the wrong table, region, endpoint or layout -----------------------------------------
 
+ErrorT = TypeVar("ErrorT", bound=BaseException)
+
+
+async def refused_before_running(
+    store: AsyncDynamoStore, expected: type[ErrorT], payload: dict[str, Any]
+) -> ErrorT:
+    """The ``expected`` error a call through ``store`` raises before its body runs
+    (``store`` is closed afterwards)."""
+    runs = BodyRuns()
+    async with store:
+        echo = echo_function(store, runs, lambda p: p)
+        with pytest.raises(expected) as caught:
+            await echo(payload=payload)
+    assert runs.count == 0
+    return caught.value
+
 
 @pytest.mark.asyncio
 async def test_a_missing_table_is_named(moto_server: MotoEndpoint) -> None:
-    runs = BodyRuns()
-    async with moto_server.store("no-such-table") as store:
-        echo = echo_function(store, runs, lambda p: p)
-        with pytest.raises(IdempotencyTableNotFoundError) as caught:
-            await echo(payload={"id": 7})
-    assert caught.value.table_name == "no-such-table"
-    assert caught.value.endpoint_url == moto_server.url
-    assert runs.count == 0
+    missing = moto_server.store("no-such-table")
+    error = await refused_before_running(missing, IdempotencyTableNotFoundError, {"id": 7})
+
+    assert error.table_name == "no-such-table"
+    assert error.endpoint_url == moto_server.url
 
 
 @pytest.mark.asyncio
 async def test_the_wrong_region_does_not_find_the_table(
     moto_server: MotoEndpoint, dynamo_store: AsyncDynamoStore
 ) -> None:
-    runs = BodyRuns()
     elsewhere = AsyncDynamoStore(
         dynamo_store.table_name,
         endpoint_url=moto_server.url,
         region_name="eu-west-3",
         session=moto_server.session(),
     )
-    async with elsewhere:
-        echo = echo_function(elsewhere, runs, lambda p: p)
-        with pytest.raises(IdempotencyTableNotFoundError) as caught:
-            await echo(payload={"id": 8})
-    assert caught.value.region_name == "eu-west-3"
-    assert runs.count == 0
+    error = await refused_before_running(elsewhere, IdempotencyTableNotFoundError, {"id": 8})
+
+    assert error.region_name == "eu-west-3"
     assert await item_count(dynamo_store) == 0
 
 
@@ -383,7 +392,6 @@ def closed_port() -> int:
 async def test_an_unreachable_endpoint_is_a_persistence_error(
     moto_server: MotoEndpoint,
 ) -> None:
-    runs = BodyRuns()
     nowhere = AsyncDynamoStore(
         "any-table",
         endpoint_url=f"http://127.0.0.1:{closed_port()}",
@@ -391,12 +399,9 @@ async def test_an_unreachable_endpoint_is_a_persistence_error(
         session=moto_server.session(),
         client_config=FAULT_CLIENT_CONFIG,
     )
-    async with nowhere:
-        echo = echo_function(nowhere, runs, lambda p: p)
-        with pytest.raises(IdempotencyPersistenceLayerError) as caught:
-            await echo(payload={"id": 9})
-    assert isinstance(caught.value.__cause__, EndpointConnectionError)
-    assert runs.count == 0
+    error = await refused_before_running(nowhere, IdempotencyPersistenceLayerError, {"id": 9})
+
+    assert isinstance(error.__cause__, EndpointConnectionError)
 
 
 @pytest.mark.asyncio
@@ -411,12 +416,10 @@ async def test_a_record_written_with_other_attribute_names_is_not_overwritten(
     renamed = moto_server.store(
         dynamo_store.table_name, status_attr="state", expiry_attr="ttl", data_attr="result"
     )
-    async with renamed:
-        reader = echo_function(renamed, runs, lambda p: "second")
-        with pytest.raises(IdempotencyCorruptRecordError) as caught:
-            await reader(payload={"id": 10})
 
-    assert caught.value.attribute == "state"
+    error = await refused_before_running(renamed, IdempotencyCorruptRecordError, {"id": 10})
+
+    assert error.attribute == "state"
     assert runs.count == 1
     assert await raw_item(dynamo_store, key) == before
 
@@ -425,13 +428,10 @@ async def test_a_record_written_with_other_attribute_names_is_not_overwritten(
 async def test_a_key_attribute_the_table_lacks_is_a_persistence_error(
     moto_server: MotoEndpoint, dynamo_store: AsyncDynamoStore
 ) -> None:
-    runs = BodyRuns()
-    async with moto_server.store(dynamo_store.table_name, key_attr="pk") as wrong_key:
-        echo = echo_function(wrong_key, runs, lambda p: p)
-        with pytest.raises(IdempotencyPersistenceLayerError) as caught:
-            await echo(payload={"id": 11})
-    assert "ValidationException" in str(caught.value)
-    assert runs.count == 0
+    wrong_key = moto_server.store(dynamo_store.table_name, key_attr="pk")
+    error = await refused_before_running(wrong_key, IdempotencyPersistenceLayerError, {"id": 11})
+
+    assert "ValidationException" in str(error)
     assert await item_count(dynamo_store) == 0
 
 
