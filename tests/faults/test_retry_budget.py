@@ -162,35 +162,45 @@ async def test_lock_put_ambiguous_on_every_attempt_leaves_no_lock(
     assert runs.count == 1
 
 
+RIDDEN_OUT = [
+    pytest.param(
+        [(FaultKind.DROP_RESPONSE, "UpdateItem", ATTEMPTS)],
+        # The first attempt stored the result; the release that follows the failed
+        # completion finds our own COMPLETED record and must neither delete it nor fail.
+        ["PutItem"] + ["UpdateItem"] * ATTEMPTS + ["DeleteItem"],
+        id="completion-ambiguous-on-every-attempt",
+    ),
+    pytest.param(
+        [
+            (FaultKind.DROP_REQUEST, "PutItem", RETRIES),
+            (FaultKind.DROP_REQUEST, "UpdateItem", RETRIES),
+        ],
+        ["PutItem"] * ATTEMPTS + ["UpdateItem"] * ATTEMPTS,
+        id="connections-reset-before-forwarding",
+    ),
+]
+"""Faults armed as (kind, operation, times) that the call survives, and the requests sent."""
+
+
 @pytest.mark.asyncio
-async def test_completion_ambiguous_on_every_attempt_keeps_the_stored_result(
-    fault_proxy: FaultProxy, place_order: PlaceOrder, runs: BodyRuns, direct_store: AsyncDynamoStore
+@pytest.mark.parametrize(("faults", "requests_sent"), RIDDEN_OUT)
+async def test_a_call_riding_out_its_faults_runs_once_and_is_stored(
+    faults: list[tuple[FaultKind, str, int]],
+    requests_sent: list[str],
+    fault_proxy: FaultProxy,
+    place_order: PlaceOrder,
+    runs: BodyRuns,
+    direct_store: AsyncDynamoStore,
 ) -> None:
     order = {"id": 11, "qty": 2}
-    fault_proxy.inject(FaultKind.DROP_RESPONSE, operation="UpdateItem", times=ATTEMPTS)
+    for kind, operation, times in faults:
+        fault_proxy.inject(kind, operation=operation, times=times)
 
     result = await place_order(order=order)
 
-    # The first attempt stored the result; the release that follows the failed
-    # completion finds our own COMPLETED record and must neither delete it nor fail.
     assert result == {"order": 11, "total": 20}
     assert runs.count == 1
-    assert fault_proxy.operations == ["PutItem"] + ["UpdateItem"] * ATTEMPTS + ["DeleteItem"]
+    assert fault_proxy.operations == requests_sent
     assert await status_of(direct_store, key_of(place_order, order)) is RecordStatus.COMPLETED
     assert await place_order(order=order) == result
     assert runs.count == 1
-
-
-@pytest.mark.asyncio
-async def test_connections_reset_before_forwarding_are_retried(
-    fault_proxy: FaultProxy, place_order: PlaceOrder, runs: BodyRuns, direct_store: AsyncDynamoStore
-) -> None:
-    order = {"id": 5, "qty": 1}
-    fault_proxy.inject(FaultKind.DROP_REQUEST, operation="PutItem", times=RETRIES)
-    fault_proxy.inject(FaultKind.DROP_REQUEST, operation="UpdateItem", times=RETRIES)
-
-    assert await place_order(order=order) == {"order": 5, "total": 10}
-
-    assert runs.count == 1
-    assert fault_proxy.operations == ["PutItem"] * ATTEMPTS + ["UpdateItem"] * ATTEMPTS
-    assert await status_of(direct_store, key_of(place_order, order)) is RecordStatus.COMPLETED
