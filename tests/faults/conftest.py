@@ -15,7 +15,7 @@ import pytest_asyncio
 from botocore.retries.standard import ExponentialBackoff
 
 from faults.helpers import BodyRuns, PlaceOrder, new_table_name, order_function, proxied_store
-from faults.proxy import FaultProxy, running_proxy
+from faults.proxy import FaultProxy
 from idemstore.stores.dynamo import AsyncDynamoStore
 from idemstore.tables import create_table
 from idemstore.testing import MotoEndpoint
@@ -40,19 +40,17 @@ def quick_backoff(monkeypatch: pytest.MonkeyPatch) -> None:
 
 @pytest_asyncio.fixture
 async def fault_proxy(moto_server: MotoEndpoint) -> AsyncIterator[FaultProxy]:
-    async with running_proxy(moto_server.url) as proxy:
+    """A fault proxy in front of the session's server, stopped (stalls ended) after the test."""
+    async with FaultProxy(moto_server.url) as proxy:
         yield proxy
 
 
 @pytest_asyncio.fixture
 async def direct_store(moto_server: MotoEndpoint) -> AsyncIterator[AsyncDynamoStore]:
     """A fresh table, reached without the proxy: the ground truth of each test."""
-    store = moto_server.store(new_table_name())
-    await create_table(store)
-    try:
+    async with moto_server.store(new_table_name()) as store:
+        await create_table(store)
         yield store
-    finally:
-        await store.aclose()
 
 
 @pytest_asyncio.fixture
@@ -60,11 +58,8 @@ async def faulty_store(
     moto_server: MotoEndpoint, fault_proxy: FaultProxy, direct_store: AsyncDynamoStore
 ) -> AsyncIterator[AsyncDynamoStore]:
     """The same table as ``direct_store``, reached through the fault proxy."""
-    store = proxied_store(moto_server, fault_proxy, direct_store.table_name)
-    try:
+    async with proxied_store(moto_server, fault_proxy, direct_store.table_name) as store:
         yield store
-    finally:
-        await store.aclose()
 
 
 @pytest.fixture

@@ -22,10 +22,9 @@ import asyncio
 import contextlib
 import json
 import zlib
-from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Any
+from typing import Any, Self
 from urllib.parse import urlsplit
 
 TARGET_HEADER = b"x-amz-target"
@@ -129,7 +128,10 @@ class HttpMessage:
 
 
 class FaultProxy:
-    """A proxy on 127.0.0.1 (a free port) in front of ``upstream_url``."""
+    """A proxy on 127.0.0.1 (a free port) in front of ``upstream_url``.
+
+    ``async with FaultProxy(url) as proxy:`` starts it and always stops it.
+    """
 
     def __init__(self, upstream_url: str) -> None:
         parts = urlsplit(upstream_url)
@@ -157,6 +159,13 @@ class FaultProxy:
         for task in handlers:
             task.cancel()
         await asyncio.gather(*handlers, return_exceptions=True)
+
+    async def __aenter__(self) -> Self:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.stop()
 
     # --- control ---------------------------------------------------------------
 
@@ -369,14 +378,3 @@ def _json_body(body: bytes) -> dict[str, Any]:
         return {}
     decoded: dict[str, Any] = json.loads(body)
     return decoded
-
-
-@contextlib.asynccontextmanager
-async def running_proxy(upstream_url: str) -> AsyncIterator[FaultProxy]:
-    """Start a proxy and always stop it."""
-    proxy = FaultProxy(upstream_url)
-    await proxy.start()
-    try:
-        yield proxy
-    finally:
-        await proxy.stop()

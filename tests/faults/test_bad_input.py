@@ -12,7 +12,7 @@ import socket
 import time
 from collections.abc import Callable, Coroutine
 from decimal import Decimal
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
 from botocore.exceptions import EndpointConnectionError
@@ -91,11 +91,20 @@ async def test_a_result_that_is_not_json_is_a_serialization_error(
 
 
 @pytest.mark.asyncio
-async def test_a_result_over_400_kb_that_compresses_is_stored_compressed(
-    dynamo_store: AsyncDynamoStore,
+@pytest.mark.parametrize(
+    "big",
+    [
+        pytest.param(
+            {"rows": [f"lorem ipsum dolor sit amet {i}" for i in range(20_000)]},
+            id="compressible",
+        ),
+        pytest.param(random_text(420 * 1024), id="barely-compressible"),  # ~320 KB compressed
+    ],
+)
+async def test_a_result_over_400_kb_that_fits_compressed_is_stored_compressed(
+    big: Any, dynamo_store: AsyncDynamoStore
 ) -> None:
     runs = BodyRuns()
-    big = {"rows": [f"lorem ipsum dolor sit amet {i}" for i in range(20_000)]}
     assert len(json.dumps(big)) > 400 * 1024
     echo = echo_function(dynamo_store, runs, lambda _: big)
 
@@ -108,19 +117,6 @@ async def test_a_result_over_400_kb_that_compresses_is_stored_compressed(
     assert set(item) >= {"data_zlib", "status"}
     assert "data" not in item
     assert item["status"] == {"S": "COMPLETED"}
-
-
-@pytest.mark.asyncio
-async def test_a_barely_compressible_result_that_fits_compressed_is_stored(
-    dynamo_store: AsyncDynamoStore,
-) -> None:
-    runs = BodyRuns()
-    text = random_text(420 * 1024)  # ~320 KB once compressed
-    echo = echo_function(dynamo_store, runs, lambda _: text)
-
-    assert await echo(payload={"id": 3}) == text
-    assert await echo(payload={"id": 3}) == text
-    assert runs.count == 1
 
 
 @pytest.mark.asyncio
@@ -267,18 +263,34 @@ evaluates such a comparison as false; the local server fails with HTTP 500
 instead, so these run against the in-memory store, which evaluates as DynamoDB."""
 
 
-@pytest.mark.asyncio
-@pytest.mark.parametrize("case", sorted(CORRUPT_ITEMS))
-async def test_a_corrupt_item_is_reported_and_left_alone(
-    case: str, dynamo_store: AsyncDynamoStore
+async def plant(store: AsyncDynamoStore | InMemoryStore, item: dict[str, Any]) -> None:
+    """Write ``item`` as it is, past the store's encoding: a record the store did not write."""
+    if isinstance(store, InMemoryStore):
+        store._items[item["id"]["S"]] = dict(item)  # planting a corrupt item needs the raw map
+    else:
+        client = await store.client()
+        await client.put_item(TableName=store.table_name, Item=item)
+
+
+async def table_items(store: AsyncDynamoStore | InMemoryStore) -> dict[str, dict[str, Any]]:
+    """Every item the table holds, by key, as stored."""
+    if isinstance(store, InMemoryStore):
+        return store.items()
+    client = await store.client()
+    scanned = await client.scan(TableName=store.table_name, ConsistentRead=True)
+    return {item["id"]["S"]: item for item in scanned["Items"]}
+
+
+async def check_reported_and_left_alone(
+    store: AsyncDynamoStore | InMemoryStore, attributes: dict[str, Any], bad_attribute: str
 ) -> None:
-    attributes, bad_attribute = CORRUPT_ITEMS[case]
+    """Plant an item of ``attributes`` where a call's record goes, then make the call: it
+    fails naming ``bad_attribute`` and the key, the body never runs, the item stays as is."""
     runs = BodyRuns()
-    echo = echo_function(dynamo_store, runs, lambda p: p)
+    echo = echo_function(store, runs, lambda p: p)
     key = key_of(echo, {"id": 5})
     planted = {"id": {"S": key}, **attributes}
-    client = await dynamo_store.client()
-    await client.put_item(TableName=dynamo_store.table_name, Item=planted)
+    await plant(store, planted)
 
     with pytest.raises(IdempotencyCorruptRecordError) as caught:
         await echo(payload={"id": 5})
@@ -286,27 +298,21 @@ async def test_a_corrupt_item_is_reported_and_left_alone(
     assert caught.value.attribute == bad_attribute
     assert caught.value.idempotency_key == key
     assert runs.count == 0
-    assert await raw_item(dynamo_store, key) == planted  # nothing overwritten
+    assert await table_items(store) == {key: planted}  # nothing overwritten
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("case", sorted(CORRUPT_ITEMS))
+async def test_a_corrupt_item_is_reported_and_left_alone(
+    case: str, dynamo_store: AsyncDynamoStore
+) -> None:
+    await check_reported_and_left_alone(dynamo_store, *CORRUPT_ITEMS[case])
 
 
 @pytest.mark.asyncio
 @pytest.mark.parametrize("case", sorted(MISTYPED_NUMBERS))
-async def test_a_mistyped_number_is_reported_and_left_alone(
-    case: str, memory_store: InMemoryStore
-) -> None:
-    attributes, bad_attribute = MISTYPED_NUMBERS[case]
-    runs = BodyRuns()
-    echo = echo_function(memory_store, runs, lambda p: p)
-    key = key_of(echo, {"id": 5})
-    planted = {"id": {"S": key}, **attributes}
-    memory_store._items[key] = dict(planted)  # planting a corrupt item needs the raw map
-
-    with pytest.raises(IdempotencyCorruptRecordError) as caught:
-        await echo(payload={"id": 5})
-
-    assert caught.value.attribute == bad_attribute
-    assert runs.count == 0
-    assert memory_store.items() == {key: planted}
+async def test_a_mistyped_number_is_reported_and_left_alone(case: str) -> None:
+    await check_reported_and_left_alone(InMemoryStore(), *MISTYPED_NUMBERS[case])
 
 
 @pytest.mark.asyncio
@@ -322,8 +328,7 @@ async def test_a_stored_result_that_is_not_json_is_a_serialization_error(
         "expiration": {"N": FUTURE},
         "data": {"S": "{not json"},
     }
-    client = await dynamo_store.client()
-    await client.put_item(TableName=dynamo_store.table_name, Item=planted)
+    await plant(dynamo_store, planted)
 
     with pytest.raises(IdempotencySerializationError):
         await echo(payload={"id": 6})
@@ -334,36 +339,45 @@ async def test_a_stored_result_that_is_not_json_is_a_serialization_error(
 
 # --- the wrong table, region, endpoint or layout -----------------------------------------
 
+ErrorT = TypeVar("ErrorT", bound=BaseException)
+
+
+async def refused_before_running(
+    store: AsyncDynamoStore, expected: type[ErrorT], payload: dict[str, Any]
+) -> ErrorT:
+    """The ``expected`` error a call through ``store`` raises before its body runs
+    (``store`` is closed afterwards)."""
+    runs = BodyRuns()
+    async with store:
+        echo = echo_function(store, runs, lambda p: p)
+        with pytest.raises(expected) as caught:
+            await echo(payload=payload)
+    assert runs.count == 0
+    return caught.value
+
 
 @pytest.mark.asyncio
 async def test_a_missing_table_is_named(moto_server: MotoEndpoint) -> None:
-    runs = BodyRuns()
-    async with moto_server.store("no-such-table") as store:
-        echo = echo_function(store, runs, lambda p: p)
-        with pytest.raises(IdempotencyTableNotFoundError) as caught:
-            await echo(payload={"id": 7})
-    assert caught.value.table_name == "no-such-table"
-    assert caught.value.endpoint_url == moto_server.url
-    assert runs.count == 0
+    missing = moto_server.store("no-such-table")
+    error = await refused_before_running(missing, IdempotencyTableNotFoundError, {"id": 7})
+
+    assert error.table_name == "no-such-table"
+    assert error.endpoint_url == moto_server.url
 
 
 @pytest.mark.asyncio
 async def test_the_wrong_region_does_not_find_the_table(
     moto_server: MotoEndpoint, dynamo_store: AsyncDynamoStore
 ) -> None:
-    runs = BodyRuns()
     elsewhere = AsyncDynamoStore(
         dynamo_store.table_name,
         endpoint_url=moto_server.url,
         region_name="eu-west-3",
         session=moto_server.session(),
     )
-    async with elsewhere:
-        echo = echo_function(elsewhere, runs, lambda p: p)
-        with pytest.raises(IdempotencyTableNotFoundError) as caught:
-            await echo(payload={"id": 8})
-    assert caught.value.region_name == "eu-west-3"
-    assert runs.count == 0
+    error = await refused_before_running(elsewhere, IdempotencyTableNotFoundError, {"id": 8})
+
+    assert error.region_name == "eu-west-3"
     assert await item_count(dynamo_store) == 0
 
 
@@ -378,7 +392,6 @@ def closed_port() -> int:
 async def test_an_unreachable_endpoint_is_a_persistence_error(
     moto_server: MotoEndpoint,
 ) -> None:
-    runs = BodyRuns()
     nowhere = AsyncDynamoStore(
         "any-table",
         endpoint_url=f"http://127.0.0.1:{closed_port()}",
@@ -386,12 +399,9 @@ async def test_an_unreachable_endpoint_is_a_persistence_error(
         session=moto_server.session(),
         client_config=FAULT_CLIENT_CONFIG,
     )
-    async with nowhere:
-        echo = echo_function(nowhere, runs, lambda p: p)
-        with pytest.raises(IdempotencyPersistenceLayerError) as caught:
-            await echo(payload={"id": 9})
-    assert isinstance(caught.value.__cause__, EndpointConnectionError)
-    assert runs.count == 0
+    error = await refused_before_running(nowhere, IdempotencyPersistenceLayerError, {"id": 9})
+
+    assert isinstance(error.__cause__, EndpointConnectionError)
 
 
 @pytest.mark.asyncio
@@ -406,12 +416,10 @@ async def test_a_record_written_with_other_attribute_names_is_not_overwritten(
     renamed = moto_server.store(
         dynamo_store.table_name, status_attr="state", expiry_attr="ttl", data_attr="result"
     )
-    async with renamed:
-        reader = echo_function(renamed, runs, lambda p: "second")
-        with pytest.raises(IdempotencyCorruptRecordError) as caught:
-            await reader(payload={"id": 10})
 
-    assert caught.value.attribute == "state"
+    error = await refused_before_running(renamed, IdempotencyCorruptRecordError, {"id": 10})
+
+    assert error.attribute == "state"
     assert runs.count == 1
     assert await raw_item(dynamo_store, key) == before
 
@@ -420,13 +428,10 @@ async def test_a_record_written_with_other_attribute_names_is_not_overwritten(
 async def test_a_key_attribute_the_table_lacks_is_a_persistence_error(
     moto_server: MotoEndpoint, dynamo_store: AsyncDynamoStore
 ) -> None:
-    runs = BodyRuns()
-    async with moto_server.store(dynamo_store.table_name, key_attr="pk") as wrong_key:
-        echo = echo_function(wrong_key, runs, lambda p: p)
-        with pytest.raises(IdempotencyPersistenceLayerError) as caught:
-            await echo(payload={"id": 11})
-    assert "ValidationException" in str(caught.value)
-    assert runs.count == 0
+    wrong_key = moto_server.store(dynamo_store.table_name, key_attr="pk")
+    error = await refused_before_running(wrong_key, IdempotencyPersistenceLayerError, {"id": 11})
+
+    assert "ValidationException" in str(error)
     assert await item_count(dynamo_store) == 0
 
 

@@ -62,6 +62,10 @@ def run_job(faulty_store: AsyncDynamoStore, runs: BodyRuns, started: asyncio.Eve
     return job_function(faulty_store, runs, started)
 
 
+GiveUp = Callable[[asyncio.Event, Coroutine[Any, Any, str]], Awaitable[None]]
+"""A way for the caller to give up on ``call`` (once the event is set, if it waits for it)."""
+
+
 async def cancel_once(reached: asyncio.Event, call: Coroutine[Any, Any, str]) -> None:
     """Start ``call`` and cancel it once ``reached`` is set: the caller sees the cancellation."""
     task = asyncio.create_task(call)
@@ -72,18 +76,45 @@ async def cancel_once(reached: asyncio.Event, call: Coroutine[Any, Any, str]) ->
     assert task.cancelled()
 
 
+async def time_out_once(reached: asyncio.Event, call: Coroutine[Any, Any, str]) -> None:
+    """Run ``call`` under an ``asyncio.timeout`` whose deadline passes once ``reached`` is set."""
+    timeouts: list[asyncio.Timeout] = []
+
+    async def call_with_timeout() -> str:
+        async with asyncio.timeout(None) as timeout:
+            timeouts.append(timeout)
+            return await call
+
+    task = asyncio.create_task(call_with_timeout())
+    await reached.wait()
+    timeouts[0].reschedule(asyncio.get_running_loop().time())  # the deadline passes now
+    with pytest.raises(TimeoutError):
+        await task
+
+
+async def wait_for_times_out(reached: asyncio.Event, call: Coroutine[Any, Any, str]) -> None:
+    """Give ``call`` 0.3 s with ``asyncio.wait_for``; a fixed deadline, not ``reached``:
+    shorter than a stall, which lasts until the client's 1 s read timeout."""
+    with pytest.raises(TimeoutError):
+        await asyncio.wait_for(call, timeout=0.3)
+
+
 # --- mid-function ----------------------------------------------------------------
 
 
 @pytest.mark.asyncio
-async def test_task_cancel_mid_function_releases_the_lock(
+@pytest.mark.parametrize(
+    "give_up", [cancel_once, time_out_once], ids=["task-cancel", "asyncio-timeout"]
+)
+async def test_giving_up_mid_function_releases_the_lock(
+    give_up: GiveUp,
     fault_proxy: FaultProxy,
     run_job: Job,
     runs: BodyRuns,
     started: asyncio.Event,
     direct_store: AsyncDynamoStore,
 ) -> None:
-    await cancel_once(started, run_job(job="a"))
+    await give_up(started, run_job(job="a"))
 
     assert runs.count == 1
     assert fault_proxy.operations == ["PutItem", "DeleteItem"]
@@ -91,39 +122,16 @@ async def test_task_cancel_mid_function_releases_the_lock(
     assert await stored(direct_store, key_of(run_job, "a")) is None
 
 
-@pytest.mark.asyncio
-async def test_timeout_mid_function_releases_the_lock(
-    fault_proxy: FaultProxy,
-    run_job: Job,
-    runs: BodyRuns,
-    started: asyncio.Event,
-    direct_store: AsyncDynamoStore,
-) -> None:
-    timeouts: list[asyncio.Timeout] = []
-
-    async def call_with_timeout() -> str:
-        async with asyncio.timeout(None) as timeout:
-            timeouts.append(timeout)
-            return await run_job(job="b")
-
-    task = asyncio.create_task(call_with_timeout())
-    await started.wait()
-    timeouts[0].reschedule(asyncio.get_running_loop().time())  # the deadline passes now
-
-    with pytest.raises(TimeoutError):
-        await task
-
-    assert runs.count == 1
-    assert fault_proxy.operations == ["PutItem", "DeleteItem"]
-    assert await stored(direct_store, key_of(run_job, "b")) is None
-
-
 # --- mid-request -----------------------------------------------------------------
 
 
 @pytest.mark.asyncio
 @pytest.mark.parametrize("applied", [False, True], ids=["held", "applied"])
-async def test_cancel_during_the_lock_put_leaves_no_lock(
+@pytest.mark.parametrize(
+    "give_up", [cancel_once, wait_for_times_out], ids=["task-cancel", "wait-for-timeout"]
+)
+async def test_giving_up_during_the_lock_put_leaves_no_lock(
+    give_up: GiveUp,
     applied: bool,
     fault_proxy: FaultProxy,
     run_job: Job,
@@ -131,8 +139,9 @@ async def test_cancel_during_the_lock_put_leaves_no_lock(
     faulty_store: AsyncDynamoStore,
     direct_store: AsyncDynamoStore,
 ) -> None:
+    await faulty_store.client()  # the client exists: a deadline falls in the request
     stall = fault_proxy.inject(FaultKind.STALL, operation="PutItem", forward=applied)
-    await cancel_once(stall.reached, run_job(job="c"))
+    await give_up(stall.reached, run_job(job="c"))
 
     assert runs.count == 0
     key = key_of(run_job, "c")
@@ -141,27 +150,6 @@ async def test_cancel_during_the_lock_put_leaves_no_lock(
     quick = job_function(faulty_store, runs, asyncio.Event(), seconds=0)
     assert await quick(job="c") == "done c"
     assert runs.count == 1
-
-
-@pytest.mark.asyncio
-@pytest.mark.parametrize("applied", [False, True], ids=["held", "applied"])
-async def test_wait_for_timeout_during_the_lock_put_leaves_no_lock(
-    applied: bool,
-    fault_proxy: FaultProxy,
-    run_job: Job,
-    runs: BodyRuns,
-    faulty_store: AsyncDynamoStore,
-    direct_store: AsyncDynamoStore,
-) -> None:
-    await faulty_store.client()  # the client exists: the timeout falls in the request
-    fault_proxy.inject(FaultKind.STALL, operation="PutItem", forward=applied)
-
-    # The stall lasts until the client's 1 s read timeout; wait_for gives up first.
-    with pytest.raises(TimeoutError):
-        await asyncio.wait_for(run_job(job="d"), timeout=0.3)
-
-    assert runs.count == 0
-    assert await eventually(gone(direct_store, key_of(run_job, "d")))
 
 
 @pytest.mark.asyncio
@@ -194,7 +182,7 @@ async def test_cancel_during_completion_still_stores_the_result(
 
 @pytest.mark.asyncio
 async def test_a_cancelled_leader_does_not_strand_its_waiters(
-    fault_proxy: FaultProxy, faulty_store: AsyncDynamoStore, direct_store: AsyncDynamoStore
+    faulty_store: AsyncDynamoStore, direct_store: AsyncDynamoStore
 ) -> None:
     runs, started, finish = BodyRuns(), asyncio.Event(), asyncio.Event()
     config = IdempotencyConfig(wait_for_in_progress_seconds=10)

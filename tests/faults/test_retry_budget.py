@@ -9,7 +9,7 @@ outlives the failure: it is released at once, or at worst lapses with its lease.
 from __future__ import annotations
 
 import pytest
-from botocore.exceptions import ClientError, ConnectionClosedError
+from botocore.exceptions import BotoCoreError, ClientError
 
 from faults.helpers import (
     ATTEMPTS,
@@ -30,22 +30,28 @@ from idemstore import (
 )
 from idemstore.stores.dynamo import AsyncDynamoStore
 
-SERVER_ERRORS = [
+NOT_APPLIED = [
     pytest.param(FaultKind.THROUGHPUT_EXCEEDED, "ProvisionedThroughputExceededException", id="pte"),
     pytest.param(FaultKind.THROTTLING, "ThrottlingException", id="throttling"),
     pytest.param(FaultKind.INTERNAL_ERROR, "InternalServerError", id="500"),
     pytest.param(FaultKind.SERVICE_UNAVAILABLE, "ServiceUnavailableException", id="503"),
+    pytest.param(FaultKind.DROP_REQUEST, "ConnectionClosedError", id="reset-before-forwarding"),
 ]
+"""Faults whose request is not applied: the server's error answers, and a connection
+closed before the request is forwarded; with the error botocore reports for each."""
 
 
-def error_code(error: BaseException) -> str:
+def botocore_error(error: BaseException) -> str:
+    """The chained botocore error: a ClientError's code, or any other one's class name."""
     cause = error.__cause__
-    assert isinstance(cause, ClientError), f"the botocore error is chained, got {cause!r}"
-    return str(cause.response.get("Error", {}).get("Code"))
+    if isinstance(cause, ClientError):
+        return str(cause.response.get("Error", {}).get("Code"))
+    assert isinstance(cause, BotoCoreError), f"the botocore error is chained, got {cause!r}"
+    return type(cause).__name__
 
 
 @pytest.mark.asyncio
-@pytest.mark.parametrize(("kind", "code"), SERVER_ERRORS)
+@pytest.mark.parametrize(("kind", "code"), NOT_APPLIED)
 @pytest.mark.parametrize("operation", ["PutItem", "UpdateItem"])
 async def test_burst_within_the_retry_budget_succeeds(
     kind: FaultKind,
@@ -81,7 +87,7 @@ BURSTS_BEYOND_THE_BUDGET = [
 
 
 @pytest.mark.asyncio
-@pytest.mark.parametrize(("kind", "code"), SERVER_ERRORS)
+@pytest.mark.parametrize(("kind", "code"), NOT_APPLIED)
 @pytest.mark.parametrize(("operation", "runs_before", "operations"), BURSTS_BEYOND_THE_BUDGET)
 async def test_burst_beyond_the_budget_fails_typed_and_leaves_no_lock(
     kind: FaultKind,
@@ -99,7 +105,7 @@ async def test_burst_beyond_the_budget_fails_typed_and_leaves_no_lock(
     with pytest.raises(IdempotencyPersistenceLayerError) as caught:
         await place_order(order={"id": 2, "qty": 1})
 
-    assert error_code(caught.value) == code
+    assert botocore_error(caught.value) == code
     assert runs.count == runs_before
     assert fault_proxy.operations == operations
     assert await stored(direct_store, key_of(place_order, {"id": 2, "qty": 1})) is None
@@ -156,49 +162,45 @@ async def test_lock_put_ambiguous_on_every_attempt_leaves_no_lock(
     assert runs.count == 1
 
 
+RIDDEN_OUT = [
+    pytest.param(
+        [(FaultKind.DROP_RESPONSE, "UpdateItem", ATTEMPTS)],
+        # The first attempt stored the result; the release that follows the failed
+        # completion finds our own COMPLETED record and must neither delete it nor fail.
+        ["PutItem"] + ["UpdateItem"] * ATTEMPTS + ["DeleteItem"],
+        id="completion-ambiguous-on-every-attempt",
+    ),
+    pytest.param(
+        [
+            (FaultKind.DROP_REQUEST, "PutItem", RETRIES),
+            (FaultKind.DROP_REQUEST, "UpdateItem", RETRIES),
+        ],
+        ["PutItem"] * ATTEMPTS + ["UpdateItem"] * ATTEMPTS,
+        id="connections-reset-before-forwarding",
+    ),
+]
+"""Faults armed as (kind, operation, times) that the call survives, and the requests sent."""
+
+
 @pytest.mark.asyncio
-async def test_completion_ambiguous_on_every_attempt_keeps_the_stored_result(
-    fault_proxy: FaultProxy, place_order: PlaceOrder, runs: BodyRuns, direct_store: AsyncDynamoStore
+@pytest.mark.parametrize(("faults", "requests_sent"), RIDDEN_OUT)
+async def test_a_call_riding_out_its_faults_runs_once_and_is_stored(
+    faults: list[tuple[FaultKind, str, int]],
+    requests_sent: list[str],
+    fault_proxy: FaultProxy,
+    place_order: PlaceOrder,
+    runs: BodyRuns,
+    direct_store: AsyncDynamoStore,
 ) -> None:
     order = {"id": 11, "qty": 2}
-    fault_proxy.inject(FaultKind.DROP_RESPONSE, operation="UpdateItem", times=ATTEMPTS)
+    for kind, operation, times in faults:
+        fault_proxy.inject(kind, operation=operation, times=times)
 
     result = await place_order(order=order)
 
-    # The first attempt stored the result; the release that follows the failed
-    # completion finds our own COMPLETED record and must neither delete it nor fail.
     assert result == {"order": 11, "total": 20}
     assert runs.count == 1
-    assert fault_proxy.operations == ["PutItem"] + ["UpdateItem"] * ATTEMPTS + ["DeleteItem"]
+    assert fault_proxy.operations == requests_sent
     assert await status_of(direct_store, key_of(place_order, order)) is RecordStatus.COMPLETED
     assert await place_order(order=order) == result
     assert runs.count == 1
-
-
-@pytest.mark.asyncio
-async def test_connections_reset_before_forwarding_are_retried(
-    fault_proxy: FaultProxy, place_order: PlaceOrder, runs: BodyRuns, direct_store: AsyncDynamoStore
-) -> None:
-    order = {"id": 5, "qty": 1}
-    fault_proxy.inject(FaultKind.DROP_REQUEST, operation="PutItem", times=RETRIES)
-    fault_proxy.inject(FaultKind.DROP_REQUEST, operation="UpdateItem", times=RETRIES)
-
-    assert await place_order(order=order) == {"order": 5, "total": 10}
-
-    assert runs.count == 1
-    assert fault_proxy.operations == ["PutItem"] * ATTEMPTS + ["UpdateItem"] * ATTEMPTS
-    assert await status_of(direct_store, key_of(place_order, order)) is RecordStatus.COMPLETED
-
-
-@pytest.mark.asyncio
-async def test_connections_reset_beyond_the_budget_fail_typed(
-    fault_proxy: FaultProxy, place_order: PlaceOrder, runs: BodyRuns, direct_store: AsyncDynamoStore
-) -> None:
-    fault_proxy.inject(FaultKind.DROP_REQUEST, operation="PutItem", times=ATTEMPTS)
-
-    with pytest.raises(IdempotencyPersistenceLayerError) as caught:
-        await place_order(order={"id": 6, "qty": 1})
-
-    assert isinstance(caught.value.__cause__, ConnectionClosedError)
-    assert runs.count == 0
-    assert await stored(direct_store, key_of(place_order, {"id": 6, "qty": 1})) is None
