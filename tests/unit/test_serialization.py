@@ -166,26 +166,27 @@ RECEIPT = Receipt(
 )
 
 
-def test_dataclass_records_are_the_text_powertools_writes_and_read_both_ways() -> None:
-    ours = resolve_serializer(_returning(Flat), None)
-    powertools = PowertoolsDataclassSerializer(Flat)
-    powertools_text = json.dumps(powertools.to_dict(FLAT), cls=PowertoolsEncoder, sort_keys=True)
-    assert stored_text(ours, FLAT) == powertools_text
-    assert_same(replayed(ours, powertools_text), FLAT)
-    # Powertools types nothing below the top level: a Decimal field replays as its text.
-    assert powertools.from_dict(json.loads(stored_text(ours, FLAT))) == dataclasses.replace(
-        FLAT,
-        amount="3.50",  # type: ignore[arg-type]  # what Powertools' own replay gives
-    )
-
-
-def test_model_records_are_the_text_powertools_writes_and_read_both_ways() -> None:
-    ours = resolve_serializer(_returning(Receipt), None)
-    powertools = PowertoolsPydanticSerializer(Receipt)
-    powertools_text = json.dumps(powertools.to_dict(RECEIPT), cls=PowertoolsEncoder, sort_keys=True)
-    assert stored_text(ours, RECEIPT) == powertools_text
-    assert_same(replayed(ours, powertools_text), RECEIPT)
-    assert_same(powertools.from_dict(json.loads(stored_text(ours, RECEIPT))), RECEIPT)
+@pytest.mark.parametrize(
+    ("value", "powertools", "powertools_replay"),
+    [
+        pytest.param(
+            FLAT,
+            PowertoolsDataclassSerializer(Flat),
+            # Powertools types nothing below the top level: a Decimal field replays as its text.
+            dataclasses.replace(FLAT, amount="3.50"),  # type: ignore[arg-type]  # what Powertools' own replay gives
+            id="dataclass",
+        ),
+        pytest.param(RECEIPT, PowertoolsPydanticSerializer(Receipt), RECEIPT, id="model"),
+    ],
+)
+def test_records_are_the_text_powertools_writes_and_read_both_ways(
+    value: Any, powertools: Any, powertools_replay: Any
+) -> None:
+    ours = resolve_serializer(_returning(type(value)), None)
+    powertools_text = json.dumps(powertools.to_dict(value), cls=PowertoolsEncoder, sort_keys=True)
+    assert stored_text(ours, value) == powertools_text
+    assert_same(replayed(ours, powertools_text), value)
+    assert_same(powertools.from_dict(json.loads(stored_text(ours, value))), powertools_replay)
 
 
 def _returning(result_type: Any) -> Any:
