@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-import enum
 import json
 import uuid
 from decimal import Decimal
@@ -25,6 +24,7 @@ from aws_lambda_powertools.utilities.idempotency.serialization.pydantic import (
 )
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from sample_types import Colour, Item, Priority, Tier
 
 from idemstore import (
     BaseIdempotencySerializer,
@@ -37,27 +37,6 @@ from idemstore import (
 from idemstore.keys import PayloadEncoder
 from idemstore.serialization import TypeAdapterSerializer, json_exact, resolve_serializer
 from idemstore.stores.memory import InMemoryStore
-
-
-class Colour(enum.Enum):
-    RED = "red"
-    GREEN = "green"
-
-
-class Priority(enum.IntEnum):
-    LOW = 1
-    HIGH = 2
-
-
-class Tier(enum.StrEnum):
-    FREE = "free"
-    PAID = "paid"
-
-
-class Item(pydantic.BaseModel):
-    sku: str
-    price: Decimal
-    colour: Colour
 
 
 @dataclasses.dataclass(frozen=True)
