@@ -8,6 +8,7 @@ no name or value ever reaches an expression string.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from decimal import Decimal
 from typing import Any
 
@@ -601,14 +602,28 @@ def actions(path: Attr, source: Attr) -> st.SearchStrategy[Action]:
 
 
 @st.composite
-def updates(draw: st.DrawFn) -> Update:
-    """Actions on distinct top-level attributes, so no two paths overlap."""
-    tops = draw(st.lists(names, min_size=1, max_size=4, unique=True))
+def updates_on_distinct_attributes(
+    draw: st.DrawFn,
+    attribute_names: st.SearchStrategy[str],
+    max_index: int,
+    max_actions: int,
+    sources: st.SearchStrategy[Attr],
+    actions: Callable[[Attr, Attr], st.SearchStrategy[Action]],
+) -> Update:
+    """Actions on distinct top-level attributes, so no two paths overlap. Each action's target
+    is a path of up to two steps (names, or indexes up to ``max_index``) below its attribute;
+    its strategy is ``actions(target, source)``, with ``source`` drawn from ``sources``."""
+    tops = draw(st.lists(attribute_names, min_size=1, max_size=max_actions, unique=True))
     chosen = []
     for top in tops:
-        steps = draw(st.lists(st.one_of(names, st.integers(0, 5)), max_size=2))
-        chosen.append(draw(actions(Attr(top, tuple(steps)), draw(paths))))
+        steps = draw(st.lists(st.one_of(attribute_names, st.integers(0, max_index)), max_size=2))
+        chosen.append(draw(actions(Attr(top, tuple(steps)), draw(sources))))
     return update(*chosen)
+
+
+updates = updates_on_distinct_attributes(
+    names, max_index=5, max_actions=4, sources=paths, actions=actions
+)
 
 
 TOKEN = re.compile(
@@ -620,7 +635,7 @@ PLACEHOLDER = re.compile(r"#n\d+|:v\d+")
 
 
 @settings(deadline=None, max_examples=300)
-@given(condition=st.one_of(st.none(), conditions), upd=st.one_of(st.none(), updates()))
+@given(condition=st.one_of(st.none(), conditions), upd=st.one_of(st.none(), updates))
 def test_hostile_names_and_values_never_reach_the_expressions(
     condition: Condition | None, upd: Update | None
 ) -> None:
@@ -666,28 +681,22 @@ small_values: st.SearchStrategy[Value] = st.recursive(
 small_items = st.dictionaries(small_names, small_values.map(to_attribute_value), max_size=3)
 
 
-@st.composite
-def small_updates(draw: st.DrawFn) -> Update:
-    tops = draw(st.lists(small_names, min_size=1, max_size=3, unique=True))
-    chosen = []
-    for top in tops:
-        steps = draw(st.lists(st.one_of(small_names, st.integers(0, 2)), max_size=2))
-        target, source = Attr(top, tuple(steps)), draw(small_paths)
-        chosen.append(
-            draw(
-                st.one_of(
-                    st.builds(target.set, small_values),
-                    st.just(target.set(source + 1)),
-                    st.just(target.set(if_not_exists(source, 0) - 1)),
-                    st.just(target.set(list_append(source, ["x"]))),
-                    st.just(target.set(source)),
-                    st.just(target.remove()),
-                    st.builds(target.add, st.sampled_from([1, frozenset({"a"}), frozenset({3})])),
-                    st.builds(target.delete, st.sampled_from([frozenset({"a"}), frozenset({1})])),
-                )
-            )
-        )
-    return update(*chosen)
+def small_actions(target: Attr, source: Attr) -> st.SearchStrategy[Action]:
+    return st.one_of(
+        st.builds(target.set, small_values),
+        st.just(target.set(source + 1)),
+        st.just(target.set(if_not_exists(source, 0) - 1)),
+        st.just(target.set(list_append(source, ["x"]))),
+        st.just(target.set(source)),
+        st.just(target.remove()),
+        st.builds(target.add, st.sampled_from([1, frozenset({"a"}), frozenset({3})])),
+        st.builds(target.delete, st.sampled_from([frozenset({"a"}), frozenset({1})])),
+    )
+
+
+small_updates = updates_on_distinct_attributes(
+    small_names, max_index=2, max_actions=3, sources=small_paths, actions=small_actions
+)
 
 
 def holds_an_empty_set(value: AttributeValue) -> bool:
@@ -702,7 +711,7 @@ def holds_an_empty_set(value: AttributeValue) -> bool:
 
 
 @settings(deadline=None, max_examples=200)
-@given(upd=small_updates(), item=small_items)
+@given(upd=small_updates, item=small_items)
 def test_apply_update_fails_only_as_dynamodb_would_and_changes_nothing(
     upd: Update, item: dict[str, AttributeValue]
 ) -> None:
