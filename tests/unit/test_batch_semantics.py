@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, NamedTuple
 
 import pytest
 from aws_lambda_powertools.utilities.batch import EventType as PowertoolsEventType
@@ -23,6 +23,7 @@ from idemstore import (
 )
 from idemstore.batch import (
     BatchProcessor,
+    EventType,
     IdempotencyBatchEventError,
     process_partial_response,
 )
@@ -117,30 +118,46 @@ def handler_for(recorder: Recorder) -> Callable[[dict[str, Any]], Awaitable[Any]
     return record_handler
 
 
+class EventSource(NamedTuple):
+    """An event source: its ``event_type``, a maker of a record with a given identifier, and
+    where that identifier is in the record."""
+
+    event_type: EventType
+    record: Callable[[str], dict[str, Any]]
+    key: str
+
+    def processor(self, recorder: Recorder) -> BatchProcessor:
+        """A processor of this source's records into ``recorder``, on a fresh in-memory store,
+        each record keyed by its identifier."""
+        return BatchProcessor(
+            handler_for(recorder),
+            persistence_store=InMemoryStore(),
+            config=IdempotencyConfig(event_key_jmespath=self.key),
+            event_type=self.event_type,
+        )
+
+
+STREAM_SOURCES = [
+    EventSource("KinesisDataStreams", kinesis, "kinesis.sequenceNumber"),
+    EventSource("DynamoDBStreams", dynamodb, "dynamodb.SequenceNumber"),
+]
+EVENT_SOURCES = [EventSource("SQS", sqs, "messageId"), *STREAM_SOURCES]
+
+
 # --- the response -----------------------------------------------------------------
 
 
 @pytest.mark.asyncio
-@pytest.mark.parametrize(
-    ("event_type", "make", "key"),
-    [
-        ("SQS", sqs, "messageId"),
-        ("KinesisDataStreams", kinesis, "kinesis.sequenceNumber"),
-        ("DynamoDBStreams", dynamodb, "dynamodb.SequenceNumber"),
-    ],
-)
+@pytest.mark.parametrize("source", EVENT_SOURCES, ids=lambda source: source.event_type)
 async def test_failures_are_reported_by_the_identifier_of_each_event_source(
-    event_type: Any, make: Callable[[str], dict[str, Any]], key: str
+    source: EventSource,
 ) -> None:
     recorder = Recorder(fail={"3"})
-    processor = BatchProcessor(
-        handler_for(recorder),
-        persistence_store=InMemoryStore(),
-        config=IdempotencyConfig(event_key_jmespath=key),
-        event_type=event_type,
-    )
+    processor = source.processor(recorder)
 
-    result = await processor.process(event(make("1"), make("2"), make("3")))
+    result = await processor.process(
+        event(source.record("1"), source.record("2"), source.record("3"))
+    )
 
     assert result.response() == {"batchItemFailures": [{"itemIdentifier": "3"}]}
     assert [r.outcome.kind if r.outcome else None for r in result.results] == [
@@ -436,25 +453,12 @@ async def test_fifo_may_fail_the_rest_of_the_whole_batch() -> None:
 
 
 @pytest.mark.asyncio
-@pytest.mark.parametrize(
-    ("event_type", "make", "key"),
-    [
-        ("KinesisDataStreams", kinesis, "kinesis.sequenceNumber"),
-        ("DynamoDBStreams", dynamodb, "dynamodb.SequenceNumber"),
-    ],
-)
-async def test_streams_run_in_order_and_stop_at_the_first_failure(
-    event_type: Any, make: Callable[[str], dict[str, Any]], key: str
-) -> None:
+@pytest.mark.parametrize("source", STREAM_SOURCES, ids=lambda source: source.event_type)
+async def test_streams_run_in_order_and_stop_at_the_first_failure(source: EventSource) -> None:
     recorder = Recorder(fail={"2"})
-    processor = BatchProcessor(
-        handler_for(recorder),
-        persistence_store=InMemoryStore(),
-        config=IdempotencyConfig(event_key_jmespath=key),
-        event_type=event_type,
-    )
+    processor = source.processor(recorder)
 
-    result = await processor.process(event(*(make(str(n)) for n in range(1, 6))))
+    result = await processor.process(event(*(source.record(str(n)) for n in range(1, 6))))
 
     assert recorder.ran == ["1", "2"]
     assert recorder.peak == 1
