@@ -27,6 +27,7 @@ from idemstore.batch import (
     IdempotencyBatchEventError,
     process_partial_response,
 )
+from idemstore.codec import from_item
 from idemstore.lambda_runtime import lambda_context_scope
 from idemstore.observe import BatchPrecheck, CallStart, Event, observing
 from idemstore.outcome import OutcomeKind, Unstored
@@ -302,31 +303,44 @@ async def test_idempotent_function_accepts_an_event_data_class_as_its_payload() 
     assert runs == ["ran"]
 
 
+class LambdaContext:
+    """The part of Lambda's context object the engine reads: the time left."""
+
+    def __init__(self, remaining_ms: int) -> None:
+        self.remaining_ms = remaining_ms
+
+    def get_remaining_time_in_millis(self) -> int:
+        return self.remaining_ms
+
+
+def lock_reading_handler(
+    store: InMemoryStore, locks: list[DataRecord]
+) -> Callable[[dict[str, Any]], Awaitable[None]]:
+    """A record handler that appends to ``locks`` the lock it runs under, the store's only
+    record."""
+
+    async def record_handler(record: dict[str, Any]) -> None:
+        (item,) = store.items().values()
+        locks.append(from_item(store.schema, item))
+
+    return record_handler
+
+
 @pytest.mark.asyncio
 async def test_the_lock_lasts_until_the_lambda_deadline() -> None:
     store = InMemoryStore()
-    seen: list[DataRecord] = []
-
-    class Context:
-        def get_remaining_time_in_millis(self) -> int:
-            return 5_000
-
-    async def record_handler(record: dict[str, Any]) -> None:
-        from idemstore.codec import from_item
-
-        (item,) = store.items().values()
-        seen.append(from_item(store.schema, item))
+    locks: list[DataRecord] = []
 
     await process_partial_response(
         event(sqs("m-1")),
-        record_handler,
+        lock_reading_handler(store, locks),
         persistence_store=store,
         config=BY_MESSAGE_ID,
-        context=Context(),
+        context=LambdaContext(5_000),
     )
 
-    assert seen[0].status is RecordStatus.INPROGRESS
-    assert seen[0].in_progress_expiry_timestamp == int(NOW * 1000) + 5_000
+    assert locks[0].status is RecordStatus.INPROGRESS
+    assert locks[0].in_progress_expiry_timestamp == int(NOW * 1000) + 5_000
 
 
 # --- concurrency, duplicates, order ------------------------------------------------------
@@ -755,23 +769,15 @@ async def test_duplicates_of_an_unstored_result_get_its_value_and_it_runs_once()
 @pytest.mark.asyncio
 async def test_without_a_context_the_one_registered_for_the_invocation_is_used() -> None:
     store = InMemoryStore()
-    expiries: list[int] = []
+    locks: list[DataRecord] = []
+    processor = BatchProcessor(
+        lock_reading_handler(store, locks), persistence_store=store, config=BY_MESSAGE_ID
+    )
 
-    class Context:
-        def get_remaining_time_in_millis(self) -> int:
-            return 7_000
-
-    async def record_handler(record: dict[str, Any]) -> None:
-        from idemstore.codec import from_item
-
-        (item,) = store.items().values()
-        expiries.append(from_item(store.schema, item).in_progress_expiry_timestamp or 0)
-
-    processor = BatchProcessor(record_handler, persistence_store=store, config=BY_MESSAGE_ID)
-    with lambda_context_scope(Context()):  # as an @idempotent handler registers it
+    with lambda_context_scope(LambdaContext(7_000)):  # as an @idempotent handler registers it
         await processor.process(event(sqs("m-1")))
 
-    assert expiries == [int(NOW * 1000) + 7_000]
+    assert [lock.in_progress_expiry_timestamp for lock in locks] == [int(NOW * 1000) + 7_000]
 
 
 class StoreWithoutBatchRead:
