@@ -500,49 +500,67 @@ async def test_a_first_delivery_makes_no_batch_read() -> None:
     assert sorted(log.operations) == ["PutItem"] * 4 + ["UpdateItem"] * 4
 
 
+class StoreWithoutBatchRead:
+    """A store written against the contract before ``get_records`` was part of it."""
+
+    def __init__(self, inner: InMemoryStore) -> None:
+        self.inner = inner
+        self.schema = inner.schema
+        self.get_record = inner.get_record
+        self.put_record = inner.put_record
+        self.update_record = inner.update_record
+        self.renew_lease = inner.renew_lease
+        self.delete_record = inner.delete_record
+
+
+class FailingBatchRead(StoreWithoutBatchRead):
+    """A store whose batch read fails."""
+
+    async def get_records(self, idempotency_keys: Any) -> dict[str, DataRecord]:
+        raise IdempotencyPersistenceLayerError("BatchGetItem failed")
+
+
 @pytest.mark.asyncio
-async def test_a_redelivered_batch_of_completed_records_is_one_read() -> None:
-    store = InMemoryStore()
-    recorder, processor = await completed_batch(store, 4)
-    log = RequestLog().watch(store)
+@pytest.mark.parametrize(
+    ("wrapper", "options", "receive_count", "operations"),
+    [
+        pytest.param(None, {}, 2, ["BatchGetItem"], id="one-read"),
+        pytest.param(None, {"precheck": "never"}, 2, ["PutItem"] * 4, id="precheck-never"),
+        pytest.param(None, {"precheck": "always"}, 1, ["BatchGetItem"], id="precheck-always"),
+        pytest.param(
+            None, {"precheck": "on_redelivery"}, 1, ["PutItem"] * 4, id="precheck-on-redelivery"
+        ),
+        pytest.param(FailingBatchRead, {}, 3, ["PutItem"] * 4, id="failed-read-falls-back"),
+        pytest.param(StoreWithoutBatchRead, {}, 2, ["PutItem"] * 4, id="store-without-batch-read"),
+    ],
+)
+async def test_a_redelivered_batch_of_completed_records_replays_it(
+    wrapper: Callable[[InMemoryStore], Any] | None,
+    options: dict[str, Any],
+    receive_count: int,
+    operations: list[str],
+) -> None:
+    """By one batch read where the precheck and the store allow it, else by the usual path."""
+    inner = InMemoryStore()
+    recorder, _ = await completed_batch(inner, 4)
+    store = inner if wrapper is None else wrapper(inner)
+    processor = BatchProcessor(
+        handler_for(recorder), persistence_store=store, config=BY_MESSAGE_ID, **options
+    )
+    log = RequestLog().watch(inner)
 
-    result = await processor.process(event(*(sqs(f"m-{i}", receive_count=2) for i in range(4))))
+    result = await processor.process(
+        event(*(sqs(f"m-{i}", receive_count=receive_count) for i in range(4)))
+    )
 
-    assert log.operations == ["BatchGetItem"]
-    assert result.batch_read
+    assert log.operations == operations
+    assert result.batch_read is ("BatchGetItem" in operations)
+    assert failed(result.response()) == []
     assert len(recorder.ran) == 4  # only the first delivery ran
     assert [r.outcome.value for r in result.results if r.outcome] == [
         {"done": f"m-{i}"} for i in range(4)
     ]
     assert {r.outcome.kind for r in result.results if r.outcome} == {OutcomeKind.REPLAYED}
-
-
-@pytest.mark.asyncio
-@pytest.mark.parametrize(
-    ("precheck", "receive_count", "expected"),
-    [
-        ("never", 2, ["PutItem"] * 2),
-        ("always", 1, ["BatchGetItem"]),
-        ("on_redelivery", 1, ["PutItem"] * 2),
-    ],
-)
-async def test_the_batch_read_follows_the_precheck_option(
-    precheck: Any, receive_count: int, expected: list[str]
-) -> None:
-    store = InMemoryStore()
-    recorder, _ = await completed_batch(store, 2)
-    log = RequestLog().watch(store)
-    processor = BatchProcessor(
-        handler_for(recorder), persistence_store=store, config=BY_MESSAGE_ID, precheck=precheck
-    )
-
-    result = await processor.process(
-        event(*(sqs(f"m-{i}", receive_count=receive_count) for i in range(2)))
-    )
-
-    assert log.operations == expected
-    assert failed(result.response()) == []
-    assert len(recorder.ran) == 2
 
 
 @pytest.mark.asyncio
@@ -609,25 +627,6 @@ async def test_a_record_read_for_another_payload_fails_validation_without_runnin
     assert log.operations == ["BatchGetItem"]
     assert isinstance(result.results[0].error, IdempotencyValidationError)
     assert recorder.ran == ["m-1"]
-
-
-class FailingBatchRead(InMemoryStore):
-    async def get_records(self, idempotency_keys: Any) -> dict[str, DataRecord]:
-        raise IdempotencyPersistenceLayerError("BatchGetItem failed")
-
-
-@pytest.mark.asyncio
-async def test_a_failed_batch_read_falls_back_to_the_usual_path() -> None:
-    store = FailingBatchRead()
-    recorder, processor = await completed_batch(store, 2)
-    log = RequestLog().watch(store)
-
-    result = await processor.process(event(*(sqs(f"m-{i}", receive_count=3) for i in range(2))))
-
-    assert log.operations == ["PutItem", "PutItem"]
-    assert not result.batch_read
-    assert failed(result.response()) == []
-    assert len(recorder.ran) == 2
 
 
 @pytest.mark.asyncio
@@ -778,35 +777,6 @@ async def test_without_a_context_the_one_registered_for_the_invocation_is_used()
         await processor.process(event(sqs("m-1")))
 
     assert [lock.in_progress_expiry_timestamp for lock in locks] == [int(NOW * 1000) + 7_000]
-
-
-class StoreWithoutBatchRead:
-    """A store written against the contract before ``get_records`` was part of it."""
-
-    def __init__(self, inner: InMemoryStore) -> None:
-        self.inner = inner
-        self.schema = inner.schema
-        self.get_record = inner.get_record
-        self.put_record = inner.put_record
-        self.update_record = inner.update_record
-        self.renew_lease = inner.renew_lease
-        self.delete_record = inner.delete_record
-
-
-@pytest.mark.asyncio
-async def test_a_store_without_a_batch_read_takes_the_usual_path() -> None:
-    inner = InMemoryStore()
-    recorder, _ = await completed_batch(inner, 2)
-    log = RequestLog().watch(inner)
-    store: Any = StoreWithoutBatchRead(inner)  # lacks get_records, on purpose
-    processor = BatchProcessor(handler_for(recorder), persistence_store=store, config=BY_MESSAGE_ID)
-
-    result = await processor.process(event(*(sqs(f"m-{i}", receive_count=2) for i in range(2))))
-
-    assert log.operations == ["PutItem", "PutItem"]
-    assert not result.batch_read
-    assert {r.outcome.kind for r in result.results if r.outcome} == {OutcomeKind.REPLAYED}
-    assert len(recorder.ran) == 2
 
 
 @pytest.mark.asyncio
