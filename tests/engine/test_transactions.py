@@ -36,7 +36,7 @@ from idemstore.errors import (
 )
 from idemstore.expressions import Attr, AttributeValue
 from idemstore.outcome import Unstored
-from idemstore.transactions import ConditionCheck, Delete, Put, Update, stage
+from idemstore.transactions import ConditionCheck, Delete, Put, StagedWrite, Update, stage
 
 
 @dataclass
@@ -132,6 +132,17 @@ def placing(tables: Tables, runs: list[str], **config: Any) -> Place:
         return {"order": order["id"]}
 
     return place
+
+
+def staging(store: RecordStore, *writes: StagedWrite) -> Callable[..., Awaitable[int]]:
+    """An idempotent function of ``n`` that stages ``writes`` in one call and returns ``n``."""
+
+    @idempotent_function(data_keyword_argument="n", persistence_store=store)
+    async def staged(*, n: int) -> int:
+        stage(*writes)
+        return n
+
+    return staged
 
 
 @pytest.mark.server
@@ -232,14 +243,12 @@ async def test_every_write_kind_applies(tables: Tables) -> None:
     await tables.seed_stock("kiwi", 4)
     await tables.store.complete_with_writes(None, [Put(tables.orders, {"pk": "old"})])  # type: ignore[attr-defined]  # both stores under test have it
 
-    @idempotent_function(data_keyword_argument="n", persistence_store=tables.store)
-    async def rework(*, n: int) -> int:
-        stage(
-            Delete(tables.orders, {"pk": "old"}, condition=Attr("pk").exists()),
-            Put(tables.orders, {"pk": "new", "lines": [1, 2], "tags": {"a"}, "gift": None}),
-            ConditionCheck(tables.stock, {"sku": "kiwi"}, Attr("qty").between(1, 10)),
-        )
-        return n
+    rework = staging(
+        tables.store,
+        Delete(tables.orders, {"pk": "old"}, condition=Attr("pk").exists()),
+        Put(tables.orders, {"pk": "new", "lines": [1, 2], "tags": {"a"}, "gift": None}),
+        ConditionCheck(tables.stock, {"sku": "kiwi"}, Attr("qty").between(1, 10)),
+    )
 
     assert await rework(n=1) == 1
     (new,) = await tables.items(tables.orders)
@@ -296,10 +305,9 @@ async def test_the_size_limit_counts_the_completion_and_releases_the_lock(
 async def test_a_write_to_a_missing_table_is_refused_typed_and_releases_the_lock(
     tables: Tables,
 ) -> None:
-    @idempotent_function(data_keyword_argument="n", persistence_store=tables.store)
-    async def lost(*, n: int) -> int:
-        stage(Put(tables.orders, {"pk": "kept-out"}), Put("no-such-table", {"pk": "x"}))
-        return n
+    lost = staging(
+        tables.store, Put(tables.orders, {"pk": "kept-out"}), Put("no-such-table", {"pk": "x"})
+    )
 
     with pytest.raises(IdempotencyPersistenceLayerError, match="no-such-table"):
         await lost(n=1)
@@ -317,10 +325,9 @@ async def test_two_puts_to_one_item_are_refused_by_the_store_and_release_the_loc
     tables: Tables,
 ) -> None:
     # No other write names the table's key, so only the store can tell.
-    @idempotent_function(data_keyword_argument="n", persistence_store=tables.store)
-    async def doubled(*, n: int) -> int:
-        stage(Put(tables.orders, {"pk": "same", "v": 1}), Put(tables.orders, {"pk": "same"}))
-        return n
+    doubled = staging(
+        tables.store, Put(tables.orders, {"pk": "same", "v": 1}), Put(tables.orders, {"pk": "same"})
+    )
 
     log = await request_log(tables.store)
     with pytest.raises(IdempotencyTransactionLimitError) as caught:
@@ -428,10 +435,7 @@ class PlainStore:
 async def test_a_store_without_transactions_refuses_at_stage_time() -> None:
     inner = InMemoryStore()
 
-    @idempotent_function(data_keyword_argument="n", persistence_store=PlainStore(inner))
-    async def staged(*, n: int) -> int:
-        stage(Put("orders", {"pk": "x"}))
-        return n
+    staged = staging(PlainStore(inner), Put("orders", {"pk": "x"}))
 
     with pytest.raises(IdempotencyStagingError, match="PlainStore cannot commit"):
         await staged(n=1)
