@@ -17,6 +17,7 @@ import pytest
 import pytest_asyncio
 
 from engine.conftest import request_log
+from engine.delegating import DelegatingStore
 from idemstore import (
     AsyncDynamoStore,
     DataRecord,
@@ -417,18 +418,9 @@ async def test_stage_outside_an_idempotent_call_is_refused() -> None:
         stage(Put("orders", {"pk": "x"}))
 
 
-class PlainStore:
-    """A store that keeps the record contract but cannot commit transactions."""
-
-    def __init__(self, inner: InMemoryStore) -> None:
-        self.inner = inner
-        self.schema = inner.schema
-        self.get_record = inner.get_record
-        self.get_records = inner.get_records
-        self.put_record = inner.put_record
-        self.update_record = inner.update_record
-        self.renew_lease = inner.renew_lease
-        self.delete_record = inner.delete_record
+class PlainStore(DelegatingStore):
+    """A store that keeps the record contract but cannot commit transactions: it forwards
+    the record operations only."""
 
 
 @pytest.mark.asyncio
