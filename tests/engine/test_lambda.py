@@ -7,6 +7,7 @@ from collections.abc import Callable, Coroutine
 from typing import Any
 
 import pytest
+from aiobotocore.session import AioSession
 
 from engine.conftest import FakeClock, key_of, request_log
 from idemstore import (
@@ -227,9 +228,16 @@ async def test_heartbeat_keeps_a_long_call_locked(store: RecordStore) -> None:
 # --- the Lambda entry point ---------------------------------------------------------------
 
 
-def test_entry_point_reuses_one_loop_and_one_client(
-    moto_server: MotoEndpoint, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def clients_made_by(session: AioSession) -> list[str]:
+    """The clients ``session`` makes from now on, one entry each: each announces its class."""
+    made: list[str] = []
+    session.register(
+        "creating-client-class.dynamodb", lambda event_name, **_: made.append(event_name)
+    )
+    return made
+
+
+def test_entry_point_reuses_one_loop_and_one_client(moto_server: MotoEndpoint) -> None:
     table_name = f"idemstore-entry-{uuid.uuid4().hex[:12]}"
 
     async def setup() -> None:
@@ -239,20 +247,13 @@ def test_entry_point_reuses_one_loop_and_one_client(
     asyncio.run(setup())
 
     session = moto_server.session()
-    created: list[object] = []
-    create_client = session.create_client
-
-    def counting_create_client(*args: Any, **kwargs: Any) -> Any:
-        created.append(object())
-        return create_client(*args, **kwargs)
-
-    monkeypatch.setattr(session, "create_client", counting_create_client)
     store = AsyncDynamoStore(
         table_name,
         endpoint_url=moto_server.url,
         region_name=moto_server.region_name,
         session=session,
     )
+    created = clients_made_by(session)
     clients: list[object] = []
     loops: list[asyncio.AbstractEventLoop] = []
     runs: list[int] = []
