@@ -7,6 +7,7 @@ from collections.abc import Callable, Coroutine
 from typing import Any
 
 import pytest
+from aiobotocore.session import AioSession
 
 from engine.conftest import FakeClock, key_of, request_log
 from idemstore import (
@@ -36,50 +37,71 @@ class FakeLambdaContext:
         return self.remaining_ms
 
 
+@pytest.fixture
+def clock() -> FakeClock:
+    """The engine's clock, stopped at the time the test starts: a lock's deadline is then
+    exactly that time plus the invocation's time left, or plus the lease."""
+    return FakeClock(time.time())
+
+
 def lock_recording_function(
-    store: RecordStore, config: IdempotencyConfig, locks: list[DataRecord]
-) -> Callable[..., Coroutine[Any, Any, str]]:
-    """An idempotent ``process(order=...)`` that appends the lock it runs under to ``locks``."""
+    store: RecordStore, config: IdempotencyConfig
+) -> tuple[Callable[..., Coroutine[Any, Any, str]], list[DataRecord]]:
+    """An idempotent ``process(order=...)``, and the locks it ran under, call by call."""
+    locks: list[DataRecord] = []
 
     @idempotent_function(data_keyword_argument="order", persistence_store=store, config=config)
     async def process(order: dict[str, Any]) -> str:
         locks.append(await store.get_record(key_of(process, order)))
         return "processed"
 
-    return process
+    return process, locks
+
+
+def lock_recording_handler(
+    store: RecordStore, config: IdempotencyConfig
+) -> tuple[Callable[[dict[str, Any], Any], Coroutine[Any, Any, str]], list[DataRecord]]:
+    """An idempotent Lambda handler, and the locks it ran under, invocation by invocation."""
+    locks: list[DataRecord] = []
+
+    @idempotent(persistence_store=store, config=config)
+    async def handler(event: dict[str, Any], context: Any) -> str:
+        locks.append(await store.get_record(key_of(handler, event)))
+        return "ok"
+
+    return handler, locks
 
 
 # --- in Lambda: the lock lasts until the invocation's deadline ----------------------------
 
 
+@pytest.mark.parametrize(
+    ("context", "deadline_ms"),
+    [
+        pytest.param(FakeLambdaContext(remaining_ms=7_250), 7_250, id="invocation-deadline"),
+        # A context without a deadline falls back to the lease.
+        pytest.param(object(), 20_000, id="context-without-a-deadline"),
+    ],
+)
 @pytest.mark.asyncio
 @pytest.mark.server
-async def test_handler_lock_lasts_until_the_invocation_deadline(
-    store: RecordStore,
+async def test_handler_lock_lasts_until_the_invocation_deadline_else_for_the_lease(
+    store: RecordStore, clock: FakeClock, context: Any, deadline_ms: int
 ) -> None:
-    clock = FakeClock(time.time())
-    locks: list[DataRecord] = []
-
-    @idempotent(persistence_store=store, config=IdempotencyConfig(clock=clock))
-    async def handler(event: dict[str, Any], context: Any) -> str:
-        locks.append(await store.get_record(key_of(handler, event)))
-        return "ok"
-
+    config = IdempotencyConfig(clock=clock, in_progress_lease_seconds=20)
+    handler, locks = lock_recording_handler(store, config)
     log = await request_log(store)
-    assert await handler({"id": 1}, FakeLambdaContext(remaining_ms=7_250)) == "ok"
-    assert locks[0].in_progress_expiry_timestamp == int(clock() * 1000) + 7_250
+    assert await handler({"id": 1}, context) == "ok"
+    assert locks[0].in_progress_expiry_timestamp == int(clock() * 1000) + deadline_ms
     assert log.operations == ["PutItem", "GetItem", "UpdateItem"]  # no lease renewals
 
 
 @pytest.mark.asyncio
 async def test_handler_registers_its_context_for_the_functions_it_calls(
-    store: RecordStore,
+    store: RecordStore, clock: FakeClock
 ) -> None:
-    clock = FakeClock(time.time())
     config = IdempotencyConfig(clock=clock, in_progress_lease_seconds=100)
-    locks: list[DataRecord] = []
-
-    process = lock_recording_function(store, config, locks)
+    process, locks = lock_recording_function(store, config)
 
     @idempotent(persistence_store=store, config=config)
     async def handler(event: dict[str, Any], context: Any) -> str:
@@ -93,13 +115,10 @@ async def test_handler_registers_its_context_for_the_functions_it_calls(
 @pytest.mark.parametrize("register", ["module function", "config method"])
 @pytest.mark.asyncio
 async def test_function_reads_the_registered_lambda_context(
-    store: RecordStore, register: str
+    store: RecordStore, clock: FakeClock, register: str
 ) -> None:
-    clock = FakeClock(time.time())
     config = IdempotencyConfig(clock=clock, in_progress_lease_seconds=100)
-    locks: list[DataRecord] = []
-
-    process = lock_recording_function(store, config, locks)
+    process, locks = lock_recording_function(store, config)
 
     async def lambda_handler(event: dict[str, Any], context: Any) -> str:
         if register == "module function":
@@ -118,8 +137,7 @@ async def test_function_reads_the_registered_lambda_context(
 
 
 @pytest.mark.asyncio
-async def test_registered_contexts_are_task_local(store: RecordStore) -> None:
-    clock = FakeClock(time.time())
+async def test_registered_contexts_are_task_local(store: RecordStore, clock: FakeClock) -> None:
     config = IdempotencyConfig(clock=clock)
     both_registered = asyncio.Barrier(2)
     deadlines: dict[int, int | None] = {}
@@ -142,17 +160,15 @@ async def test_registered_contexts_are_task_local(store: RecordStore) -> None:
 
 @pytest.mark.asyncio
 async def test_handler_context_does_not_leak_into_the_callers_task(
-    store: RecordStore,
+    store: RecordStore, clock: FakeClock
 ) -> None:
-    clock = FakeClock(time.time())
     config = IdempotencyConfig(clock=clock, in_progress_lease_seconds=50)
-    locks: list[DataRecord] = []
 
     @idempotent(persistence_store=store, config=config)
     async def handler(event: dict[str, Any], context: Any) -> str:
         return "handled"
 
-    process = lock_recording_function(store, config, locks)
+    process, locks = lock_recording_function(store, config)
 
     assert await asyncio.create_task(handler({"id": 1}, FakeLambdaContext(2_000))) == "handled"
     assert await process(order={"id": 1}) == "processed"
@@ -163,34 +179,12 @@ async def test_handler_context_does_not_leak_into_the_callers_task(
 
 
 @pytest.mark.asyncio
-async def test_lock_outside_lambda_is_a_lease(store: RecordStore) -> None:
-    clock = FakeClock(time.time())
-    locks: list[DataRecord] = []
-
+async def test_lock_outside_lambda_is_a_lease(store: RecordStore, clock: FakeClock) -> None:
     config = IdempotencyConfig(clock=clock, in_progress_lease_seconds=12.5)
-    process = lock_recording_function(store, config, locks)
+    process, locks = lock_recording_function(store, config)
 
     await process(order={"id": 1})
     assert locks[0].in_progress_expiry_timestamp == int(clock() * 1000) + 12_500
-
-
-@pytest.mark.asyncio
-async def test_context_without_a_deadline_falls_back_to_the_lease(
-    store: RecordStore,
-) -> None:
-    clock = FakeClock(time.time())
-    locks: list[DataRecord] = []
-
-    @idempotent(
-        persistence_store=store,
-        config=IdempotencyConfig(clock=clock, in_progress_lease_seconds=20),
-    )
-    async def handler(event: dict[str, Any], context: Any) -> str:
-        locks.append(await store.get_record(key_of(handler, event)))
-        return "ok"
-
-    await handler({"id": 1}, object())
-    assert locks[0].in_progress_expiry_timestamp == int(clock() * 1000) + 20_000
 
 
 @pytest.mark.asyncio
@@ -234,9 +228,16 @@ async def test_heartbeat_keeps_a_long_call_locked(store: RecordStore) -> None:
 # --- the Lambda entry point ---------------------------------------------------------------
 
 
-def test_entry_point_reuses_one_loop_and_one_client(
-    moto_server: MotoEndpoint, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def clients_made_by(session: AioSession) -> list[str]:
+    """The clients ``session`` makes from now on, one entry each: each announces its class."""
+    made: list[str] = []
+    session.register(
+        "creating-client-class.dynamodb", lambda event_name, **_: made.append(event_name)
+    )
+    return made
+
+
+def test_entry_point_reuses_one_loop_and_one_client(moto_server: MotoEndpoint) -> None:
     table_name = f"idemstore-entry-{uuid.uuid4().hex[:12]}"
 
     async def setup() -> None:
@@ -246,20 +247,13 @@ def test_entry_point_reuses_one_loop_and_one_client(
     asyncio.run(setup())
 
     session = moto_server.session()
-    created: list[object] = []
-    create_client = session.create_client
-
-    def counting_create_client(*args: Any, **kwargs: Any) -> Any:
-        created.append(object())
-        return create_client(*args, **kwargs)
-
-    monkeypatch.setattr(session, "create_client", counting_create_client)
     store = AsyncDynamoStore(
         table_name,
         endpoint_url=moto_server.url,
         region_name=moto_server.region_name,
         session=session,
     )
+    created = clients_made_by(session)
     clients: list[object] = []
     loops: list[asyncio.AbstractEventLoop] = []
     runs: list[int] = []

@@ -17,6 +17,7 @@ import pytest
 import pytest_asyncio
 
 from engine.conftest import request_log
+from engine.delegating import DelegatingStore
 from idemstore import (
     AsyncDynamoStore,
     DataRecord,
@@ -36,7 +37,7 @@ from idemstore.errors import (
 )
 from idemstore.expressions import Attr, AttributeValue
 from idemstore.outcome import Unstored
-from idemstore.transactions import ConditionCheck, Delete, Put, Update, stage
+from idemstore.transactions import ConditionCheck, Delete, Put, StagedWrite, Update, stage
 
 
 @dataclass
@@ -132,6 +133,17 @@ def placing(tables: Tables, runs: list[str], **config: Any) -> Place:
         return {"order": order["id"]}
 
     return place
+
+
+def staging(store: RecordStore, *writes: StagedWrite) -> Callable[..., Awaitable[int]]:
+    """An idempotent function of ``n`` that stages ``writes`` in one call and returns ``n``."""
+
+    @idempotent_function(data_keyword_argument="n", persistence_store=store)
+    async def staged(*, n: int) -> int:
+        stage(*writes)
+        return n
+
+    return staged
 
 
 @pytest.mark.server
@@ -232,14 +244,12 @@ async def test_every_write_kind_applies(tables: Tables) -> None:
     await tables.seed_stock("kiwi", 4)
     await tables.store.complete_with_writes(None, [Put(tables.orders, {"pk": "old"})])  # type: ignore[attr-defined]  # both stores under test have it
 
-    @idempotent_function(data_keyword_argument="n", persistence_store=tables.store)
-    async def rework(*, n: int) -> int:
-        stage(
-            Delete(tables.orders, {"pk": "old"}, condition=Attr("pk").exists()),
-            Put(tables.orders, {"pk": "new", "lines": [1, 2], "tags": {"a"}, "gift": None}),
-            ConditionCheck(tables.stock, {"sku": "kiwi"}, Attr("qty").between(1, 10)),
-        )
-        return n
+    rework = staging(
+        tables.store,
+        Delete(tables.orders, {"pk": "old"}, condition=Attr("pk").exists()),
+        Put(tables.orders, {"pk": "new", "lines": [1, 2], "tags": {"a"}, "gift": None}),
+        ConditionCheck(tables.stock, {"sku": "kiwi"}, Attr("qty").between(1, 10)),
+    )
 
     assert await rework(n=1) == 1
     (new,) = await tables.items(tables.orders)
@@ -296,10 +306,9 @@ async def test_the_size_limit_counts_the_completion_and_releases_the_lock(
 async def test_a_write_to_a_missing_table_is_refused_typed_and_releases_the_lock(
     tables: Tables,
 ) -> None:
-    @idempotent_function(data_keyword_argument="n", persistence_store=tables.store)
-    async def lost(*, n: int) -> int:
-        stage(Put(tables.orders, {"pk": "kept-out"}), Put("no-such-table", {"pk": "x"}))
-        return n
+    lost = staging(
+        tables.store, Put(tables.orders, {"pk": "kept-out"}), Put("no-such-table", {"pk": "x"})
+    )
 
     with pytest.raises(IdempotencyPersistenceLayerError, match="no-such-table"):
         await lost(n=1)
@@ -317,10 +326,9 @@ async def test_two_puts_to_one_item_are_refused_by_the_store_and_release_the_loc
     tables: Tables,
 ) -> None:
     # No other write names the table's key, so only the store can tell.
-    @idempotent_function(data_keyword_argument="n", persistence_store=tables.store)
-    async def doubled(*, n: int) -> int:
-        stage(Put(tables.orders, {"pk": "same", "v": 1}), Put(tables.orders, {"pk": "same"}))
-        return n
+    doubled = staging(
+        tables.store, Put(tables.orders, {"pk": "same", "v": 1}), Put(tables.orders, {"pk": "same"})
+    )
 
     log = await request_log(tables.store)
     with pytest.raises(IdempotencyTransactionLimitError) as caught:
@@ -410,28 +418,16 @@ async def test_stage_outside_an_idempotent_call_is_refused() -> None:
         stage(Put("orders", {"pk": "x"}))
 
 
-class PlainStore:
-    """A store that keeps the record contract but cannot commit transactions."""
-
-    def __init__(self, inner: InMemoryStore) -> None:
-        self.inner = inner
-        self.schema = inner.schema
-        self.get_record = inner.get_record
-        self.get_records = inner.get_records
-        self.put_record = inner.put_record
-        self.update_record = inner.update_record
-        self.renew_lease = inner.renew_lease
-        self.delete_record = inner.delete_record
+class PlainStore(DelegatingStore):
+    """A store that keeps the record contract but cannot commit transactions: it forwards
+    the record operations only."""
 
 
 @pytest.mark.asyncio
 async def test_a_store_without_transactions_refuses_at_stage_time() -> None:
     inner = InMemoryStore()
 
-    @idempotent_function(data_keyword_argument="n", persistence_store=PlainStore(inner))
-    async def staged(*, n: int) -> int:
-        stage(Put("orders", {"pk": "x"}))
-        return n
+    staged = staging(PlainStore(inner), Put("orders", {"pk": "x"}))
 
     with pytest.raises(IdempotencyStagingError, match="PlainStore cannot commit"):
         await staged(n=1)

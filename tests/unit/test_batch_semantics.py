@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, NamedTuple
 
 import pytest
 from aws_lambda_powertools.utilities.batch import EventType as PowertoolsEventType
@@ -23,9 +23,11 @@ from idemstore import (
 )
 from idemstore.batch import (
     BatchProcessor,
+    EventType,
     IdempotencyBatchEventError,
     process_partial_response,
 )
+from idemstore.codec import from_item
 from idemstore.lambda_runtime import lambda_context_scope
 from idemstore.observe import BatchPrecheck, CallStart, Event, observing
 from idemstore.outcome import OutcomeKind, Unstored
@@ -117,30 +119,46 @@ def handler_for(recorder: Recorder) -> Callable[[dict[str, Any]], Awaitable[Any]
     return record_handler
 
 
+class EventSource(NamedTuple):
+    """An event source: its ``event_type``, a maker of a record with a given identifier, and
+    where that identifier is in the record."""
+
+    event_type: EventType
+    record: Callable[[str], dict[str, Any]]
+    key: str
+
+    def processor(self, recorder: Recorder) -> BatchProcessor:
+        """A processor of this source's records into ``recorder``, on a fresh in-memory store,
+        each record keyed by its identifier."""
+        return BatchProcessor(
+            handler_for(recorder),
+            persistence_store=InMemoryStore(),
+            config=IdempotencyConfig(event_key_jmespath=self.key),
+            event_type=self.event_type,
+        )
+
+
+STREAM_SOURCES = [
+    EventSource("KinesisDataStreams", kinesis, "kinesis.sequenceNumber"),
+    EventSource("DynamoDBStreams", dynamodb, "dynamodb.SequenceNumber"),
+]
+EVENT_SOURCES = [EventSource("SQS", sqs, "messageId"), *STREAM_SOURCES]
+
+
 # --- the response -----------------------------------------------------------------
 
 
 @pytest.mark.asyncio
-@pytest.mark.parametrize(
-    ("event_type", "make", "key"),
-    [
-        ("SQS", sqs, "messageId"),
-        ("KinesisDataStreams", kinesis, "kinesis.sequenceNumber"),
-        ("DynamoDBStreams", dynamodb, "dynamodb.SequenceNumber"),
-    ],
-)
+@pytest.mark.parametrize("source", EVENT_SOURCES, ids=lambda source: source.event_type)
 async def test_failures_are_reported_by_the_identifier_of_each_event_source(
-    event_type: Any, make: Callable[[str], dict[str, Any]], key: str
+    source: EventSource,
 ) -> None:
     recorder = Recorder(fail={"3"})
-    processor = BatchProcessor(
-        handler_for(recorder),
-        persistence_store=InMemoryStore(),
-        config=IdempotencyConfig(event_key_jmespath=key),
-        event_type=event_type,
-    )
+    processor = source.processor(recorder)
 
-    result = await processor.process(event(make("1"), make("2"), make("3")))
+    result = await processor.process(
+        event(source.record("1"), source.record("2"), source.record("3"))
+    )
 
     assert result.response() == {"batchItemFailures": [{"itemIdentifier": "3"}]}
     assert [r.outcome.kind if r.outcome else None for r in result.results] == [
@@ -285,31 +303,44 @@ async def test_idempotent_function_accepts_an_event_data_class_as_its_payload() 
     assert runs == ["ran"]
 
 
+class LambdaContext:
+    """The part of Lambda's context object the engine reads: the time left."""
+
+    def __init__(self, remaining_ms: int) -> None:
+        self.remaining_ms = remaining_ms
+
+    def get_remaining_time_in_millis(self) -> int:
+        return self.remaining_ms
+
+
+def lock_reading_handler(
+    store: InMemoryStore, locks: list[DataRecord]
+) -> Callable[[dict[str, Any]], Awaitable[None]]:
+    """A record handler that appends to ``locks`` the lock it runs under, the store's only
+    record."""
+
+    async def record_handler(record: dict[str, Any]) -> None:
+        (item,) = store.items().values()
+        locks.append(from_item(store.schema, item))
+
+    return record_handler
+
+
 @pytest.mark.asyncio
 async def test_the_lock_lasts_until_the_lambda_deadline() -> None:
     store = InMemoryStore()
-    seen: list[DataRecord] = []
-
-    class Context:
-        def get_remaining_time_in_millis(self) -> int:
-            return 5_000
-
-    async def record_handler(record: dict[str, Any]) -> None:
-        from idemstore.codec import from_item
-
-        (item,) = store.items().values()
-        seen.append(from_item(store.schema, item))
+    locks: list[DataRecord] = []
 
     await process_partial_response(
         event(sqs("m-1")),
-        record_handler,
+        lock_reading_handler(store, locks),
         persistence_store=store,
         config=BY_MESSAGE_ID,
-        context=Context(),
+        context=LambdaContext(5_000),
     )
 
-    assert seen[0].status is RecordStatus.INPROGRESS
-    assert seen[0].in_progress_expiry_timestamp == int(NOW * 1000) + 5_000
+    assert locks[0].status is RecordStatus.INPROGRESS
+    assert locks[0].in_progress_expiry_timestamp == int(NOW * 1000) + 5_000
 
 
 # --- concurrency, duplicates, order ------------------------------------------------------
@@ -436,25 +467,12 @@ async def test_fifo_may_fail_the_rest_of_the_whole_batch() -> None:
 
 
 @pytest.mark.asyncio
-@pytest.mark.parametrize(
-    ("event_type", "make", "key"),
-    [
-        ("KinesisDataStreams", kinesis, "kinesis.sequenceNumber"),
-        ("DynamoDBStreams", dynamodb, "dynamodb.SequenceNumber"),
-    ],
-)
-async def test_streams_run_in_order_and_stop_at_the_first_failure(
-    event_type: Any, make: Callable[[str], dict[str, Any]], key: str
-) -> None:
+@pytest.mark.parametrize("source", STREAM_SOURCES, ids=lambda source: source.event_type)
+async def test_streams_run_in_order_and_stop_at_the_first_failure(source: EventSource) -> None:
     recorder = Recorder(fail={"2"})
-    processor = BatchProcessor(
-        handler_for(recorder),
-        persistence_store=InMemoryStore(),
-        config=IdempotencyConfig(event_key_jmespath=key),
-        event_type=event_type,
-    )
+    processor = source.processor(recorder)
 
-    result = await processor.process(event(*(make(str(n)) for n in range(1, 6))))
+    result = await processor.process(event(*(source.record(str(n)) for n in range(1, 6))))
 
     assert recorder.ran == ["1", "2"]
     assert recorder.peak == 1
@@ -482,49 +500,67 @@ async def test_a_first_delivery_makes_no_batch_read() -> None:
     assert sorted(log.operations) == ["PutItem"] * 4 + ["UpdateItem"] * 4
 
 
+class StoreWithoutBatchRead:
+    """A store written against the contract before ``get_records`` was part of it."""
+
+    def __init__(self, inner: InMemoryStore) -> None:
+        self.inner = inner
+        self.schema = inner.schema
+        self.get_record = inner.get_record
+        self.put_record = inner.put_record
+        self.update_record = inner.update_record
+        self.renew_lease = inner.renew_lease
+        self.delete_record = inner.delete_record
+
+
+class FailingBatchRead(StoreWithoutBatchRead):
+    """A store whose batch read fails."""
+
+    async def get_records(self, idempotency_keys: Any) -> dict[str, DataRecord]:
+        raise IdempotencyPersistenceLayerError("BatchGetItem failed")
+
+
 @pytest.mark.asyncio
-async def test_a_redelivered_batch_of_completed_records_is_one_read() -> None:
-    store = InMemoryStore()
-    recorder, processor = await completed_batch(store, 4)
-    log = RequestLog().watch(store)
+@pytest.mark.parametrize(
+    ("wrapper", "options", "receive_count", "operations"),
+    [
+        pytest.param(None, {}, 2, ["BatchGetItem"], id="one-read"),
+        pytest.param(None, {"precheck": "never"}, 2, ["PutItem"] * 4, id="precheck-never"),
+        pytest.param(None, {"precheck": "always"}, 1, ["BatchGetItem"], id="precheck-always"),
+        pytest.param(
+            None, {"precheck": "on_redelivery"}, 1, ["PutItem"] * 4, id="precheck-on-redelivery"
+        ),
+        pytest.param(FailingBatchRead, {}, 3, ["PutItem"] * 4, id="failed-read-falls-back"),
+        pytest.param(StoreWithoutBatchRead, {}, 2, ["PutItem"] * 4, id="store-without-batch-read"),
+    ],
+)
+async def test_a_redelivered_batch_of_completed_records_replays_it(
+    wrapper: Callable[[InMemoryStore], Any] | None,
+    options: dict[str, Any],
+    receive_count: int,
+    operations: list[str],
+) -> None:
+    """By one batch read where the precheck and the store allow it, else by the usual path."""
+    inner = InMemoryStore()
+    recorder, _ = await completed_batch(inner, 4)
+    store = inner if wrapper is None else wrapper(inner)
+    processor = BatchProcessor(
+        handler_for(recorder), persistence_store=store, config=BY_MESSAGE_ID, **options
+    )
+    log = RequestLog().watch(inner)
 
-    result = await processor.process(event(*(sqs(f"m-{i}", receive_count=2) for i in range(4))))
+    result = await processor.process(
+        event(*(sqs(f"m-{i}", receive_count=receive_count) for i in range(4)))
+    )
 
-    assert log.operations == ["BatchGetItem"]
-    assert result.batch_read
+    assert log.operations == operations
+    assert result.batch_read is ("BatchGetItem" in operations)
+    assert failed(result.response()) == []
     assert len(recorder.ran) == 4  # only the first delivery ran
     assert [r.outcome.value for r in result.results if r.outcome] == [
         {"done": f"m-{i}"} for i in range(4)
     ]
     assert {r.outcome.kind for r in result.results if r.outcome} == {OutcomeKind.REPLAYED}
-
-
-@pytest.mark.asyncio
-@pytest.mark.parametrize(
-    ("precheck", "receive_count", "expected"),
-    [
-        ("never", 2, ["PutItem"] * 2),
-        ("always", 1, ["BatchGetItem"]),
-        ("on_redelivery", 1, ["PutItem"] * 2),
-    ],
-)
-async def test_the_batch_read_follows_the_precheck_option(
-    precheck: Any, receive_count: int, expected: list[str]
-) -> None:
-    store = InMemoryStore()
-    recorder, _ = await completed_batch(store, 2)
-    log = RequestLog().watch(store)
-    processor = BatchProcessor(
-        handler_for(recorder), persistence_store=store, config=BY_MESSAGE_ID, precheck=precheck
-    )
-
-    result = await processor.process(
-        event(*(sqs(f"m-{i}", receive_count=receive_count) for i in range(2)))
-    )
-
-    assert log.operations == expected
-    assert failed(result.response()) == []
-    assert len(recorder.ran) == 2
 
 
 @pytest.mark.asyncio
@@ -591,25 +627,6 @@ async def test_a_record_read_for_another_payload_fails_validation_without_runnin
     assert log.operations == ["BatchGetItem"]
     assert isinstance(result.results[0].error, IdempotencyValidationError)
     assert recorder.ran == ["m-1"]
-
-
-class FailingBatchRead(InMemoryStore):
-    async def get_records(self, idempotency_keys: Any) -> dict[str, DataRecord]:
-        raise IdempotencyPersistenceLayerError("BatchGetItem failed")
-
-
-@pytest.mark.asyncio
-async def test_a_failed_batch_read_falls_back_to_the_usual_path() -> None:
-    store = FailingBatchRead()
-    recorder, processor = await completed_batch(store, 2)
-    log = RequestLog().watch(store)
-
-    result = await processor.process(event(*(sqs(f"m-{i}", receive_count=3) for i in range(2))))
-
-    assert log.operations == ["PutItem", "PutItem"]
-    assert not result.batch_read
-    assert failed(result.response()) == []
-    assert len(recorder.ran) == 2
 
 
 @pytest.mark.asyncio
@@ -751,52 +768,15 @@ async def test_duplicates_of_an_unstored_result_get_its_value_and_it_runs_once()
 @pytest.mark.asyncio
 async def test_without_a_context_the_one_registered_for_the_invocation_is_used() -> None:
     store = InMemoryStore()
-    expiries: list[int] = []
+    locks: list[DataRecord] = []
+    processor = BatchProcessor(
+        lock_reading_handler(store, locks), persistence_store=store, config=BY_MESSAGE_ID
+    )
 
-    class Context:
-        def get_remaining_time_in_millis(self) -> int:
-            return 7_000
-
-    async def record_handler(record: dict[str, Any]) -> None:
-        from idemstore.codec import from_item
-
-        (item,) = store.items().values()
-        expiries.append(from_item(store.schema, item).in_progress_expiry_timestamp or 0)
-
-    processor = BatchProcessor(record_handler, persistence_store=store, config=BY_MESSAGE_ID)
-    with lambda_context_scope(Context()):  # as an @idempotent handler registers it
+    with lambda_context_scope(LambdaContext(7_000)):  # as an @idempotent handler registers it
         await processor.process(event(sqs("m-1")))
 
-    assert expiries == [int(NOW * 1000) + 7_000]
-
-
-class StoreWithoutBatchRead:
-    """A store written against the contract before ``get_records`` was part of it."""
-
-    def __init__(self, inner: InMemoryStore) -> None:
-        self.inner = inner
-        self.schema = inner.schema
-        self.get_record = inner.get_record
-        self.put_record = inner.put_record
-        self.update_record = inner.update_record
-        self.renew_lease = inner.renew_lease
-        self.delete_record = inner.delete_record
-
-
-@pytest.mark.asyncio
-async def test_a_store_without_a_batch_read_takes_the_usual_path() -> None:
-    inner = InMemoryStore()
-    recorder, _ = await completed_batch(inner, 2)
-    log = RequestLog().watch(inner)
-    store: Any = StoreWithoutBatchRead(inner)  # lacks get_records, on purpose
-    processor = BatchProcessor(handler_for(recorder), persistence_store=store, config=BY_MESSAGE_ID)
-
-    result = await processor.process(event(*(sqs(f"m-{i}", receive_count=2) for i in range(2))))
-
-    assert log.operations == ["PutItem", "PutItem"]
-    assert not result.batch_read
-    assert {r.outcome.kind for r in result.results if r.outcome} == {OutcomeKind.REPLAYED}
-    assert len(recorder.ran) == 2
+    assert [lock.in_progress_expiry_timestamp for lock in locks] == [int(NOW * 1000) + 7_000]
 
 
 @pytest.mark.asyncio

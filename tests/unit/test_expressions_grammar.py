@@ -8,6 +8,7 @@ no name or value ever reaches an expression string.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from decimal import Decimal
 from typing import Any
 
@@ -54,156 +55,142 @@ from idemstore.expressions import (
 
 
 @pytest.mark.parametrize(
-    ("condition", "expected"),
+    ("condition", "expression", "names", "values"),
     [
         pytest.param(
             Attr("address").key("city") == "Paris",
-            CompiledRequest(
-                "#n0.#n1 = :v0", None, {"#n0": "address", "#n1": "city"}, {":v0": {"S": "Paris"}}
-            ),
+            "#n0.#n1 = :v0",
+            {"#n0": "address", "#n1": "city"},
+            {":v0": {"S": "Paris"}},
             id="map-member",
         ),
         pytest.param(
             Attr("items")[0] >= 1,
-            CompiledRequest("#n0[0] >= :v0", None, {"#n0": "items"}, {":v0": {"N": "1"}}),
+            "#n0[0] >= :v0",
+            {"#n0": "items"},
+            {":v0": {"N": "1"}},
             id="list-element",
         ),
         pytest.param(
             Attr("a").key("b")[2].key("c").exists(),
-            CompiledRequest(
-                "attribute_exists(#n0.#n1[2].#n2)", None, {"#n0": "a", "#n1": "b", "#n2": "c"}, {}
-            ),
+            "attribute_exists(#n0.#n1[2].#n2)",
+            {"#n0": "a", "#n1": "b", "#n2": "c"},
+            {},
             id="chained-path",
         ),
         pytest.param(
             Attr("m")[1][0].key("m").not_exists(),
-            CompiledRequest("attribute_not_exists(#n0[1][0].#n0)", None, {"#n0": "m"}, {}),
+            "attribute_not_exists(#n0[1][0].#n0)",
+            {"#n0": "m"},
+            {},
             id="one-name-one-placeholder-at-any-depth",
         ),
         pytest.param(
             Attr("a.b[0]").key("#x :y") == 1,
-            CompiledRequest(
-                "#n0.#n1 = :v0", None, {"#n0": "a.b[0]", "#n1": "#x :y"}, {":v0": {"N": "1"}}
-            ),
+            "#n0.#n1 = :v0",
+            {"#n0": "a.b[0]", "#n1": "#x :y"},
+            {":v0": {"N": "1"}},
             id="punctuation-is-part-of-a-name",
         ),
         pytest.param(
             Attr("sku").begins_with("AB-") & begins_with("raw", b"\x89PNG"),
-            CompiledRequest(
-                "begins_with(#n0, :v0) AND begins_with(#n1, :v1)",
-                None,
-                {"#n0": "sku", "#n1": "raw"},
-                {":v0": {"S": "AB-"}, ":v1": {"B": b"\x89PNG"}},
-            ),
+            "begins_with(#n0, :v0) AND begins_with(#n1, :v1)",
+            {"#n0": "sku", "#n1": "raw"},
+            {":v0": {"S": "AB-"}, ":v1": {"B": b"\x89PNG"}},
             id="begins-with",
         ),
         pytest.param(
             Attr("tags").contains("red") | contains(Attr("l")[0], 3),
-            CompiledRequest(
-                "contains(#n0, :v0) OR contains(#n1[0], :v1)",
-                None,
-                {"#n0": "tags", "#n1": "l"},
-                {":v0": {"S": "red"}, ":v1": {"N": "3"}},
-            ),
+            "contains(#n0, :v0) OR contains(#n1[0], :v1)",
+            {"#n0": "tags", "#n1": "l"},
+            {":v0": {"S": "red"}, ":v1": {"N": "3"}},
             id="contains",
         ),
         pytest.param(
             (Attr("x").size() > 3) & (size("y") == 3),
-            CompiledRequest(
-                "size(#n0) > :v0 AND size(#n1) = :v0",
-                None,
-                {"#n0": "x", "#n1": "y"},
-                {":v0": {"N": "3"}},
-            ),
+            "size(#n0) > :v0 AND size(#n1) = :v0",
+            {"#n0": "x", "#n1": "y"},
+            {":v0": {"N": "3"}},
             id="size",
         ),
         pytest.param(
             Attr("a").attribute_type("SS") | attribute_type("b", "S"),
-            CompiledRequest(
-                "attribute_type(#n0, :v0) OR attribute_type(#n1, :v1)",
-                None,
-                {"#n0": "a", "#n1": "b"},
-                {":v0": {"S": "SS"}, ":v1": {"S": "S"}},
-            ),
+            "attribute_type(#n0, :v0) OR attribute_type(#n1, :v1)",
+            {"#n0": "a", "#n1": "b"},
+            {":v0": {"S": "SS"}, ":v1": {"S": "S"}},
             id="attribute-type",
         ),
         pytest.param(
             Attr("n").between(1, 10) & ~Attr("s").size().between(0, 1),
-            CompiledRequest(
-                "#n0 BETWEEN :v0 AND :v1 AND NOT size(#n1) BETWEEN :v2 AND :v0",
-                None,
-                {"#n0": "n", "#n1": "s"},
-                {":v0": {"N": "1"}, ":v1": {"N": "10"}, ":v2": {"N": "0"}},
-            ),
+            "#n0 BETWEEN :v0 AND :v1 AND NOT size(#n1) BETWEEN :v2 AND :v0",
+            {"#n0": "n", "#n1": "s"},
+            {":v0": {"N": "1"}, ":v1": {"N": "10"}, ":v2": {"N": "0"}},
             id="between",
         ),
         pytest.param(
             Attr("status").is_in("A", "B", "A") | Attr("x").size().is_in(0),
-            CompiledRequest(
-                "#n0 IN (:v0, :v1, :v0) OR size(#n1) IN (:v2)",
-                None,
-                {"#n0": "status", "#n1": "x"},
-                {":v0": {"S": "A"}, ":v1": {"S": "B"}, ":v2": {"N": "0"}},
-            ),
+            "#n0 IN (:v0, :v1, :v0) OR size(#n1) IN (:v2)",
+            {"#n0": "status", "#n1": "x"},
+            {":v0": {"S": "A"}, ":v1": {"S": "B"}, ":v2": {"N": "0"}},
             id="in",
         ),
         pytest.param(
             Attr("tags") == {"b", "a"},
-            CompiledRequest("#n0 = :v0", None, {"#n0": "tags"}, {":v0": {"SS": ["a", "b"]}}),
+            "#n0 = :v0",
+            {"#n0": "tags"},
+            {":v0": {"SS": ["a", "b"]}},
             id="set-value",
         ),
     ],
 )
-def test_conditions_compile(condition: Condition, expected: CompiledRequest) -> None:
-    assert compile_request(condition=condition) == expected
+def test_conditions_compile(
+    condition: Condition,
+    expression: str,
+    names: dict[str, str],
+    values: dict[str, AttributeValue],
+) -> None:
+    assert compile_request(condition=condition) == CompiledRequest(expression, None, names, values)
 
 
 # --- golden tests: updates ---------------------------------------------------------
 
 
 @pytest.mark.parametrize(
-    ("upd", "expected"),
+    ("upd", "expression", "names", "values"),
     [
         pytest.param(
             update(Attr("n").set(Attr("n") + 1)),
-            CompiledRequest(None, "SET #n0 = #n0 + :v0", {"#n0": "n"}, {":v0": {"N": "1"}}),
+            "SET #n0 = #n0 + :v0",
+            {"#n0": "n"},
+            {":v0": {"N": "1"}},
             id="increment",
         ),
         pytest.param(
             update(Attr("n").set(10 - Attr("m"))),
-            CompiledRequest(
-                None, "SET #n0 = :v0 - #n1", {"#n0": "n", "#n1": "m"}, {":v0": {"N": "10"}}
-            ),
+            "SET #n0 = :v0 - #n1",
+            {"#n0": "n", "#n1": "m"},
+            {":v0": {"N": "10"}},
             id="value-minus-path",
         ),
         pytest.param(
             update(Attr("n").set(if_not_exists("n", 0) + 1)),
-            CompiledRequest(
-                None,
-                "SET #n0 = if_not_exists(#n0, :v0) + :v1",
-                {"#n0": "n"},
-                {":v0": {"N": "0"}, ":v1": {"N": "1"}},
-            ),
+            "SET #n0 = if_not_exists(#n0, :v0) + :v1",
+            {"#n0": "n"},
+            {":v0": {"N": "0"}, ":v1": {"N": "1"}},
             id="counter-from-nothing",
         ),
         pytest.param(
             update(Attr("l").set(list_append(if_not_exists("l", []), ["x"]))),
-            CompiledRequest(
-                None,
-                "SET #n0 = list_append(if_not_exists(#n0, :v0), :v1)",
-                {"#n0": "l"},
-                {":v0": {"L": []}, ":v1": {"L": [{"S": "x"}]}},
-            ),
+            "SET #n0 = list_append(if_not_exists(#n0, :v0), :v1)",
+            {"#n0": "l"},
+            {":v0": {"L": []}, ":v1": {"L": [{"S": "x"}]}},
             id="append-to-maybe-missing-list",
         ),
         pytest.param(
             update(Attr("copy").set(Attr("a").key("b")), Attr("a").key("c").remove()),
-            CompiledRequest(
-                None,
-                "SET #n0 = #n1.#n2 REMOVE #n1.#n3",
-                {"#n0": "copy", "#n1": "a", "#n2": "b", "#n3": "c"},
-                {},
-            ),
+            "SET #n0 = #n1.#n2 REMOVE #n1.#n3",
+            {"#n0": "copy", "#n1": "a", "#n2": "b", "#n3": "c"},
+            {},
             id="set-from-a-path",
         ),
         pytest.param(
@@ -215,33 +202,29 @@ def test_conditions_compile(condition: Condition, expected: CompiledRequest) -> 
                 Attr("name").set("x"),
                 Attr("l")[0].remove(),
             ),
-            CompiledRequest(
-                None,
-                "SET #n0 = :v0 REMOVE #n1[3], #n1[0] ADD #n2 :v1, #n3 :v2 DELETE #n4 :v3",
-                {"#n0": "name", "#n1": "l", "#n2": "count", "#n3": "seen", "#n4": "tags"},
-                {
-                    ":v0": {"S": "x"},
-                    ":v1": {"N": "1"},
-                    ":v2": {"SS": ["new"]},
-                    ":v3": {"SS": ["old"]},
-                },
-            ),
+            "SET #n0 = :v0 REMOVE #n1[3], #n1[0] ADD #n2 :v1, #n3 :v2 DELETE #n4 :v3",
+            {"#n0": "name", "#n1": "l", "#n2": "count", "#n3": "seen", "#n4": "tags"},
+            {
+                ":v0": {"S": "x"},
+                ":v1": {"N": "1"},
+                ":v2": {"SS": ["new"]},
+                ":v3": {"SS": ["old"]},
+            },
             id="sections-grouped-in-dynamodb-order",
         ),
         pytest.param(
             update(Attr("ids").add({3, 1}), Attr("blobs").delete({b"\x00"})),
-            CompiledRequest(
-                None,
-                "ADD #n0 :v0 DELETE #n1 :v1",
-                {"#n0": "ids", "#n1": "blobs"},
-                {":v0": {"NS": ["1", "3"]}, ":v1": {"BS": [b"\x00"]}},
-            ),
+            "ADD #n0 :v0 DELETE #n1 :v1",
+            {"#n0": "ids", "#n1": "blobs"},
+            {":v0": {"NS": ["1", "3"]}, ":v1": {"BS": [b"\x00"]}},
             id="number-and-binary-sets",
         ),
     ],
 )
-def test_updates_compile(upd: Update, expected: CompiledRequest) -> None:
-    assert compile_request(update=upd) == expected
+def test_updates_compile(
+    upd: Update, expression: str, names: dict[str, str], values: dict[str, AttributeValue]
+) -> None:
+    assert compile_request(update=upd) == CompiledRequest(None, expression, names, values)
 
 
 def test_parameters_work_in_the_new_operands() -> None:
@@ -619,14 +602,28 @@ def actions(path: Attr, source: Attr) -> st.SearchStrategy[Action]:
 
 
 @st.composite
-def updates(draw: st.DrawFn) -> Update:
-    """Actions on distinct top-level attributes, so no two paths overlap."""
-    tops = draw(st.lists(names, min_size=1, max_size=4, unique=True))
+def updates_on_distinct_attributes(
+    draw: st.DrawFn,
+    attribute_names: st.SearchStrategy[str],
+    max_index: int,
+    max_actions: int,
+    sources: st.SearchStrategy[Attr],
+    actions: Callable[[Attr, Attr], st.SearchStrategy[Action]],
+) -> Update:
+    """Actions on distinct top-level attributes, so no two paths overlap. Each action's target
+    is a path of up to two steps (names, or indexes up to ``max_index``) below its attribute;
+    its strategy is ``actions(target, source)``, with ``source`` drawn from ``sources``."""
+    tops = draw(st.lists(attribute_names, min_size=1, max_size=max_actions, unique=True))
     chosen = []
     for top in tops:
-        steps = draw(st.lists(st.one_of(names, st.integers(0, 5)), max_size=2))
-        chosen.append(draw(actions(Attr(top, tuple(steps)), draw(paths))))
+        steps = draw(st.lists(st.one_of(attribute_names, st.integers(0, max_index)), max_size=2))
+        chosen.append(draw(actions(Attr(top, tuple(steps)), draw(sources))))
     return update(*chosen)
+
+
+updates = updates_on_distinct_attributes(
+    names, max_index=5, max_actions=4, sources=paths, actions=actions
+)
 
 
 TOKEN = re.compile(
@@ -638,7 +635,7 @@ PLACEHOLDER = re.compile(r"#n\d+|:v\d+")
 
 
 @settings(deadline=None, max_examples=300)
-@given(condition=st.one_of(st.none(), conditions), upd=st.one_of(st.none(), updates()))
+@given(condition=st.one_of(st.none(), conditions), upd=st.one_of(st.none(), updates))
 def test_hostile_names_and_values_never_reach_the_expressions(
     condition: Condition | None, upd: Update | None
 ) -> None:
@@ -684,28 +681,22 @@ small_values: st.SearchStrategy[Value] = st.recursive(
 small_items = st.dictionaries(small_names, small_values.map(to_attribute_value), max_size=3)
 
 
-@st.composite
-def small_updates(draw: st.DrawFn) -> Update:
-    tops = draw(st.lists(small_names, min_size=1, max_size=3, unique=True))
-    chosen = []
-    for top in tops:
-        steps = draw(st.lists(st.one_of(small_names, st.integers(0, 2)), max_size=2))
-        target, source = Attr(top, tuple(steps)), draw(small_paths)
-        chosen.append(
-            draw(
-                st.one_of(
-                    st.builds(target.set, small_values),
-                    st.just(target.set(source + 1)),
-                    st.just(target.set(if_not_exists(source, 0) - 1)),
-                    st.just(target.set(list_append(source, ["x"]))),
-                    st.just(target.set(source)),
-                    st.just(target.remove()),
-                    st.builds(target.add, st.sampled_from([1, frozenset({"a"}), frozenset({3})])),
-                    st.builds(target.delete, st.sampled_from([frozenset({"a"}), frozenset({1})])),
-                )
-            )
-        )
-    return update(*chosen)
+def small_actions(target: Attr, source: Attr) -> st.SearchStrategy[Action]:
+    return st.one_of(
+        st.builds(target.set, small_values),
+        st.just(target.set(source + 1)),
+        st.just(target.set(if_not_exists(source, 0) - 1)),
+        st.just(target.set(list_append(source, ["x"]))),
+        st.just(target.set(source)),
+        st.just(target.remove()),
+        st.builds(target.add, st.sampled_from([1, frozenset({"a"}), frozenset({3})])),
+        st.builds(target.delete, st.sampled_from([frozenset({"a"}), frozenset({1})])),
+    )
+
+
+small_updates = updates_on_distinct_attributes(
+    small_names, max_index=2, max_actions=3, sources=small_paths, actions=small_actions
+)
 
 
 def holds_an_empty_set(value: AttributeValue) -> bool:
@@ -720,7 +711,7 @@ def holds_an_empty_set(value: AttributeValue) -> bool:
 
 
 @settings(deadline=None, max_examples=200)
-@given(upd=small_updates(), item=small_items)
+@given(upd=small_updates, item=small_items)
 def test_apply_update_fails_only_as_dynamodb_would_and_changes_nothing(
     upd: Update, item: dict[str, AttributeValue]
 ) -> None:

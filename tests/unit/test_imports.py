@@ -68,22 +68,27 @@ def test_importing_idemstore_loads_no_optional_part_and_no_aws_sdk() -> None:
     assert loaded_from(modules, AWS_SDK) == []
 
 
-def test_a_first_call_on_an_in_memory_store_loads_no_optional_part_and_no_aws_sdk() -> None:
-    modules = modules_after(
-        """
+def two_calls_on_a_memory_store(config: str) -> str:
+    """A script that calls a function made idempotent on an in-memory store twice, the
+    second call a replay; ``config`` is the decorator's config, as Python source."""
+    return f"""
         import asyncio
-        from idemstore import InMemoryStore, idempotent_function
+        from idemstore import IdempotencyConfig, InMemoryStore, idempotent_function
 
         store = InMemoryStore()
+        config = {config}
 
-        @idempotent_function(data_keyword_argument="order", persistence_store=store)
+        @idempotent_function(data_keyword_argument="order", persistence_store=store, config=config)
         async def process(order: dict) -> dict:
-            return {"accepted": order["id"]}
+            return {{"accepted": order["id"]}}
 
-        assert asyncio.run(process(order={"id": 1})) == {"accepted": 1}
-        assert asyncio.run(process(order={"id": 1})) == {"accepted": 1}
+        assert asyncio.run(process(order={{"id": 1}})) == {{"accepted": 1}}
+        assert asyncio.run(process(order={{"id": 1}})) == {{"accepted": 1}}
         """
-    )
+
+
+def test_a_first_call_on_an_in_memory_store_loads_no_optional_part_and_no_aws_sdk() -> None:
+    modules = modules_after(two_calls_on_a_memory_store(config="None"))
 
     assert "idemstore.stores.memory" in modules
     assert loaded_from(modules, NEVER_IMPORTED) == []
@@ -95,24 +100,8 @@ PYDANTIC = ("pydantic", "pydantic_core", "annotated_types")
 
 
 def test_a_plain_call_returning_a_dict_loads_no_pydantic() -> None:
-    modules = modules_after(
-        """
-        import asyncio
-        from idemstore import IdempotencyConfig, InMemoryStore, idempotent_function
-
-        store = InMemoryStore()
-        config = IdempotencyConfig(event_key_jmespath="id", use_local_cache=True)
-
-        @idempotent_function(
-            data_keyword_argument="order", persistence_store=store, config=config
-        )
-        async def process(order: dict) -> dict:
-            return {"accepted": order["id"]}
-
-        assert asyncio.run(process(order={"id": 1})) == {"accepted": 1}
-        assert asyncio.run(process(order={"id": 1})) == {"accepted": 1}
-        """
-    )
+    config = 'IdempotencyConfig(event_key_jmespath="id", use_local_cache=True)'
+    modules = modules_after(two_calls_on_a_memory_store(config))
 
     assert "idemstore.serialization" in modules
     assert loaded_from(modules, PYDANTIC) == []

@@ -26,6 +26,7 @@ from aws_lambda_powertools.utilities.idempotency.persistence.dynamodb import (
     DynamoDBPersistenceLayer,
 )
 from aws_lambda_powertools.utilities.jmespath_utils import PowertoolsFunctions
+from sample_types import Colour, Item, Priority, Tier
 
 from idemstore.keys import (
     CompatFunctions,
@@ -40,34 +41,16 @@ from idemstore.keys import (
 )
 
 
-class Colour(enum.Enum):
-    RED = "red"
-
-
-class Size(enum.IntEnum):
-    LARGE = 2
-
-
-class Grade(enum.StrEnum):
-    TOP = "top"
-
-
 class Price(Decimal, enum.Enum):
     """A Decimal mixed with Enum: Powertools encodes it as a Decimal."""
 
     LOW = Decimal("1.50")
 
 
-class Line(pydantic.BaseModel):
-    sku: str
-    price: Decimal
-    colour: Colour
-
-
 class Order(pydantic.BaseModel):
     order_id: uuid.UUID
     placed_at: dt.datetime
-    lines: list[Line]
+    lines: list[Item]
     note: str | None = None
 
 
@@ -75,7 +58,7 @@ class Order(pydantic.BaseModel):
 class Parcel:
     weight: Decimal
     day: dt.date
-    size: Size
+    priority: Priority
     path: PurePosixPath
     order: Order
 
@@ -85,9 +68,9 @@ PLACED_AT = dt.datetime(2024, 5, 6, 7, 8, 9, 123456, tzinfo=dt.UTC)
 ORDER = Order(
     order_id=ORDER_ID,
     placed_at=PLACED_AT,
-    lines=[Line(sku="a", price=Decimal("9.90"), colour=Colour.RED)],
+    lines=[Item(sku="a", price=Decimal("9.90"), colour=Colour.RED)],
 )
-PARCEL = Parcel(Decimal("2.500"), dt.date(2024, 1, 2), Size.LARGE, PurePosixPath("/a/b"), ORDER)
+PARCEL = Parcel(Decimal("2.500"), dt.date(2024, 1, 2), Priority.HIGH, PurePosixPath("/a/b"), ORDER)
 
 PAYLOADS = [
     pytest.param({"b": 1, "a": [1, 2.5, None, True], "c": {"z": "é", "y": ""}}, id="dict"),
@@ -97,7 +80,7 @@ PAYLOADS = [
     pytest.param({"amount": Decimal("1.10"), "nan": Decimal("NaN")}, id="decimal"),
     pytest.param(ORDER, id="pydantic"),
     pytest.param(PARCEL, id="dataclass"),
-    pytest.param([Colour.RED, Size.LARGE, Grade.TOP, Price.LOW], id="enum"),
+    pytest.param([Colour.RED, Priority.HIGH, Tier.PAID, Price.LOW], id="enum"),
     pytest.param(
         {
             "date": dt.date(2024, 2, 29),

@@ -212,17 +212,31 @@ def test_fences() -> None:
 # --- the item codec -----------------------------------------------------------
 
 
+GOOD_RECORD = record(
+    idempotency_key="k",
+    status=RecordStatus.COMPLETED,
+    expiry_timestamp=100,
+    in_progress_expiry_timestamp=100_000,
+    response_data="{}",
+    payload_hash="h",
+    owner_token="t",
+)
+"""A record with every attribute set."""
+GOOD_ITEM: dict[str, Any] = {
+    "id": {"S": "k"},
+    "status": {"S": "COMPLETED"},
+    "expiration": {"N": "100"},
+    "in_progress_expiration": {"N": "100000"},
+    "data": {"S": "{}"},
+    "validation": {"S": "h"},
+    "owner_token": {"S": "t"},
+}
+"""``GOOD_RECORD``'s item in the default layout; each corrupt-item case below changes one
+attribute of it."""
+
+
 def test_item_layout() -> None:
-    stored = record(payload_hash="h", response_data='{"a": 1}')
-    assert to_item(TableSchema(), stored) == {
-        "id": {"S": "fn.mod.f#abc"},
-        "expiration": {"N": "1000"},
-        "in_progress_expiration": {"N": "1000000"},
-        "status": {"S": "INPROGRESS"},
-        "data": {"S": '{"a": 1}'},
-        "validation": {"S": "h"},
-        "owner_token": {"S": "token-1"},
-    }
+    assert to_item(TableSchema(), GOOD_RECORD) == GOOD_ITEM
     minimal = record(in_progress_expiry_timestamp=None, owner_token=None, payload_hash="")
     assert to_item(TableSchema(), minimal) == {
         "id": {"S": "fn.mod.f#abc"},
@@ -413,21 +427,9 @@ def apply_set_expression(
 
 
 LAYOUTS = [
-    pytest.param({}, {}, id="defaults"),
+    pytest.param({}, id="defaults"),
+    pytest.param({"sort_key_attr": "sk", "static_pk_value": "idempotency#fn"}, id="sort-key"),
     pytest.param(
-        {"sort_key_attr": "sk", "static_pk_value": "idempotency#fn"},
-        {"sort_key_attr": "sk", "static_pk_value": "idempotency#fn"},
-        id="sort-key",
-    ),
-    pytest.param(
-        {
-            "key_attr": "pk",
-            "expiry_attr": "exp",
-            "in_progress_expiry_attr": "lock_until",
-            "status_attr": "state",
-            "data_attr": "result",
-            "validation_key_attr": "hash",
-        },
         {
             "key_attr": "pk",
             "expiry_attr": "exp",
@@ -439,16 +441,15 @@ LAYOUTS = [
         id="custom-names",
     ),
 ]
+"""Table layouts, as the keyword arguments Powertools' layer and ``TableSchema`` both take."""
 
 
-@pytest.mark.parametrize(("layer_kwargs", "schema_kwargs"), LAYOUTS)
-def test_reads_the_items_powertools_writes(
-    layer_kwargs: dict[str, Any], schema_kwargs: dict[str, Any]
-) -> None:
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_reads_the_items_powertools_writes(layout: dict[str, Any]) -> None:
     client = CapturingClient()
-    layer = DynamoDBPersistenceLayer("idempotency", boto3_client=client, **layer_kwargs)
+    layer = DynamoDBPersistenceLayer("idempotency", boto3_client=client, **layout)
     layer.configure(IdempotencyConfig(payload_validation_jmespath="amount"), function_name="f")
-    schema = TableSchema(**schema_kwargs)
+    schema = TableSchema(**layout)
     key = "test-func.mod.f#0123abcd"
     result = json.dumps({"ok": True, "text": "naïve"}, sort_keys=True)
 
@@ -492,12 +493,10 @@ def test_reads_the_items_powertools_writes(
     )
 
 
-@pytest.mark.parametrize(("layer_kwargs", "schema_kwargs"), LAYOUTS)
-def test_powertools_reads_the_items_we_write(
-    layer_kwargs: dict[str, Any], schema_kwargs: dict[str, Any]
-) -> None:
-    layer = DynamoDBPersistenceLayer("idempotency", boto3_client=CapturingClient(), **layer_kwargs)
-    schema = TableSchema(**schema_kwargs)
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_powertools_reads_the_items_we_write(layout: dict[str, Any]) -> None:
+    layer = DynamoDBPersistenceLayer("idempotency", boto3_client=CapturingClient(), **layout)
+    schema = TableSchema(**layout)
     ours = record(
         status=RecordStatus.COMPLETED,
         expiry_timestamp=FAR_FUTURE,
@@ -519,16 +518,6 @@ def test_powertools_reads_the_items_we_write(
 
 
 # --- corrupt items ------------------------------------------------------------
-
-GOOD_ITEM: dict[str, Any] = {
-    "id": {"S": "k"},
-    "status": {"S": "COMPLETED"},
-    "expiration": {"N": "100"},
-    "in_progress_expiration": {"N": "100000"},
-    "data": {"S": "{}"},
-    "validation": {"S": "h"},
-    "owner_token": {"S": "t"},
-}
 
 
 @pytest.mark.parametrize(
@@ -587,7 +576,7 @@ def test_corrupt_items_name_key_and_attribute(
 
 def test_the_good_item_is_good() -> None:
     # The corrupt-item cases above each change one attribute of this item.
-    assert from_item(TableSchema(), GOOD_ITEM).response_data == "{}"
+    assert from_item(TableSchema(), GOOD_ITEM) == GOOD_RECORD
 
 
 def test_a_corrupt_sort_key_item_names_the_sort_key() -> None:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-import enum
 import json
 import uuid
 from decimal import Decimal
@@ -25,6 +24,7 @@ from aws_lambda_powertools.utilities.idempotency.serialization.pydantic import (
 )
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from sample_types import Colour, Item, Priority, Tier
 
 from idemstore import (
     BaseIdempotencySerializer,
@@ -37,27 +37,6 @@ from idemstore import (
 from idemstore.keys import PayloadEncoder
 from idemstore.serialization import TypeAdapterSerializer, json_exact, resolve_serializer
 from idemstore.stores.memory import InMemoryStore
-
-
-class Colour(enum.Enum):
-    RED = "red"
-    GREEN = "green"
-
-
-class Priority(enum.IntEnum):
-    LOW = 1
-    HIGH = 2
-
-
-class Tier(enum.StrEnum):
-    FREE = "free"
-    PAID = "paid"
-
-
-class Item(pydantic.BaseModel):
-    sku: str
-    price: Decimal
-    colour: Colour
 
 
 @dataclasses.dataclass(frozen=True)
@@ -166,26 +145,27 @@ RECEIPT = Receipt(
 )
 
 
-def test_dataclass_records_are_the_text_powertools_writes_and_read_both_ways() -> None:
-    ours = resolve_serializer(_returning(Flat), None)
-    powertools = PowertoolsDataclassSerializer(Flat)
-    powertools_text = json.dumps(powertools.to_dict(FLAT), cls=PowertoolsEncoder, sort_keys=True)
-    assert stored_text(ours, FLAT) == powertools_text
-    assert_same(replayed(ours, powertools_text), FLAT)
-    # Powertools types nothing below the top level: a Decimal field replays as its text.
-    assert powertools.from_dict(json.loads(stored_text(ours, FLAT))) == dataclasses.replace(
-        FLAT,
-        amount="3.50",  # type: ignore[arg-type]  # what Powertools' own replay gives
-    )
-
-
-def test_model_records_are_the_text_powertools_writes_and_read_both_ways() -> None:
-    ours = resolve_serializer(_returning(Receipt), None)
-    powertools = PowertoolsPydanticSerializer(Receipt)
-    powertools_text = json.dumps(powertools.to_dict(RECEIPT), cls=PowertoolsEncoder, sort_keys=True)
-    assert stored_text(ours, RECEIPT) == powertools_text
-    assert_same(replayed(ours, powertools_text), RECEIPT)
-    assert_same(powertools.from_dict(json.loads(stored_text(ours, RECEIPT))), RECEIPT)
+@pytest.mark.parametrize(
+    ("value", "powertools", "powertools_replay"),
+    [
+        pytest.param(
+            FLAT,
+            PowertoolsDataclassSerializer(Flat),
+            # Powertools types nothing below the top level: a Decimal field replays as its text.
+            dataclasses.replace(FLAT, amount="3.50"),  # type: ignore[arg-type]  # what Powertools' own replay gives
+            id="dataclass",
+        ),
+        pytest.param(RECEIPT, PowertoolsPydanticSerializer(Receipt), RECEIPT, id="model"),
+    ],
+)
+def test_records_are_the_text_powertools_writes_and_read_both_ways(
+    value: Any, powertools: Any, powertools_replay: Any
+) -> None:
+    ours = resolve_serializer(_returning(type(value)), None)
+    powertools_text = json.dumps(powertools.to_dict(value), cls=PowertoolsEncoder, sort_keys=True)
+    assert stored_text(ours, value) == powertools_text
+    assert_same(replayed(ours, powertools_text), value)
+    assert_same(powertools.from_dict(json.loads(stored_text(ours, value))), powertools_replay)
 
 
 def _returning(result_type: Any) -> Any:
