@@ -497,5 +497,7 @@ def stage(*writes: StagedWrite) -> None:
     if current is None:
         raise IdempotencyStagingError(
             "stage() is called outside an idempotent call: nothing would commit the writes"
+            " (an HTTP request without an Idempotency-Key header is passed to the app"
+            " untouched, outside any call; require_key=True refuses such requests)"
         )
     current.add(writes)

@@ -8,7 +8,7 @@ import httpx
 import pytest
 from fastapi import FastAPI, Response
 
-from idemstore import InMemoryStore
+from idemstore import IdempotencyStagingError, InMemoryStore
 from idemstore.expressions import Attr
 from idemstore.integrations.asgi import IdempotencyMiddleware
 from idemstore.transactions import Put, Update, stage
@@ -31,11 +31,17 @@ def build_app(store: InMemoryStore, runs: list[str]) -> FastAPI:
     return app
 
 
-@pytest.mark.asyncio
-async def test_a_handlers_staged_writes_apply_once_per_idempotency_key() -> None:
+async def accounts_store() -> InMemoryStore:
+    """A store whose ``accounts`` table holds alice's balance of 100."""
     store = InMemoryStore()
     store.create_table("accounts", "pk")
     await store.complete_with_writes(None, [Put("accounts", {"pk": "alice", "balance": 100})])
+    return store
+
+
+@pytest.mark.asyncio
+async def test_a_handlers_staged_writes_apply_once_per_idempotency_key() -> None:
+    store = await accounts_store()
     runs: list[str] = []
     transport = httpx.ASGITransport(app=build_app(store, runs))
     async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
@@ -49,3 +55,17 @@ async def test_a_handlers_staged_writes_apply_once_per_idempotency_key() -> None
     items = {item["pk"]["S"]: item for item in store.table_items("accounts")}
     assert items["alice"]["balance"] == {"N": "70"}
     assert items["ledger#p1"]["amount"] == {"N": "30"}
+
+
+@pytest.mark.asyncio
+async def test_without_an_idempotency_key_staging_is_refused_and_writes_nothing() -> None:
+    store = await accounts_store()
+    runs: list[str] = []
+    transport = httpx.ASGITransport(app=build_app(store, runs))
+    async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+        with pytest.raises(IdempotencyStagingError, match="without an Idempotency-Key"):
+            await client.post("/payments", json={"id": "p1", "amount": 30})
+
+    assert runs == ["p1"]
+    assert [item["pk"]["S"] for item in store.table_items("accounts")] == ["alice"]
+    assert store.table_items("accounts")[0]["balance"] == {"N": "100"}
