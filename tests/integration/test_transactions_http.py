@@ -39,15 +39,22 @@ async def accounts_store() -> InMemoryStore:
     return store
 
 
+async def post_payment(
+    store: InMemoryStore, runs: list[str], *, times: int, headers: dict[str, str]
+) -> list[httpx.Response]:
+    """POST payment p1 of 30 ``times`` with ``headers`` to the app over ``store``."""
+    transport = httpx.ASGITransport(app=build_app(store, runs))
+    async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+        payment = {"id": "p1", "amount": 30}
+        return [await client.post("/payments", json=payment, headers=headers) for _ in range(times)]
+
+
 @pytest.mark.asyncio
 async def test_a_handlers_staged_writes_apply_once_per_idempotency_key() -> None:
     store = await accounts_store()
     runs: list[str] = []
-    transport = httpx.ASGITransport(app=build_app(store, runs))
-    async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
-        headers = {"Idempotency-Key": "pay-1"}
-        first = await client.post("/payments", json={"id": "p1", "amount": 30}, headers=headers)
-        second = await client.post("/payments", json={"id": "p1", "amount": 30}, headers=headers)
+    headers = {"Idempotency-Key": "pay-1"}
+    first, second = await post_payment(store, runs, times=2, headers=headers)
 
     assert first.status_code == second.status_code == 201
     assert second.json() == first.json() == {"paid": "p1"}
@@ -61,10 +68,8 @@ async def test_a_handlers_staged_writes_apply_once_per_idempotency_key() -> None
 async def test_without_an_idempotency_key_staging_is_refused_and_writes_nothing() -> None:
     store = await accounts_store()
     runs: list[str] = []
-    transport = httpx.ASGITransport(app=build_app(store, runs))
-    async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
-        with pytest.raises(IdempotencyStagingError, match="without an Idempotency-Key"):
-            await client.post("/payments", json={"id": "p1", "amount": 30})
+    with pytest.raises(IdempotencyStagingError, match="without an Idempotency-Key"):
+        await post_payment(store, runs, times=1, headers={})
 
     assert runs == ["p1"]
     assert [item["pk"]["S"] for item in store.table_items("accounts")] == ["alice"]
