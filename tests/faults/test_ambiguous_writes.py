@@ -18,9 +18,7 @@ from faults.helpers import (
     stored,
 )
 from faults.proxy import FaultKind, FaultProxy
-from idemstore import (
-    IdempotencyPersistenceLayerError,
-)
+from idemstore import IdempotencyPersistenceLayerError
 from idemstore.stores.dynamo import AsyncDynamoStore
 
 AMBIGUOUS = [
