@@ -398,6 +398,8 @@ def _attr(attr: Attr | str) -> Attr:
 
 @dataclass(frozen=True, eq=False, slots=True)
 class Compare(Condition):
+    """``attr <op> value``: one of DynamoDB's six comparisons."""
+
     attr: Attr | Size
     op: Operator
     value: Value
@@ -414,6 +416,8 @@ class CompareParam(Condition):
 
 @dataclass(frozen=True, eq=False, slots=True)
 class Between(Condition):
+    """``attr BETWEEN low AND high``, both bounds included."""
+
     attr: Attr | Size
     low: Operand
     high: Operand
@@ -421,48 +425,64 @@ class Between(Condition):
 
 @dataclass(frozen=True, eq=False, slots=True)
 class In(Condition):
+    """``attr IN (values)``: equal to one of at most 100 operands."""
+
     attr: Attr | Size
     values: tuple[Operand, ...]
 
 
 @dataclass(frozen=True, eq=False, slots=True)
 class Exists(Condition):
+    """``attribute_exists(attr)``, or ``attribute_not_exists`` when not ``present``."""
+
     attr: Attr
     present: bool
 
 
 @dataclass(frozen=True, eq=False, slots=True)
 class BeginsWith(Condition):
+    """``begins_with(attr, prefix)`` on a string or binary."""
+
     attr: Attr
     prefix: str | bytes | Param
 
 
 @dataclass(frozen=True, eq=False, slots=True)
 class Contains(Condition):
+    """``contains(attr, value)``: a substring, or a member of a set or list."""
+
     attr: Attr
     value: Operand
 
 
 @dataclass(frozen=True, eq=False, slots=True)
 class AttributeType(Condition):
+    """``attribute_type(attr, type_name)``: the value has that DynamoDB type."""
+
     attr: Attr
     type_name: TypeName
 
 
 @dataclass(frozen=True, eq=False, slots=True)
 class And(Condition):
+    """``left AND right``."""
+
     left: Condition
     right: Condition
 
 
 @dataclass(frozen=True, eq=False, slots=True)
 class Or(Condition):
+    """``left OR right``."""
+
     left: Condition
     right: Condition
 
 
 @dataclass(frozen=True, eq=False, slots=True)
 class Not(Condition):
+    """``NOT inner``."""
+
     inner: Condition
 
 
@@ -552,6 +572,8 @@ def _check_set_value(value: object) -> None:
 
 @dataclass(frozen=True, slots=True)
 class SetAction:
+    """``SET attr = value``: a value, a path, a function or ``+``/``-`` of two."""
+
     attr: Attr
     value: Value | SetExpression
 
@@ -566,17 +588,23 @@ class SetParamAction:
 
 @dataclass(frozen=True, slots=True)
 class RemoveAction:
+    """``REMOVE attr``: the attribute, or a list element, goes."""
+
     attr: Attr
 
 
 @dataclass(frozen=True, slots=True)
 class AddAction:
+    """``ADD attr value``: adds to a number or puts members into a set."""
+
     attr: Attr
     value: Operand
 
 
 @dataclass(frozen=True, slots=True)
 class DeleteAction:
+    """``DELETE attr value``: takes members out of a set."""
+
     attr: Attr
     value: Operand
 
