@@ -110,18 +110,20 @@ class _Instruments:
             unit="{record}",
             description="Batch records looked up before running, by result (hit, miss).",
         )
+        self._counters: dict[type[Event], metrics.Counter] = {
+            LeaseRenewal: self.renewals,
+            TakeOver: self.takeovers,
+            ReleaseFailed: self.release_failures,
+        }
 
     def count_event(self, event: Event) -> None:
         where = {FUNCTION: event.function, STORE: event.store}
-        if isinstance(event, LeaseRenewal):
-            self.renewals.add(1, {**where, LEASE_RESULT: event.result.value})
-        elif isinstance(event, TakeOver):
-            self.takeovers.add(1, {**where, FOUND: event.found.value})
-        elif isinstance(event, ReleaseFailed):
-            self.release_failures.add(1, {**where, ERROR_TYPE: event.error_type})
-        elif isinstance(event, BatchPrecheck):
+        if isinstance(event, BatchPrecheck):
             self.precheck.add(event.hits, {**where, PRECHECK_RESULT: "hit"})
             self.precheck.add(event.misses, {**where, PRECHECK_RESULT: "miss"})
+            return
+        # One count, with the span event's attributes plus where it happened.
+        self._counters[type(event)].add(1, {**where, **_event_attributes(event)})
 
 
 def _event_attributes(event: Event) -> dict[str, Any]:

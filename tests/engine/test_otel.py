@@ -30,7 +30,7 @@ from opentelemetry.trace import SpanKind, StatusCode
 from engine.observed_paths import PREFIX, SCENARIOS, engine
 from idemstore import AsyncDynamoStore, IdempotencyConfigurationError
 from idemstore.integrations.asgi import HttpIdempotencyConfig, IdempotencyMiddleware
-from idemstore.observe import BatchPrecheck, emit, observers
+from idemstore.observe import BatchPrecheck, ReleaseFailed, StaleRecord, TakeOver, emit, observers
 from idemstore.otel import IdempotencyInstrumentor
 
 SECRET = b"correlate-but-do-not-expose"
@@ -240,6 +240,29 @@ async def test_metrics_by_outcome(telemetry: Telemetry, dynamo_store: AsyncDynam
         for point in telemetry.points("idemstore.batch.precheck.records")
     }
     assert precheck == {"hit": 3, "miss": 2}
+
+
+def test_take_overs_and_failed_releases_are_counted_with_their_attributes(
+    telemetry: Telemetry,
+) -> None:
+    emit(TakeOver(PREFIX, "memory", StaleRecord.STALE_LOCK))
+    emit(TakeOver(PREFIX, "memory", StaleRecord.STALE_LOCK))
+    emit(ReleaseFailed(PREFIX, "dynamodb", "IdempotencyPersistenceLayerError"))
+
+    (takeovers,) = telemetry.points("idemstore.lock.takeovers")
+    assert takeovers.value == 2
+    assert dict(takeovers.attributes) == {
+        "idemstore.function": PREFIX,
+        "idemstore.store": "memory",
+        "idemstore.lock.found": "stale_lock",
+    }
+    (failures,) = telemetry.points("idemstore.lock.release_failures")
+    assert failures.value == 1
+    assert dict(failures.attributes) == {
+        "idemstore.function": PREFIX,
+        "idemstore.store": "dynamodb",
+        "error.type": "IdempotencyPersistenceLayerError",
+    }
 
 
 def instrumented() -> bool:
